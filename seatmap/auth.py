@@ -1,0 +1,147 @@
+"""Who is calling: JWT access tokens, the session cookies, and the one place roles are checked.
+
+Access tokens are short-lived HS256 JWTs (`sub`, `role`, `exp`, `iat`, `jti`). API clients
+send them as `Authorization: Bearer`; browsers get the same token in an HttpOnly SameSite
+cookie so the web UI and the WebSocket can use it. Logout puts the token's `jti` on a
+deny-list in Redis until the token would have expired anyway.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Final, Literal, get_args
+
+import jwt
+import msgspec
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+
+from seatmap.errors import Forbidden, InvalidToken, Unauthorized
+from seatmap.runtime import Runtime, runtime
+from seatmap.settings import Settings
+
+Role = Literal["customer", "staff", "admin"]
+ROLES: Final[tuple[Role, ...]] = get_args(Role)
+_RANK: Final[dict[str, int]] = {"customer": 0, "staff": 1, "admin": 2}
+
+ACCESS_COOKIE: Final = "sm_access"
+REFRESH_COOKIE: Final = "sm_refresh"
+_ALGORITHM: Final = "HS256"
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """The authenticated caller, as the access token describes it."""
+
+    user_id: int
+    role: Role
+    jti: str
+    expires_at: int
+
+    def has_role(self, role: Role) -> bool:
+        """Roles are ranked: an admin may do what staff may, staff what a customer may."""
+        return _RANK[self.role] >= _RANK[role]
+
+
+def issue_access_token(settings: Settings, user_id: int, role: Role) -> tuple[str, int]:
+    now = int(time.time())
+    claims = {
+        "sub": str(user_id),
+        "role": role,
+        "iat": now,
+        "exp": now + settings.access_token_ttl,
+        "jti": uuid.uuid4().hex,
+    }
+    token = jwt.encode(claims, settings.jwt_secret.reveal(), algorithm=_ALGORITHM)
+    return token, settings.access_token_ttl
+
+
+def decode_access_token(settings: Settings, token: str) -> Principal:
+    try:
+        # `algorithms` pins HS256: a token that says alg=none (or RS256 with our secret as a
+        # public key) is refused before its signature is even looked at.
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret.reveal(),
+            algorithms=[_ALGORITHM],
+            options={"require": ["sub", "role", "exp", "iat", "jti"]},
+        )
+        user_id = int(claims["sub"])
+        role = claims["role"]
+        if role not in ROLES:
+            raise InvalidToken()
+        return Principal(user_id=user_id, role=role, jti=str(claims["jti"]), expires_at=int(claims["exp"]))
+    except (jwt.PyJWTError, ValueError, TypeError):
+        raise InvalidToken() from None
+
+
+def token_from(conn: HTTPConnection) -> str | None:
+    header = conn.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise InvalidToken("The Authorization header must be `Bearer <token>`.")
+        return value.strip()
+    return conn.cookies.get(ACCESS_COOKIE) or None
+
+
+def _revoked_key(rt: Runtime, jti: str) -> str:
+    return rt.key("revoked", jti)
+
+
+async def principal_from_token(rt: Runtime, token: str) -> Principal:
+    principal = decode_access_token(rt.settings, token)
+    if await rt.redis.exists(_revoked_key(rt, principal.jti)):
+        raise InvalidToken("The token has been revoked.")
+    return principal
+
+
+async def authenticate(conn: HTTPConnection) -> Principal | None:
+    """The caller, or None when no token was sent; a bad token is an error, not anonymity."""
+    token = token_from(conn)
+    if token is None:
+        return None
+    return await principal_from_token(runtime(conn), token)
+
+
+async def require(conn: HTTPConnection, role: Role = "customer") -> Principal:
+    """The one role check: 401 without a valid token, 403 with too small a role."""
+    principal = await authenticate(conn)
+    if principal is None:
+        raise Unauthorized()
+    if not principal.has_role(role):
+        raise Forbidden(f"This needs the {role} role.")
+    return principal
+
+
+async def revoke_access_token(rt: Runtime, principal: Principal) -> None:
+    remaining = principal.expires_at - int(time.time())
+    if remaining > 0:
+        await rt.redis.set(_revoked_key(rt, principal.jti), "1", ex=remaining)
+
+
+def set_session_cookies(response: Response, settings: Settings, access: str, refresh: str) -> None:
+    response.set_cookie(
+        ACCESS_COOKIE,
+        access,
+        max_age=settings.access_token_ttl,
+        httponly=True,
+        secure=settings.cookie_secure,
+        samesite="lax",
+        path="/",
+    )
+    # The refresh token only ever travels to the auth endpoints.
+    response.set_cookie(
+        REFRESH_COOKIE,
+        refresh,
+        max_age=settings.refresh_token_ttl,
+        httponly=True,
+        secure=settings.cookie_secure,
+        samesite="strict",
+        path="/api/auth",
+    )
+
+
+def clear_session_cookies(response: Response) -> None:
+    response.delete_cookie(ACCESS_COOKIE, path="/")
+    response.delete_cookie(REFRESH_COOKIE, path="/api/auth")

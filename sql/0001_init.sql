@@ -1,0 +1,136 @@
+-- Accounts, the mail outbox and the catalog: the foundation every later migration builds on.
+
+CREATE TABLE users (
+    id bigserial PRIMARY KEY,
+    email text NOT NULL,
+    name text NOT NULL DEFAULT '',
+    password_hash text NOT NULL,
+    role text NOT NULL DEFAULT 'customer' CHECK (role IN ('customer', 'staff', 'admin')),
+    email_verified_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX users_email_key ON users (lower(email));
+
+-- Refresh tokens are stored as SHA-256 hashes. A token is used once: refreshing marks it used
+-- and issues the next one of the same family; presenting a used token again revokes the family
+-- (someone copied it).
+CREATE TABLE refresh_tokens (
+    id bigserial PRIMARY KEY,
+    user_id bigint NOT NULL REFERENCES users ON DELETE CASCADE,
+    family uuid NOT NULL,
+    token_hash bytea NOT NULL UNIQUE,
+    expires_at timestamptz NOT NULL,
+    used_at timestamptz,
+    revoked_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family);
+
+CREATE TABLE email_verifications (
+    id bigserial PRIMARY KEY,
+    user_id bigint NOT NULL REFERENCES users ON DELETE CASCADE,
+    code_hash bytea NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    expires_at timestamptz NOT NULL,
+    used_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX email_verifications_user ON email_verifications (user_id, created_at DESC);
+
+-- Every mail the product sends is written here first, in the transaction that causes it;
+-- a sender delivers it by SMTP when one is configured, otherwise it stays stored.
+CREATE TABLE mail_outbox (
+    id bigserial PRIMARY KEY,
+    user_id bigint REFERENCES users ON DELETE SET NULL,
+    recipient text NOT NULL,
+    subject text NOT NULL,
+    body text NOT NULL,
+    status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'stored', 'dead')),
+    attempts integer NOT NULL DEFAULT 0,
+    last_error text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    sent_at timestamptz
+);
+CREATE INDEX mail_outbox_pending ON mail_outbox (id) WHERE status = 'pending';
+
+CREATE TABLE cinemas (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL,
+    city text NOT NULL,
+    timezone text NOT NULL,
+    address text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX cinemas_city ON cinemas (lower(city), id);
+
+CREATE TABLE auditoriums (
+    id bigserial PRIMARY KEY,
+    cinema_id bigint NOT NULL REFERENCES cinemas ON DELETE RESTRICT,
+    name text NOT NULL,
+    -- The layout as the admin submitted it (compact rows or a seat list), for editing.
+    layout jsonb NOT NULL,
+    seat_count integer NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (cinema_id, name)
+);
+
+-- The normalised layout: what clients render and what holds and tickets refer to.
+CREATE TABLE seats (
+    id bigserial PRIMARY KEY,
+    auditorium_id bigint NOT NULL REFERENCES auditoriums ON DELETE CASCADE,
+    label text NOT NULL,
+    row_label text NOT NULL,
+    number integer NOT NULL,
+    x integer NOT NULL,
+    y integer NOT NULL,
+    category text NOT NULL,
+    accessible boolean NOT NULL DEFAULT false,
+    companion boolean NOT NULL DEFAULT false,
+    UNIQUE (auditorium_id, label)
+);
+
+-- General admission: standing capacity sold by quantity, not by seat.
+CREATE TABLE ga_areas (
+    id bigserial PRIMARY KEY,
+    auditorium_id bigint NOT NULL REFERENCES auditoriums ON DELETE CASCADE,
+    name text NOT NULL,
+    capacity integer NOT NULL CHECK (capacity > 0),
+    category text NOT NULL,
+    UNIQUE (auditorium_id, name)
+);
+
+CREATE TABLE movies (
+    id bigserial PRIMARY KEY,
+    title text NOT NULL,
+    duration_minutes integer NOT NULL CHECK (duration_minutes > 0),
+    rating text NOT NULL DEFAULT '',
+    description text NOT NULL DEFAULT '',
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE screenings (
+    id bigserial PRIMARY KEY,
+    auditorium_id bigint NOT NULL REFERENCES auditoriums ON DELETE RESTRICT,
+    movie_id bigint NOT NULL REFERENCES movies ON DELETE RESTRICT,
+    starts_at timestamptz NOT NULL,
+    ends_at timestamptz NOT NULL,
+    status text NOT NULL DEFAULT 'scheduled' CHECK (status IN ('draft', 'scheduled', 'cancelled')),
+    currency char(3) NOT NULL DEFAULT 'IDR',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (ends_at > starts_at),
+    -- Two live screenings never share an auditorium at the same time. btree_gist is not in
+    -- every PostgreSQL build (pgserver lacks it), so the auditorium is a one-point range.
+    CONSTRAINT screenings_no_overlap EXCLUDE USING gist (
+        int8range(auditorium_id, auditorium_id, '[]') WITH &&,
+        tstzrange(starts_at, ends_at) WITH &&
+    ) WHERE (status <> 'cancelled')
+);
+CREATE INDEX screenings_starts ON screenings (starts_at, id);
+CREATE INDEX screenings_movie ON screenings (movie_id, starts_at);
+
+CREATE TABLE screening_prices (
+    screening_id bigint NOT NULL REFERENCES screenings ON DELETE CASCADE,
+    category text NOT NULL,
+    amount bigint NOT NULL CHECK (amount >= 0),
+    PRIMARY KEY (screening_id, category)
+);

@@ -1,0 +1,173 @@
+"""Real PostgreSQL and Redis for every test, isolated per test.
+
+PostgreSQL: a template database gets the migrations once per session; each test gets its own
+`CREATE DATABASE … TEMPLATE`, so concurrent connections in a test really conflict (a rollback
+fixture would hide that). Redis: each test gets its own key prefix, which also names its
+pub/sub channels (pub/sub ignores SELECT, so database numbers would not isolate them).
+
+The servers are the embedded ones unless SEATMAP_TEST_DATABASE_URL / SEATMAP_TEST_REDIS_URL
+point at real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as aioredis
+import uvicorn
+from starlette.applications import Starlette
+
+from seatmap.app import create_app
+from seatmap.db import create_pool, migrate
+from seatmap.embedded import embedded_postgres, embedded_redis
+from seatmap.runtime import Runtime
+from seatmap.settings import Secret, Settings
+from tests.support import TIMEOUT_FACTOR, Server
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def pg_url(servers_dir: Path) -> Iterator[str]:
+    url = os.environ.get("SEATMAP_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    with embedded_postgres(servers_dir) as embedded_url:
+        yield embedded_url
+
+
+@pytest.fixture(scope="session")
+def redis_url(servers_dir: Path) -> Iterator[str]:
+    url = os.environ.get("SEATMAP_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    with embedded_redis(servers_dir) as embedded_url:
+        yield embedded_url
+
+
+async def _admin_execute(pg_url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def template_db(pg_url: str) -> AsyncIterator[str]:
+    name = f"seatmap_tpl_{uuid.uuid4().hex[:12]}"
+    await _admin_execute(pg_url, f'CREATE DATABASE "{name}"')
+    conn = await asyncpg.connect(with_database(pg_url, name))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    yield name
+    await _admin_execute(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def database_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
+    name = f"seatmap_test_{uuid.uuid4().hex[:12]}"
+    await _admin_execute(pg_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield with_database(pg_url, name)
+    await _admin_execute(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        data_dir=tmp_path,
+        dev=True,
+        jwt_secret=Secret("test-secret-" + "x" * 40),
+        redis_prefix=f"t{uuid.uuid4().hex[:10]}",
+        log_json=False,
+    )
+
+
+@pytest.fixture
+async def rt(settings: Settings) -> AsyncIterator[Runtime]:
+    """The test's own connections to the same databases the server uses."""
+    assert settings.database_url is not None and settings.redis_url is not None
+    pool = await create_pool(settings.database_url, min_size=1, max_size=10)
+    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        yield Runtime(settings=settings, pool=pool, redis=redis)
+    finally:
+        await redis.aclose()
+        await pool.close()
+        # Keys of this test's prefix; the server (and the next test) never sees them.
+        cleanup = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+        try:
+            keys = [k async for k in cleanup.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
+            if keys:
+                await cleanup.delete(*keys)
+        finally:
+            await cleanup.aclose()
+
+
+@contextlib.asynccontextmanager
+async def running(app: Starlette) -> AsyncIterator[Server]:
+    """Uvicorn in this event loop on a free port, as websockets' own tests do."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
+    # uvicorn would take over SIGINT/SIGTERM; the test runner keeps its own.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("uvicorn stopped before it started")
+                await asyncio.sleep(0.005)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def server(settings: Settings, rt: Runtime) -> AsyncIterator[Server]:
+    async with running(create_app(settings)) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.http, timeout=10 * TIMEOUT_FACTOR) as c:
+        yield c
+
+
+@pytest.fixture
+def make_settings(settings: Settings) -> object:
+    """For tests that need a variant: `make_settings(hold_ttl=1)`."""
+
+    def make(**changes: object) -> Settings:
+        return replace(settings, **changes)  # type: ignore[arg-type]
+
+    return make
