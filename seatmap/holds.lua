@@ -1,0 +1,304 @@
+--- prelude ---
+-- Shared by every script below (holds.py prepends it). Each script runs as one atomic step:
+-- check, change seat state, maintain the hold's TTL key and the expiry index, take the next
+-- sequence number, append the delta to the capped recovery stream and publish it.
+--
+-- Per screening (all keys share the hash tag {scr:ID}):
+--   meta     hash  status, starts_ms, cap:<area> ... (absent => not loaded: caller rebuilds from PostgreSQL)
+--   seats    hash  label -> "h:<token>" | "s" | "b"   (free seats are absent)
+--   ga       hash  area -> units taken (held + sold)
+--   seq      string, the screening's sequence
+--   log      stream of recent deltas (field "d"), capped
+--   expiry   zset  token -> expiry ms (the sweeper's index)
+--   hold:<t> hash  owner, seats (comma separated), area, qty, created_ms, expires_ms, max_ms
+--   ttl:<t>  string with the hold's TTL; its expiry is what the keyspace notification reports
+--   user:<u> zset  token -> expiry ms (live holds of one user on this screening)
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+
+-- Emits one delta: next seq, recovery log entry, publish. `changes` is a Lua array of tables.
+-- The envelope is written by hand because cjson prints numbers with 14 significant digits,
+-- and a seq (which starts at the clock in microseconds) has 16.
+local function emit(seq_key, log_key, channel, loglen, changes)
+  local seq = string.format('%d', redis.call('INCR', seq_key))
+  local _, ts = now_ms()
+  local payload = '{"type":"delta","seq":' .. seq .. ',"ts":' .. string.format('%.1f', ts) ..
+    ',"changes":' .. cjson.encode(changes) .. '}'
+  redis.call('XADD', log_key, 'MAXLEN', '~', loglen, seq .. '-1', 'd', payload)
+  redis.call('PUBLISH', channel, payload)
+  return seq
+end
+
+local function split(s)
+  local out = {}
+  if s == nil or s == false or s == '' then return out end
+  for item in string.gmatch(s, '([^,]+)') do out[#out + 1] = item end
+  return out
+end
+
+local function ga_change(meta_key, ga_key, area)
+  local cap = tonumber(redis.call('HGET', meta_key, 'cap:' .. area) or '0')
+  local taken = tonumber(redis.call('HGET', ga_key, area) or '0')
+  return {area = area, remaining = cap - taken}
+end
+
+-- Frees everything a hold has (seats still marked with its token, GA units) and forgets it.
+-- Returns the list of changes (possibly empty).
+local function drop_hold(meta_key, seats_key, ga_key, expiry_key, hold_key, ttl_key, user_key, token)
+  local hold = redis.call('HMGET', hold_key, 'seats', 'area', 'qty')
+  local changes = {}
+  local mark = 'h:' .. token
+  for _, label in ipairs(split(hold[1])) do
+    if redis.call('HGET', seats_key, label) == mark then
+      redis.call('HDEL', seats_key, label)
+      changes[#changes + 1] = {seat = label, state = 'free'}
+    end
+  end
+  if hold[2] and hold[2] ~= '' then
+    local left = redis.call('HINCRBY', ga_key, hold[2], -tonumber(hold[3]))
+    if left <= 0 then redis.call('HDEL', ga_key, hold[2]) end
+    changes[#changes + 1] = ga_change(meta_key, ga_key, hold[2])
+  end
+  redis.call('DEL', hold_key, ttl_key)
+  redis.call('ZREM', expiry_key, token)
+  redis.call('ZREM', user_key, token)
+  return changes
+end
+
+-- Status check shared by everything that takes inventory.
+local function on_sale(meta_key, now)
+  local meta = redis.call('HMGET', meta_key, 'status', 'starts_ms')
+  if not meta[1] then return 'noinit' end
+  if meta[1] ~= 'scheduled' then return meta[1] end
+  if now >= tonumber(meta[2]) then return 'started' end
+  return nil
+end
+
+--- hold ---
+-- KEYS: meta seats ga seq log expiry hold ttl user
+-- ARGV: channel token owner ttl_ms max_ms per_user loglen area qty seat...
+local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key, hold_key, ttl_key, user_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local channel, token, owner = ARGV[1], ARGV[2], ARGV[3]
+local ttl_ms, max_ms, per_user, loglen = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local area, qty = ARGV[8], tonumber(ARGV[9])
+local now = now_ms()
+
+local refusal = on_sale(meta_key, now)
+if refusal then return {'not_on_sale', refusal} end
+
+redis.call('ZREMRANGEBYSCORE', user_key, '-inf', now)
+if redis.call('ZCARD', user_key) >= per_user then
+  return {'hold_limit', unpack(redis.call('ZRANGE', user_key, 0, -1))}
+end
+
+local taken, blocked = {}, {}
+for i = 10, #ARGV do
+  local state = redis.call('HGET', seats_key, ARGV[i])
+  if state == 'b' then blocked[#blocked + 1] = ARGV[i]
+  elseif state then taken[#taken + 1] = ARGV[i] end
+end
+if #taken > 0 or #blocked > 0 then
+  local out = {'taken', #taken}
+  for _, s in ipairs(taken) do out[#out + 1] = s end
+  for _, s in ipairs(blocked) do out[#out + 1] = s end
+  return out
+end
+
+if area ~= '' then
+  local cap = redis.call('HGET', meta_key, 'cap:' .. area)
+  if not cap then return {'unknown_area', area} end
+  local used = tonumber(redis.call('HGET', ga_key, area) or '0')
+  if used + qty > tonumber(cap) then return {'sold_out', tostring(tonumber(cap) - used)} end
+end
+
+local changes, labels = {}, {}
+for i = 10, #ARGV do
+  redis.call('HSET', seats_key, ARGV[i], 'h:' .. token)
+  labels[#labels + 1] = ARGV[i]
+  changes[#changes + 1] = {seat = ARGV[i], state = 'held'}
+end
+if area ~= '' then
+  redis.call('HINCRBY', ga_key, area, qty)
+  changes[#changes + 1] = ga_change(meta_key, ga_key, area)
+end
+local expires = now + ttl_ms
+redis.call('HSET', hold_key, 'owner', owner, 'seats', table.concat(labels, ','), 'area', area,
+  'qty', tostring(qty), 'created_ms', tostring(now), 'expires_ms', tostring(expires),
+  'max_ms', tostring(now + max_ms))
+-- The hold hash outlives its TTL key, so the restock can still see what to free.
+redis.call('PEXPIRE', hold_key, max_ms + 3600000)
+redis.call('SET', ttl_key, owner, 'PX', ttl_ms)
+redis.call('ZADD', expiry_key, expires, token)
+redis.call('ZADD', user_key, expires, token)
+redis.call('PEXPIRE', user_key, max_ms)
+local seq = emit(seq_key, log_key, channel, loglen, changes)
+return {'ok', seq, tostring(expires), tostring(now + max_ms)}
+
+--- modify ---
+-- Add and remove seats of a live hold, all or nothing.
+-- KEYS: meta seats ga seq log expiry hold ttl user
+-- ARGV: channel token owner max_seats loglen n_add add... remove...
+local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key, hold_key, ttl_key, user_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local channel, token, owner, max_seats, loglen = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local n_add = tonumber(ARGV[6])
+local now = now_ms()
+
+if redis.call('HGET', hold_key, 'owner') ~= owner or redis.call('EXISTS', ttl_key) == 0 then
+  return {'gone'}
+end
+local refusal = on_sale(meta_key, now)
+if refusal then return {'not_on_sale', refusal} end
+
+local current, set = split(redis.call('HGET', hold_key, 'seats')), {}
+for _, s in ipairs(current) do set[s] = true end
+local mark = 'h:' .. token
+local taken, blocked, not_held = {}, {}, {}
+for i = 7, 6 + n_add do
+  local label = ARGV[i]
+  if not set[label] then
+    local state = redis.call('HGET', seats_key, label)
+    if state == 'b' then blocked[#blocked + 1] = label
+    elseif state then taken[#taken + 1] = label end
+  end
+end
+for i = 7 + n_add, #ARGV do
+  if not set[ARGV[i]] then not_held[#not_held + 1] = ARGV[i] end
+end
+if #taken > 0 or #blocked > 0 then
+  local out = {'taken', #taken}
+  for _, s in ipairs(taken) do out[#out + 1] = s end
+  for _, s in ipairs(blocked) do out[#out + 1] = s end
+  return out
+end
+if #not_held > 0 then return {'not_held', unpack(not_held)} end
+
+local remove = {}
+for i = 7 + n_add, #ARGV do remove[ARGV[i]] = true end
+local labels, changes = {}, {}
+for _, s in ipairs(current) do
+  if remove[s] then
+    redis.call('HDEL', seats_key, s)
+    changes[#changes + 1] = {seat = s, state = 'free'}
+  else
+    labels[#labels + 1] = s
+  end
+end
+local added = {}
+for i = 7, 6 + n_add do
+  local label = ARGV[i]
+  if not set[label] and not added[label] and not remove[label] then
+    added[label] = true
+    labels[#labels + 1] = label
+  end
+end
+if #labels > max_seats then
+  -- Nothing is published yet; put back what was freed and refuse.
+  for _, c in ipairs(changes) do redis.call('HSET', seats_key, c.seat, mark) end
+  return {'too_many', tostring(#labels)}
+end
+for label, _ in pairs(added) do
+  redis.call('HSET', seats_key, label, mark)
+  changes[#changes + 1] = {seat = label, state = 'held'}
+end
+redis.call('HSET', hold_key, 'seats', table.concat(labels, ','))
+local seq = '0'
+if #changes > 0 then seq = emit(seq_key, log_key, channel, loglen, changes) end
+return {'ok', seq, table.concat(labels, ',')}
+
+--- extend ---
+-- KEYS: meta hold ttl expiry user        ARGV: token owner ttl_ms
+local meta_key, hold_key, ttl_key, expiry_key, user_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local token, owner, ttl_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local now = now_ms()
+if redis.call('HGET', hold_key, 'owner') ~= owner or redis.call('EXISTS', ttl_key) == 0 then
+  return {'gone'}
+end
+local refusal = on_sale(meta_key, now)
+if refusal then return {'not_on_sale', refusal} end
+local max = tonumber(redis.call('HGET', hold_key, 'max_ms'))
+local expires = math.min(now + ttl_ms, max)
+redis.call('HSET', hold_key, 'expires_ms', tostring(expires))
+redis.call('PEXPIREAT', ttl_key, expires)
+redis.call('ZADD', expiry_key, expires, token)
+redis.call('ZADD', user_key, expires, token)
+return {'ok', tostring(expires), tostring(max)}
+
+--- release ---
+-- The owner gives a hold back.
+-- KEYS: meta seats ga seq log expiry hold ttl user     ARGV: channel token owner loglen
+local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key, hold_key, ttl_key, user_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local channel, token, owner, loglen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('HGET', hold_key, 'owner') ~= owner or redis.call('EXISTS', ttl_key) == 0 then
+  return {'gone'}
+end
+local changes = drop_hold(meta_key, seats_key, ga_key, expiry_key, hold_key, ttl_key, user_key, token)
+local seq = '0'
+if #changes > 0 then seq = emit(seq_key, log_key, channel, loglen, changes) end
+return {'ok', seq}
+
+--- restock ---
+-- An expired hold goes back on sale, exactly once: whoever runs this first (a keyspace
+-- notification in any process, or any sweeper) frees the seats; every later run finds the
+-- hold gone and does nothing. A hold whose TTL key is still there was extended: left alone.
+-- KEYS: meta seats ga seq log expiry hold ttl user      ARGV: channel token loglen
+local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key, hold_key, ttl_key, user_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local channel, token, loglen = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('EXISTS', hold_key) == 0 then
+  redis.call('ZREM', expiry_key, token)
+  return {'gone'}
+end
+if redis.call('PTTL', ttl_key) > 0 then return {'alive'} end
+local changes = drop_hold(meta_key, seats_key, ga_key, expiry_key, hold_key, ttl_key, user_key, token)
+local seq = '0'
+if #changes > 0 then seq = emit(seq_key, log_key, channel, loglen, changes) end
+return {'ok', seq}
+
+--- init ---
+-- Loads a screening's durable state (from PostgreSQL) into an empty Redis, once. The
+-- sequence restarts above any number used before (the server's clock in microseconds), so a
+-- client resuming from before a Redis restart is told to take a snapshot, never replayed.
+-- KEYS: meta seats ga seq    ARGV: status starts_ms n_seats (label state)... n_ga (area cap taken)...
+local meta_key, seats_key, ga_key, seq_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', meta_key) == 1 then return 0 end
+redis.call('DEL', seats_key, ga_key)
+local i = 4
+for _ = 1, tonumber(ARGV[3]) do
+  redis.call('HSET', seats_key, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local n_ga = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, n_ga do
+  redis.call('HSET', meta_key, 'cap:' .. ARGV[i], ARGV[i + 1])
+  if tonumber(ARGV[i + 2]) > 0 then redis.call('HSET', ga_key, ARGV[i], ARGV[i + 2]) end
+  i = i + 3
+end
+local t = redis.call('TIME')
+local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local seq = tonumber(redis.call('GET', seq_key) or '0')
+if seq < floor then redis.call('SET', seq_key, string.format('%d', floor)) end
+redis.call('HSET', meta_key, 'status', ARGV[1], 'starts_ms', ARGV[2])
+return 1
+
+--- snapshot ---
+-- KEYS: meta seats ga seq      Returns: seq status starts_ms {seats flat} {ga taken flat} {caps flat}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'noinit'} end
+local meta = redis.call('HGETALL', KEYS[1])
+return {redis.call('GET', KEYS[4]) or '0', redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]), meta}
+
+--- status ---
+-- Changes a screening's status (cancel, publish) and tells every viewer, in order with deltas.
+-- KEYS: meta seq log       ARGV: channel status starts_ms loglen
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'noinit'} end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'starts_ms', ARGV[3])
+local seq = string.format('%d', redis.call('INCR', KEYS[2]))
+local payload = '{"type":"status","seq":' .. seq .. ',"status":' .. cjson.encode(ARGV[2]) .. '}'
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], seq .. '-1', 'd', payload)
+redis.call('PUBLISH', ARGV[1], payload)
+return {'ok', seq}
