@@ -5,7 +5,8 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     SeatmapError                      500 internal_error
     ├── ConfigError                   (start-up only: the process refuses to start)
     ├── BadRequest                    400 bad_request
-    │   └── MalformedJSON             400 malformed_json
+    │   ├── MalformedJSON             400 malformed_json
+    │   └── InvalidCode               400 invalid_code      (reason)
     ├── Unauthorized                  401 unauthorized
     │   ├── InvalidCredentials        401 invalid_credentials
     │   └── InvalidToken              401 invalid_token
@@ -78,6 +79,12 @@ class MalformedJSON(BadRequest):
     """The body is not valid JSON."""
 
     code = "malformed_json"
+
+
+class InvalidCode(BadRequest):
+    """The verification code is wrong, expired or already used."""
+
+    code = "invalid_code"
 
 
 class Unauthorized(SeatmapError):
