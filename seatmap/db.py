@@ -13,14 +13,19 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import asyncpg
 
 log = logging.getLogger("seatmap.db")
 
-Pool = asyncpg.Pool[asyncpg.Record]
-Connection = asyncpg.Connection[asyncpg.Record]
+# Generic only in asyncpg-stubs: asyncpg's own classes are not subscriptable at runtime.
+if TYPE_CHECKING:
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record]
+else:
+    Pool = asyncpg.Pool
+    Connection = asyncpg.Connection
 
 # An arbitrary constant; every seatmap process uses the same one.
 MIGRATION_LOCK: Final = 0x5EA7_3A9
