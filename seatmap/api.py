@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -18,6 +19,7 @@ from starlette.responses import Response
 from seatmap.errors import InvalidInput, MalformedJSON, PayloadTooLarge, UnsupportedMediaType
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Callable[..., Any])  # an endpoint, kept typed through @documented
 
 MAX_BODY: Final = 1024 * 1024
 _encoder = msgspec.json.Encoder()
@@ -133,12 +135,12 @@ def documented(
     query: tuple[str, ...] = (),
     auth: str | None = None,
     tags: tuple[str, ...] = (),
-) -> Any:
+) -> Callable[[E], E]:
     """Attach the endpoint's request and response types, so the spec is made from the same
     msgspec Structs that validate and encode the traffic, never written by hand."""
 
-    def mark(endpoint: Any) -> Any:
-        endpoint.__openapi__ = Doc(
+    def mark(endpoint: E) -> E:
+        endpoint.__openapi__ = Doc(  # type: ignore[attr-defined]
             summary=summary, body=body, responses=responses or {}, query=query, auth=auth, tags=tags
         )
         return endpoint
