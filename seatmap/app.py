@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from seatmap import accounts, catalog, ops
+from seatmap import accounts, catalog, metrics, ops
 from seatmap.db import create_pool
 from seatmap.errors import SeatmapError, http_handler, starlette_http_handler, unexpected_handler
 from seatmap.logs import RequestLog, configure
@@ -58,7 +58,7 @@ def create_app(settings: Settings) -> Starlette:
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestLog)],
+        middleware=[Middleware(RequestLog), Middleware(metrics.Metrics)],
         exception_handlers={
             SeatmapError: http_handler,
             HTTPException: starlette_http_handler,

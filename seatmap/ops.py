@@ -1,26 +1,50 @@
-"""Operational endpoints: liveness, readiness."""
+"""Operational endpoints: liveness, readiness, metrics, and the API's own description.
+
+`/healthz` and `/readyz` are for the process supervisor and the load balancer, `/metrics`
+for Prometheus, `/openapi.json` and `/docs` for people writing clients. None of them need a
+login; put `/metrics` behind the router's allow-list if its numbers are private.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import msgspec
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from seatmap.api import respond
+from seatmap import metrics, openapi
+from seatmap.api import documented, respond
 from seatmap.runtime import runtime
 
+TAGS = ("ops",)
 
+
+class Health(msgspec.Struct):
+    status: str
+    pid: int  # which web process answered, when several share the port
+
+
+class Readiness(msgspec.Struct):
+    status: str  # "ready" or "unavailable"
+    checks: dict[str, str]  # "postgres"/"redis" -> "ok" or "error: <kind>"
+
+
+@documented("The process is alive", responses={200: Health}, tags=TAGS)
 async def healthz(request: Request) -> Response:
-    """The process is alive and its event loop turns; says nothing about its dependencies."""
-    return respond({"status": "ok"})
+    """The event loop turns; says nothing about PostgreSQL or Redis (that is /readyz)."""
+    return respond(Health(status="ok", pid=os.getpid()))
 
 
+@documented("PostgreSQL and Redis both answer", responses={200: Readiness, 503: Readiness}, tags=TAGS)
 async def readyz(request: Request) -> Response:
-    """Ready for traffic: PostgreSQL and Redis both answer within a second."""
+    """Ready for traffic when PostgreSQL and Redis both answer within a second; 503 otherwise,
+    so a load balancer stops sending requests to a process that could only fail them."""
     rt = runtime(request)
-    checks: dict[str, str] = {}
 
     async def check_pg() -> None:
         async with rt.pool.acquire() as conn:
@@ -29,17 +53,45 @@ async def readyz(request: Request) -> Response:
     async def check_redis() -> None:
         await rt.redis.ping()
 
-    for name, probe in (("postgres", check_pg), ("redis", check_redis)):
+    async def check(probe: Callable[[], Awaitable[None]]) -> str:
         try:
             await asyncio.wait_for(probe(), timeout=1.0)
-            checks[name] = "ok"
         except Exception as exc:
-            checks[name] = f"error: {type(exc).__name__}"
-    ready = all(v == "ok" for v in checks.values())
-    return respond({"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+            return f"error: {type(exc).__name__}"
+        return "ok"
+
+    pg, redis = await asyncio.gather(check(check_pg), check(check_redis))
+    checks = {"postgres": pg, "redis": redis}
+    if pg == "ok" and redis == "ok":
+        return respond(Readiness(status="ready", checks=checks))
+    return respond(Readiness(status="unavailable", checks=checks), 503)
+
+
+@documented("Process metrics in the Prometheus text format", tags=TAGS)
+async def metrics_endpoint(request: Request) -> Response:
+    """Per process: uptime, HTTP requests by status class, request time, plus every gauge
+    other modules registered with `seatmap.metrics.gauge`."""
+    return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+
+
+@documented("This API described in OpenAPI 3.1", responses={200: dict[str, Any]}, tags=TAGS)
+async def openapi_json(request: Request) -> Response:
+    """Generated from the routes and the msgspec types they validate with; built once."""
+    return Response(openapi.document(request.app), media_type="application/json")
+
+
+@documented("A readable, offline page of the API (renders /openapi.json)", tags=TAGS)
+async def docs(request: Request) -> Response:
+    """Plain HTML and JS from `web/docs.html`; no CDN, so it works without internet access."""
+    from seatmap.app import web_dir  # app.py imports this module; import at call time
+
+    return FileResponse(web_dir() / "docs.html", media_type="text/html; charset=utf-8")
 
 
 routes: list[BaseRoute] = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics_endpoint, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
+    Route("/docs", docs, methods=["GET"]),
 ]
