@@ -23,9 +23,12 @@ log = logging.getLogger("seatmap.db")
 if TYPE_CHECKING:
     Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
     Connection: TypeAlias = asyncpg.Connection[asyncpg.Record]
+    # A connection of our own or one lent by `pool.acquire()` (a proxy): queries run the same.
+    AnyConnection: TypeAlias = Connection | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
 else:
     Pool = asyncpg.Pool
     Connection = asyncpg.Connection
+    AnyConnection = asyncpg.Connection
 
 # An arbitrary constant; every seatmap process uses the same one.
 MIGRATION_LOCK: Final = 0x5EA7_3A9
