@@ -1,0 +1,232 @@
+"""A screening's sellable inventory in Redis: its keys, its scripts, its rebuild from PostgreSQL.
+
+Redis makes the seat map fast; PostgreSQL is the truth. Every script refuses to run on a
+screening whose state is not loaded (`noinit`), and `run` then loads it from PostgreSQL
+(blocked seats, sold seats, GA units sold) and runs the script again. So a Redis restart or
+flush heals itself on the next touch, and a sold seat never shows as free (invariant 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, NewType
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from seatmap.db import Pool
+from seatmap.errors import NotFound
+
+ScreeningId = NewType("ScreeningId", int)
+
+# What the hash stores -> what clients see. Held seats carry their token ("h:<token>").
+PUBLIC_STATE: Final = {"s": "sold", "b": "blocked"}
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every key of one screening shares the hash tag {scr:ID}: one cluster slot, one script."""
+
+    base: str
+    meta: str
+    seats: str
+    ga: str
+    seq: str
+    log: str
+    expiry: str
+    viewers: str
+    channel: str
+
+    @classmethod
+    def of(cls, prefix: str, screening: int) -> Keys:
+        base = f"{prefix}:{{scr:{screening}}}"
+        return cls(
+            base=base,
+            meta=f"{base}:meta",
+            seats=f"{base}:seats",
+            ga=f"{base}:ga",
+            seq=f"{base}:seq",
+            log=f"{base}:log",
+            expiry=f"{base}:expiry",
+            viewers=f"{base}:viewers",
+            channel=f"{base}:chan",
+        )
+
+    def hold(self, token: str) -> str:
+        return f"{self.base}:hold:{token}"
+
+    def ttl(self, token: str) -> str:
+        return f"{self.base}:ttl:{token}"
+
+    def user(self, user_id: int) -> str:
+        return f"{self.base}:user:{user_id}"
+
+
+def ttl_key_pattern(prefix: str) -> re.Pattern[str]:
+    """Recognises an expired hold's TTL key in a keyspace notification: (screening, token)."""
+    return re.compile(re.escape(prefix) + r":\{scr:(\d+)\}:ttl:(.+)$")
+
+
+def _load_scripts() -> dict[str, str]:
+    text = importlib.resources.files("seatmap").joinpath("holds.lua").read_text()
+    blocks: dict[str, str] = {}
+    for match in re.finditer(r"^--- (\w+) ---\n(.*?)(?=^--- \w+ ---\n|\Z)", text, re.S | re.M):
+        blocks[match[1]] = match[2]
+    prelude = blocks.pop("prelude")
+    return {name: prelude + body for name, body in blocks.items()}
+
+
+SCRIPT_SOURCES: Final = _load_scripts()
+
+
+class Scripts:
+    """The Lua scripts, registered once per Redis client (EVALSHA, falling back to EVAL)."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._by_name: dict[str, AsyncScript] = {
+            name: redis.register_script(source) for name, source in SCRIPT_SOURCES.items()
+        }
+
+    async def __call__(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._by_name[name](keys=keys, args=args)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What holds validate against. Immutable once a screening exists (catalog refuses edits)."""
+
+    screening: int
+    labels: frozenset[str]
+    areas: dict[str, int]
+    categories: dict[str, str]
+
+
+_LAYOUT_SQL: Final = """
+SELECT s.id, s.starts_at, s.status,
+       coalesce((SELECT array_agg(label) FROM seats WHERE auditorium_id = s.auditorium_id), '{}') AS labels,
+       coalesce((SELECT array_agg(category) FROM seats WHERE auditorium_id = s.auditorium_id), '{}') AS cats,
+       coalesce((SELECT array_agg(name) FROM ga_areas WHERE auditorium_id = s.auditorium_id), '{}') AS areas,
+       coalesce((SELECT array_agg(capacity) FROM ga_areas WHERE auditorium_id = s.auditorium_id),
+                '{}') AS caps
+FROM screenings s WHERE s.id = $1
+"""
+
+_BLOCKED_SQL: Final = "SELECT seat_label FROM seat_blocks WHERE screening_id = $1"
+
+# Sold inventory. Tickets arrive with checkout; until then nothing is sold. This is the hook
+# the rebuild consults, so once tickets exist a sold seat survives any loss of Redis state.
+SOLD_SOURCES: list[Callable[[Any, int], Awaitable[tuple[list[str], dict[str, int]]]]] = []
+
+
+class Inventory:
+    """Per-process access to screenings' live state; shared by REST, WebSocket and expiry."""
+
+    def __init__(self, redis: Redis, pool: Pool, prefix: str, loglen: int) -> None:
+        self.redis = redis
+        self.pool = pool
+        self.prefix = prefix
+        self.loglen = loglen
+        self.scripts = Scripts(redis)
+        self._layouts: dict[int, Layout] = {}
+        self._layout_locks: dict[int, asyncio.Lock] = {}
+
+    def keys(self, screening: int) -> Keys:
+        return Keys.of(self.prefix, screening)
+
+    async def layout(self, screening: int) -> Layout:
+        cached = self._layouts.get(screening)
+        if cached is not None:
+            return cached
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(_LAYOUT_SQL, screening)
+        if row is None:
+            raise NotFound(f"Screening {screening} does not exist.")
+        layout = Layout(
+            screening=screening,
+            labels=frozenset(row["labels"]),
+            areas=dict(zip(row["areas"], row["caps"], strict=True)),
+            categories=dict(zip(row["labels"], row["cats"], strict=True)),
+        )
+        self._layouts[screening] = layout
+        return layout
+
+    async def load(self, screening: int) -> None:
+        """Copy a screening's durable state from PostgreSQL into Redis, unless already there."""
+        layout = await self.layout(screening)
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow("SELECT status, starts_at FROM screenings WHERE id = $1", screening)
+            if row is None:
+                raise NotFound(f"Screening {screening} does not exist.")
+            blocked = [r["seat_label"] for r in await conn.fetch(_BLOCKED_SQL, screening)]
+            sold: list[str] = []
+            ga_sold: dict[str, int] = {}
+            for source in SOLD_SOURCES:
+                seats, areas = await source(conn, screening)
+                sold.extend(seats)
+                for area, units in areas.items():
+                    ga_sold[area] = ga_sold.get(area, 0) + units
+        states = {label: "b" for label in blocked}
+        states.update({label: "s" for label in sold})
+        args: list[Any] = [row["status"], _ms(row["starts_at"]), len(states)]
+        for label, state in states.items():
+            args += [label, state]
+        args.append(len(layout.areas))
+        for area, capacity in layout.areas.items():
+            args += [area, capacity, ga_sold.get(area, 0)]
+        k = self.keys(screening)
+        await self.scripts("init", [k.meta, k.seats, k.ga, k.seq], args)
+
+    async def run(self, screening: int, name: str, keys: list[str], args: list[Any]) -> list[Any]:
+        """Run a script; if the screening is not loaded in Redis, load it and run it again."""
+        result: list[Any] = await self.scripts(name, keys, args)
+        if result and result[0] == "noinit":
+            await self.load(screening)
+            result = await self.scripts(name, keys, args)
+        return result
+
+    async def log_after(self, keys: Keys, seq: int) -> list[tuple[int, str]]:
+        """Recovery-log entries after `seq`, oldest first, as (seq, delta text)."""
+        entries: Any = await self.redis.xrange(keys.log, min=f"{seq + 1}-0", max="+", count=10_000)
+        return [(int(entry_id.split("-")[0]), fields["d"]) for entry_id, fields in entries]
+
+    async def snapshot(self, screening: int) -> SeatMap:
+        k = self.keys(screening)
+        raw = await self.run(screening, "snapshot", [k.meta, k.seats, k.ga, k.seq], [])
+        seq, seats_flat, ga_flat, meta_flat = raw
+        meta = dict(zip(meta_flat[::2], meta_flat[1::2], strict=True))
+        taken = dict(zip(ga_flat[::2], map(int, ga_flat[1::2]), strict=True))
+        seats = {
+            label: PUBLIC_STATE.get(state, "held")
+            for label, state in zip(seats_flat[::2], seats_flat[1::2], strict=True)
+        }
+        ga = {
+            field[4:]: int(capacity) - taken.get(field[4:], 0)
+            for field, capacity in meta.items()
+            if field.startswith("cap:")
+        }
+        return SeatMap(int(seq), seats, ga, meta.get("status", "scheduled"))
+
+    async def set_status(self, screening: int, status: str, starts_at: datetime) -> int:
+        """Change the live status (e.g. cancelled) and tell every viewer; returns the seq."""
+        k = self.keys(screening)
+        result = await self.run(
+            screening, "status", [k.meta, k.seq, k.log], [k.channel, status, _ms(starts_at), self.loglen]
+        )
+        return int(result[1])
+
+
+@dataclass(frozen=True)
+class SeatMap:
+    seq: int
+    seats: dict[str, str]
+    ga: dict[str, int]
+    status: str
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
