@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.resources
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,12 +18,17 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from seatmap import accounts, catalog, metrics, ops
+from seatmap import accounts, catalog, holds, live, metrics, ops
+from seatmap.channels import Channels
 from seatmap.db import create_pool
 from seatmap.errors import SeatmapError, http_handler, starlette_http_handler, unexpected_handler
+from seatmap.expiry import Expiry
+from seatmap.inventory import Inventory
 from seatmap.logs import RequestLog, configure
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
+
+log = logging.getLogger("seatmap.app")
 
 
 class State(TypedDict):
@@ -49,11 +56,31 @@ def create_app(settings: Settings) -> Starlette:
             redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
             stack.push_async_callback(redis.aclose)
             rt = Runtime(settings=settings, pool=pool, redis=redis)
+            inventory = Inventory(redis, pool, settings.redis_prefix, settings.recovery_log_length)
+            rt.extras["holds"] = holds.Holds(inventory, settings)
+            channels = Channels(
+                redis, inventory, queue_size=settings.ws_queue_size, heartbeat=settings.ws_heartbeat
+            )
+            rt.channels = channels
+            tasks = await channels.start()
+            stack.push_async_callback(channels.stop)
+            expiry = Expiry(
+                redis, inventory, channels, hold_max=settings.hold_max, sweep_interval=settings.sweep_interval
+            )
+            rt.extras["expiry"] = expiry
+            if settings.expiry_notifications:
+                await expiry.listen()
+            tasks.append(asyncio.create_task(expiry.sweep_forever(), name="expiry.sweeper"))
+            stack.push_async_callback(expiry.stop)
+            stack.push_async_callback(_cancel, tasks)
+            for task in tasks:
+                task.add_done_callback(lambda t: _crashed(rt, t))
             yield {"runtime": rt}
 
     routes: list[BaseRoute] = [
         *ops.routes,
-        Mount("/api", routes=[*accounts.routes, *catalog.routes]),
+        *live.routes,
+        Mount("/api", routes=[*accounts.routes, *catalog.routes, *holds.routes]),
         Mount("/", app=StaticFiles(directory=web_dir(), html=True), name="web"),
     ]
     return Starlette(
@@ -65,6 +92,26 @@ def create_app(settings: Settings) -> Starlette:
             Exception: unexpected_handler,
         },
         lifespan=lifespan,
+    )
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _crashed(rt: Runtime, task: asyncio.Task[None]) -> None:
+    """A background task must never end while the process serves: say so loudly, fail /readyz."""
+    if task.cancelled():
+        return
+    rt.extras.setdefault("failed", []).append(task.get_name())
+    log.critical(
+        "background task %s stopped; this process is no longer ready",
+        task.get_name(),
+        exc_info=task.exception(),
     )
 
 

@@ -116,6 +116,8 @@ class Settings:
     ws_commands_per_second: float = 10.0
     ws_command_burst: int = 20
     sweep_interval: float = 0.5
+    # Listen for keyspace `expired` events (the fast restock path); the sweeper runs regardless.
+    expiry_notifications: bool = True
     recovery_log_length: int = 1000
     log_level: str = "INFO"
     log_json: bool = False
@@ -173,6 +175,7 @@ class Settings:
             ws_commands_per_second=_float(environ, "SEATMAP_WS_COMMANDS_PER_SECOND", 10.0),
             ws_command_burst=_int(environ, "SEATMAP_WS_COMMAND_BURST", 20, minimum=1),
             sweep_interval=_float(environ, "SEATMAP_SWEEP_INTERVAL", 0.5),
+            expiry_notifications=_bool(environ, "SEATMAP_EXPIRY_NOTIFICATIONS", True),
             recovery_log_length=_int(environ, "SEATMAP_RECOVERY_LOG_LENGTH", 1000, minimum=10),
             log_level=(environ.get("SEATMAP_LOG_LEVEL") or "INFO").upper(),
             log_json=_bool(environ, "SEATMAP_LOG_JSON", not dev),
