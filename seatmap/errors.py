@@ -17,6 +17,7 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     │   ├── EmailTaken                409 email_taken
     │   ├── ScreeningOverlap          409 screening_overlap
     │   ├── HasTickets                409 has_tickets
+    │   ├── InUse                     409 in_use
     │   ├── NotOnSale                 409 not_on_sale
     │   ├── SeatTaken                 409 seat_taken        (seats)
     │   ├── SeatBlocked               409 seat_blocked      (seats)
@@ -26,7 +27,8 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     ├── PayloadTooLarge               413 payload_too_large
     ├── UnsupportedMediaType          415 unsupported_media_type
     ├── InvalidInput                  422 invalid_input     (path)
-    │   └── UnknownSeats              422 unknown_seats     (seats)
+    │   ├── UnknownSeats              422 unknown_seats     (seats)
+    │   └── TooManySeats              422 too_many_seats    (limit)
     ├── RateLimited                   429 rate_limited      (retry_after)
     └── Unavailable                   503 unavailable
 
@@ -152,6 +154,12 @@ class HasTickets(Conflict):
     code = "has_tickets"
 
 
+class InUse(Conflict):
+    """Other records still refer to this one; remove them first."""
+
+    code = "in_use"
+
+
 class NotOnSale(Conflict):
     """This screening is not on sale."""
 
@@ -222,6 +230,12 @@ class UnknownSeats(InvalidInput):
     """Some seats do not exist in this auditorium."""
 
     code = "unknown_seats"
+
+
+class TooManySeats(InvalidInput):
+    """Too many seats in one hold."""
+
+    code = "too_many_seats"
 
 
 class RateLimited(SeatmapError):
