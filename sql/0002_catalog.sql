@@ -16,8 +16,14 @@ CREATE TABLE auditoriums (
     cinema_id bigint NOT NULL REFERENCES cinemas ON DELETE RESTRICT,
     name text NOT NULL,
     -- The layout as the admin submitted it (compact rows or a seat list), for editing.
+    source jsonb NOT NULL,
+    -- The normalised layout (seatmap.layouts.Layout) exactly as clients get it: served without
+    -- rebuilding it from `seats` on every request. Written together with `seats` and `ga_areas`
+    -- in one transaction, and never changed once a screening uses the auditorium.
     layout jsonb NOT NULL,
+    categories text[] NOT NULL,
     seat_count integer NOT NULL,
+    ga_capacity integer NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (cinema_id, name)
 );
@@ -50,6 +56,7 @@ CREATE TABLE ga_areas (
 CREATE TABLE movies (
     id bigserial PRIMARY KEY,
     title text NOT NULL,
+    kind text NOT NULL DEFAULT 'movie' CHECK (kind IN ('movie', 'event')),
     duration_minutes integer NOT NULL CHECK (duration_minutes > 0),
     rating text NOT NULL DEFAULT '',
     description text NOT NULL DEFAULT '',
@@ -63,7 +70,7 @@ CREATE TABLE screenings (
     starts_at timestamptz NOT NULL,
     ends_at timestamptz NOT NULL,
     status text NOT NULL DEFAULT 'scheduled' CHECK (status IN ('draft', 'scheduled', 'cancelled')),
-    currency char(3) NOT NULL DEFAULT 'IDR',
+    currency text NOT NULL DEFAULT 'IDR' CHECK (currency ~ '^[A-Z]{3}$'),
     created_at timestamptz NOT NULL DEFAULT now(),
     CHECK (ends_at > starts_at),
     -- Two live screenings never share an auditorium at the same time. btree_gist is not in
@@ -75,6 +82,7 @@ CREATE TABLE screenings (
 );
 CREATE INDEX screenings_starts ON screenings (starts_at, id);
 CREATE INDEX screenings_movie ON screenings (movie_id, starts_at);
+CREATE INDEX screenings_auditorium ON screenings (auditorium_id, starts_at);
 
 CREATE TABLE screening_prices (
     screening_id bigint NOT NULL REFERENCES screenings ON DELETE CASCADE,
