@@ -94,6 +94,17 @@ def decode_cursor(cursor: str, count: int) -> list[str]:
     return parts
 
 
+def cursor_id(request: Request) -> int:
+    """The id after which a list ordered by id continues (`?cursor=`), 0 for the first page."""
+    cursor = request.query_params.get("cursor")
+    if not cursor:
+        return 0
+    (raw,) = decode_cursor(cursor, 1)
+    if not raw.isdigit():
+        raise InvalidInput("The cursor is not valid.", path="$.cursor")
+    return int(raw)
+
+
 def query_int(request: Request, name: str, default: int, *, minimum: int = 0, maximum: int = 1000) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
