@@ -53,7 +53,12 @@ def create_app(settings: Settings) -> Starlette:
         async with contextlib.AsyncExitStack() as stack:
             pool = await create_pool(database_url, min_size=1, max_size=20)
             stack.push_async_callback(pool.close)
-            redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+            # A blocking pool: under a burst, requests wait briefly for a connection instead
+            # of failing with "Too many connections".
+            redis_pool = aioredis.BlockingConnectionPool.from_url(
+                redis_url, max_connections=64, timeout=10, decode_responses=True
+            )
+            redis = aioredis.Redis.from_pool(redis_pool)  # owns the pool: aclose() closes it
             stack.push_async_callback(redis.aclose)
             rt = Runtime(settings=settings, pool=pool, redis=redis)
             inventory = Inventory(redis, pool, settings.redis_prefix, settings.recovery_log_length)

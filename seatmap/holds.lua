@@ -87,7 +87,7 @@ local area, qty = ARGV[8], tonumber(ARGV[9])
 local now = now_ms()
 
 local refusal = on_sale(meta_key, now)
-if refusal then return {'not_on_sale', refusal} end
+if refusal == 'noinit' then return {'noinit'} elseif refusal then return {'not_on_sale', refusal} end
 
 redis.call('ZREMRANGEBYSCORE', user_key, '-inf', now)
 if redis.call('ZCARD', user_key) >= per_user then
@@ -151,7 +151,7 @@ if redis.call('HGET', hold_key, 'owner') ~= owner or redis.call('EXISTS', ttl_ke
   return {'gone'}
 end
 local refusal = on_sale(meta_key, now)
-if refusal then return {'not_on_sale', refusal} end
+if refusal == 'noinit' then return {'noinit'} elseif refusal then return {'not_on_sale', refusal} end
 
 local current, set = split(redis.call('HGET', hold_key, 'seats')), {}
 for _, s in ipairs(current) do set[s] = true end
@@ -218,7 +218,7 @@ if redis.call('HGET', hold_key, 'owner') ~= owner or redis.call('EXISTS', ttl_ke
   return {'gone'}
 end
 local refusal = on_sale(meta_key, now)
-if refusal then return {'not_on_sale', refusal} end
+if refusal == 'noinit' then return {'noinit'} elseif refusal then return {'not_on_sale', refusal} end
 local max = tonumber(redis.call('HGET', hold_key, 'max_ms'))
 local expires = math.min(now + ttl_ms, max)
 redis.call('HSET', hold_key, 'expires_ms', tostring(expires))

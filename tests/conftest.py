@@ -130,9 +130,17 @@ async def rt(settings: Settings) -> AsyncIterator[Runtime]:
 
 
 @contextlib.asynccontextmanager
-async def running(app: Starlette) -> AsyncIterator[Server]:
+async def running(app: Starlette, ws_max_size: int = 16 * 1024) -> AsyncIterator[Server]:
     """Uvicorn in this event loop on a free port, as websockets' own tests do."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", access_log=False)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_config=None,
+        lifespan="on",
+        access_log=False,
+        ws_max_size=ws_max_size,
+    )
     server = uvicorn.Server(config)
     # uvicorn would take over SIGINT/SIGTERM; the test runner keeps its own.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
@@ -153,7 +161,7 @@ async def running(app: Starlette) -> AsyncIterator[Server]:
 
 @pytest.fixture
 async def server(settings: Settings, rt: Runtime) -> AsyncIterator[Server]:
-    async with running(create_app(settings)) as srv:
+    async with running(create_app(settings), settings.ws_max_message) as srv:
         yield srv
 
 

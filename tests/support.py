@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection
 
 from seatmap import accounts
 from seatmap.auth import Role
@@ -54,3 +60,103 @@ async def login(client: httpx.AsyncClient, user: User) -> User:
 
 async def logged_in(rt: Runtime, client: httpx.AsyncClient, role: Role = "customer") -> User:
     return await login(client, await create_user(rt, role))
+
+
+async def make_screening(
+    rt: Runtime,
+    rows: list[str] | None = None,
+    *,
+    ga: Sequence[tuple[str, int]] = (),
+    starts_in: timedelta = timedelta(days=1),
+    status: str = "scheduled",
+) -> int:
+    """A cinema, an auditorium with this layout, a movie and one screening of it; its id."""
+    from seatmap.cinemas import insert_auditorium
+    from seatmap.layouts import GaArea, LayoutSpec
+
+    rows = rows if rows is not None else ["SSSSSSSSSS"] * 10
+    spec = LayoutSpec(rows=rows or None, ga=[GaArea(name=n, capacity=c) for n, c in ga])
+    starts = datetime.now(UTC) + starts_in
+    async with rt.pool.acquire() as conn, conn.transaction():
+        cinema = await conn.fetchval(
+            "INSERT INTO cinemas (name, city, timezone) VALUES ($1, 'Jakarta', 'Asia/Jakarta') RETURNING id",
+            f"Cinema {uuid.uuid4().hex[:6]}",
+        )
+        auditorium = await insert_auditorium(conn, cinema, "Studio 1", spec)
+        movie = await conn.fetchval(
+            "INSERT INTO movies (title, duration_minutes) VALUES ('Test film', 100) RETURNING id"
+        )
+        screening: int = await conn.fetchval(
+            "INSERT INTO screenings (auditorium_id, movie_id, starts_at, ends_at, status)"
+            " VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            auditorium.id, movie, starts, starts + timedelta(hours=2), status,
+        )  # fmt: skip
+        for category in ("standard", "premium", "vip"):
+            await conn.execute(
+                "INSERT INTO screening_prices (screening_id, category, amount) VALUES ($1, $2, 50000)",
+                screening, category,
+            )  # fmt: skip
+    return screening
+
+
+class Viewer:
+    """A WebSocket client on one screening that keeps every message it receives, decoded."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+        self.messages: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(cls, server: Server, screening: int, *, since: int | None = None, **kw: Any) -> Viewer:
+        url = f"{server.ws}/ws/screenings/{screening}" + (f"?since={since}" if since is not None else "")
+        return cls(await websockets.connect(url, open_timeout=5 * TIMEOUT_FACTOR, **kw))
+
+    async def recv(self, within: float = 2.0) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.conn.recv(), within * TIMEOUT_FACTOR)
+        message: dict[str, Any] = json.loads(raw)
+        self.messages.append(message)
+        return message
+
+    async def next(self, type_: str, within: float = 2.0) -> dict[str, Any]:
+        """The next message of this type, skipping presence and heartbeats in between."""
+        async with asyncio.timeout(within * TIMEOUT_FACTOR):
+            while True:
+                message = await self.recv(within)
+                if message["type"] == type_:
+                    return message
+                if message["type"] not in ("presence", "heartbeat"):
+                    raise AssertionError(f"expected {type_}, got {message}")
+
+    async def send(self, **message: Any) -> None:
+        await self.conn.send(json.dumps(message))
+
+    async def command(self, within: float = 2.0, **message: Any) -> dict[str, Any]:
+        """Send a command and return its result or error (deltas received meanwhile are kept)."""
+        await self.send(**message)
+        async with asyncio.timeout(within * TIMEOUT_FACTOR):
+            while True:
+                reply = await self.recv(within)
+                if reply["type"] in ("result", "error", "pong"):
+                    return reply
+
+    def deltas(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["type"] == "delta"]
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+async def quick_users(rt: Runtime, n: int, role: Role = "customer") -> list[User]:
+    """Many users with access tokens, without paying for n password hashes and logins."""
+    from seatmap.auth import issue_access_token
+
+    async with rt.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "INSERT INTO users (email, name, password_hash, role)"
+            " SELECT 'u' || g || '-' || $2 || '@example.com', 'User ' || g, 'x', $3"
+            " FROM generate_series(1, $1) g RETURNING id, email",
+            n, uuid.uuid4().hex[:8], role,
+        )  # fmt: skip
+    return [
+        User(r["id"], r["email"], "", role, issue_access_token(rt.settings, r["id"], role)[0]) for r in rows
+    ]
