@@ -31,7 +31,7 @@ class Health(msgspec.Struct):
 
 class Readiness(msgspec.Struct):
     status: str  # "ready" or "unavailable"
-    checks: dict[str, str]  # "postgres"/"redis" -> "ok" or "error: <kind>"
+    checks: dict[str, str]  # "postgres"/"redis" -> "ok" or "error: <kind>"; "background" if a task died
 
 
 @documented("The process is alive", responses={200: Health}, tags=TAGS)
@@ -42,8 +42,9 @@ async def healthz(request: Request) -> Response:
 
 @documented("PostgreSQL and Redis both answer", responses={200: Readiness, 503: Readiness}, tags=TAGS)
 async def readyz(request: Request) -> Response:
-    """Ready for traffic when PostgreSQL and Redis both answer within a second; 503 otherwise,
-    so a load balancer stops sending requests to a process that could only fail them."""
+    """Ready for traffic when PostgreSQL and Redis both answer within a second and no
+    background task has died; 503 otherwise, so a load balancer stops sending requests to a
+    process that could only fail them."""
     rt = runtime(request)
 
     async def check_pg() -> None:
@@ -62,7 +63,11 @@ async def readyz(request: Request) -> Response:
 
     pg, redis = await asyncio.gather(check(check_pg), check(check_redis))
     checks = {"postgres": pg, "redis": redis}
-    if pg == "ok" and redis == "ok":
+    # app.py's task watcher lists background tasks (pub/sub, expiry sweeper) that died.
+    failed: list[str] = rt.extras.get("failed", [])
+    if failed:
+        checks["background"] = "stopped: " + ", ".join(failed)
+    if pg == "ok" and redis == "ok" and not failed:
         return respond(Readiness(status="ready", checks=checks))
     return respond(Readiness(status="unavailable", checks=checks), 503)
 
