@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,6 +78,12 @@ def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
+def _mask_url(url: str) -> str:
+    """`postgresql://app:hunter2@db/x` -> `postgresql://app:**********@db/x` (also `?password=`)."""
+    masked = re.sub(r"(://[^/@:]*:)[^/]*@", r"\1**********@", url)
+    return re.sub(r"(password=)[^&]*", r"\1**********", masked, flags=re.IGNORECASE)
+
+
 def _list(environ: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     raw = environ.get(name)
     if raw is None:
@@ -126,6 +133,16 @@ class Settings:
     def embedded(self) -> bool:
         """True when at least one backing server has to be started by us (see embedded.py)."""
         return self.database_url is None or self.redis_url is None
+
+    def __repr__(self) -> str:
+        """The dataclass repr, except that passwords inside DATABASE_URL/REDIS_URL are masked."""
+        shown: list[str] = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, str) and f.name.endswith("_url"):
+                value = _mask_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
