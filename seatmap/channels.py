@@ -23,7 +23,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Final
 
 import msgspec
@@ -162,6 +162,8 @@ class Channels:
         self._pubsub: PubSub | None = None
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Short-lived tasks (catch-ups, unsubscribes): kept so stop() can end them cleanly.
+        self._spawned: set[asyncio.Task[None]] = set()
         self.reconnects = 0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -175,10 +177,20 @@ class Channels:
             await self._connected.wait()
         return self._tasks
 
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+        task.add_done_callback(_log_failure)
+
     async def stop(self) -> None:
-        for task in self._tasks:
+        for channel in self.channels.values():
+            if channel.linger is not None:
+                channel.linger.cancel()
+        tasks = [*self._tasks, *self._spawned]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for channel in list(self.channels.values()):
@@ -249,10 +261,7 @@ class Channels:
         if channel._catching_up:
             return
         channel._catching_up = True
-        task = asyncio.create_task(
-            self._catch_up(channel, seen), name=f"channels.catch_up.{channel.screening}"
-        )
-        task.add_done_callback(_log_failure)
+        self._spawn(self._catch_up(channel, seen), f"channels.catch_up.{channel.screening}")
 
     async def _catch_up(self, channel: Channel, seen: int | None) -> None:
         """Fill the gap after channel.seq from the recovery stream, else take a fresh snapshot."""
@@ -314,10 +323,7 @@ class Channels:
         if channel.subscribers or self.channels.get(channel.screening) is not channel:
             return
         self._forget(channel)
-        task = asyncio.create_task(
-            self._unsubscribe(channel), name=f"channels.unsubscribe.{channel.screening}"
-        )
-        task.add_done_callback(_log_failure)
+        self._spawn(self._unsubscribe(channel), f"channels.unsubscribe.{channel.screening}")
 
     def _forget(self, channel: Channel) -> None:
         self.channels.pop(channel.screening, None)
@@ -374,9 +380,12 @@ class Channels:
             if total != channel.viewers:
                 channel.viewers = total
                 channel.broadcast(encoder.encode(Presence(viewers=total)).decode())
-            seq = int(results[3 * i + 2] or 0)
-            if seq > channel.seq and not channel._catching_up:
-                self._spawn_catch_up(channel, seq)
+            raw_seq = results[3 * i + 2]
+            if raw_seq is None:
+                # Redis lost this screening (restart, flush): reload it, everyone resyncs.
+                self._spawn_catch_up(channel, channel.seq + 1)
+            elif int(raw_seq) > channel.seq:
+                self._spawn_catch_up(channel, int(raw_seq))
             quiet = [sub for sub in channel.subscribers if sub.last_sent < heartbeat_before]
             if quiet:
                 text = encoder.encode(Heartbeat(seq=channel.seq)).decode()

@@ -127,7 +127,7 @@ class HoldResult(msgspec.Struct, kw_only=True):
     max_expires_at: str
 
 
-class Result(msgspec.Struct, tag="result", kw_only=True, omit_defaults=True):
+class Result(msgspec.Struct, tag="result", kw_only=True):
     ref: str | None = None
     ok: bool = True
     hold: HoldResult | None = None

@@ -34,7 +34,9 @@ async def test_hold_returns_token_and_others_see_seats_held(
 ) -> None:
     """A hold answers 201 with its token and expiry, and the seat map shows the seats held."""
     (alice,) = await quick_users(rt, 1)
-    r = await client.post("/api/holds", json={"screening_id": screening, "seats": ["A1", "A2"]}, headers=alice.headers)
+    r = await client.post(
+        "/api/holds", json={"screening_id": screening, "seats": ["A1", "A2"]}, headers=alice.headers
+    )
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["token"].startswith(f"{screening}.")
@@ -49,7 +51,9 @@ async def test_taken_seats_refused_with_every_lost_seat_named(
 ) -> None:
     """Overlapping a hold gets 409 seat_taken naming each lost seat, and holds nothing of the rest."""
     alice, bob = await quick_users(rt, 2)
-    r = await client.post("/api/holds", json={"screening_id": screening, "seats": ["B1", "B2"]}, headers=alice.headers)
+    r = await client.post(
+        "/api/holds", json={"screening_id": screening, "seats": ["B1", "B2"]}, headers=alice.headers
+    )
     assert r.status_code == 201
     r = await client.post(
         "/api/holds", json={"screening_id": screening, "seats": ["B2", "B3", "B1"]}, headers=bob.headers
@@ -78,13 +82,17 @@ async def test_bad_seat_lists_refused_and_nothing_changes(
     """Unknown, repeated, too many or no seats: a clear 4xx, and the seat map is untouched."""
     (alice,) = await quick_users(rt, 1)
     before = await seat_map(rt, screening)
-    r = await client.post("/api/holds", json={"screening_id": screening, "seats": seats}, headers=alice.headers)
+    r = await client.post(
+        "/api/holds", json={"screening_id": screening, "seats": seats}, headers=alice.headers
+    )
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code
     assert await seat_map(rt, screening) == before
 
 
-async def test_malformed_and_anonymous_requests(rt: Runtime, client: httpx.AsyncClient, screening: int) -> None:
+async def test_malformed_and_anonymous_requests(
+    rt: Runtime, client: httpx.AsyncClient, screening: int
+) -> None:
     """No token is 401; broken JSON is 400; a wrong type is 422 with the field path."""
     (alice,) = await quick_users(rt, 1)
     r = await client.post("/api/holds", json={"screening_id": screening, "seats": ["A1"]})
@@ -99,22 +107,36 @@ async def test_malformed_and_anonymous_requests(rt: Runtime, client: httpx.Async
     assert r.status_code == 404
 
 
-async def test_one_live_hold_per_user_per_screening(rt: Runtime, client: httpx.AsyncClient, screening: int) -> None:
+async def test_one_live_hold_per_user_per_screening(
+    rt: Runtime, client: httpx.AsyncClient, screening: int
+) -> None:
     """A second hold on the same screening is refused (409 hold_limit) until the first is released."""
     (alice,) = await quick_users(rt, 1)
-    first = await client.post("/api/holds", json={"screening_id": screening, "seats": ["C1"]}, headers=alice.headers)
-    r = await client.post("/api/holds", json={"screening_id": screening, "seats": ["C2"]}, headers=alice.headers)
+    first = await client.post(
+        "/api/holds", json={"screening_id": screening, "seats": ["C1"]}, headers=alice.headers
+    )
+    r = await client.post(
+        "/api/holds", json={"screening_id": screening, "seats": ["C2"]}, headers=alice.headers
+    )
     assert (r.status_code, r.json()["error"]["code"]) == (409, "hold_limit")
-    assert (await client.delete(f"/api/holds/{first.json()['token']}", headers=alice.headers)).status_code == 204
-    r = await client.post("/api/holds", json={"screening_id": screening, "seats": ["C2"]}, headers=alice.headers)
+    assert (
+        await client.delete(f"/api/holds/{first.json()['token']}", headers=alice.headers)
+    ).status_code == 204
+    r = await client.post(
+        "/api/holds", json={"screening_id": screening, "seats": ["C2"]}, headers=alice.headers
+    )
     assert r.status_code == 201
 
 
-async def test_someone_elses_token_is_not_found(rt: Runtime, client: httpx.AsyncClient, screening: int) -> None:
+async def test_someone_elses_token_is_not_found(
+    rt: Runtime, client: httpx.AsyncClient, screening: int
+) -> None:
     """Bob cannot see, change, extend or release Alice's hold: 404, and her seats stay hers."""
     alice, bob = await quick_users(rt, 2)
     token = (
-        await client.post("/api/holds", json={"screening_id": screening, "seats": ["D1"]}, headers=alice.headers)
+        await client.post(
+            "/api/holds", json={"screening_id": screening, "seats": ["D1"]}, headers=alice.headers
+        )
     ).json()["token"]
     for method, path, body in [
         ("GET", f"/api/holds/{token}", None),
@@ -133,25 +155,35 @@ async def test_release_frees_seats_for_others(rt: Runtime, client: httpx.AsyncCl
     """After Alice releases, Bob can hold the same seats."""
     alice, bob = await quick_users(rt, 2)
     token = (
-        await client.post("/api/holds", json={"screening_id": screening, "seats": ["E1", "E2"]}, headers=alice.headers)
+        await client.post(
+            "/api/holds", json={"screening_id": screening, "seats": ["E1", "E2"]}, headers=alice.headers
+        )
     ).json()["token"]
     assert (await client.delete(f"/api/holds/{token}", headers=alice.headers)).status_code == 204
     assert (await client.delete(f"/api/holds/{token}", headers=alice.headers)).status_code == 404
-    r = await client.post("/api/holds", json={"screening_id": screening, "seats": ["E1", "E2"]}, headers=bob.headers)
+    r = await client.post(
+        "/api/holds", json={"screening_id": screening, "seats": ["E1", "E2"]}, headers=bob.headers
+    )
     assert r.status_code == 201
 
 
-async def test_add_and_remove_seats_all_or_nothing(rt: Runtime, client: httpx.AsyncClient, screening: int) -> None:
+async def test_add_and_remove_seats_all_or_nothing(
+    rt: Runtime, client: httpx.AsyncClient, screening: int
+) -> None:
     """Adding a taken seat changes nothing; a valid add/remove moves exactly those seats."""
     alice, bob = await quick_users(rt, 2)
     await client.post("/api/holds", json={"screening_id": screening, "seats": ["F5"]}, headers=bob.headers)
     token = (
-        await client.post("/api/holds", json={"screening_id": screening, "seats": ["F1"]}, headers=alice.headers)
+        await client.post(
+            "/api/holds", json={"screening_id": screening, "seats": ["F1"]}, headers=alice.headers
+        )
     ).json()["token"]
     r = await client.post(f"/api/holds/{token}/seats", json={"add": ["F2", "F5"]}, headers=alice.headers)
     assert (r.status_code, r.json()["error"]["seats"]) == (409, ["F5"])
     assert (await seat_map(rt, screening))["seats"] == {"F1": "held", "F5": "held"}
-    r = await client.post(f"/api/holds/{token}/seats", json={"add": ["F2", "F3"], "remove": ["F1"]}, headers=alice.headers)
+    r = await client.post(
+        f"/api/holds/{token}/seats", json={"add": ["F2", "F3"], "remove": ["F1"]}, headers=alice.headers
+    )
     assert r.status_code == 200, r.text
     assert sorted(r.json()["seats"]) == ["F2", "F3"]
     assert (await seat_map(rt, screening))["seats"] == {"F2": "held", "F3": "held", "F5": "held"}
@@ -173,7 +205,9 @@ async def test_extend_is_bounded_by_hold_max(rt: Runtime, settings: Settings, sc
     async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
         (alice,) = await quick_users(rt, 1)
         hold = (
-            await client.post("/api/holds", json={"screening_id": screening, "seats": ["A1"]}, headers=alice.headers)
+            await client.post(
+                "/api/holds", json={"screening_id": screening, "seats": ["A1"]}, headers=alice.headers
+            )
         ).json()
         cap = datetime.fromisoformat(hold["max_expires_at"])
         assert cap - datetime.fromisoformat(hold["expires_at"]) == timedelta(seconds=1)
@@ -193,26 +227,36 @@ async def test_screenings_not_on_sale_refuse_holds(
     """Cancelled, unpublished or already started screenings answer 409 not_on_sale."""
     screening = await make_screening(rt, ["SSSS"], status=status, starts_in=starts_in)
     (alice,) = await quick_users(rt, 1)
-    r = await client.post("/api/holds", json={"screening_id": screening, "seats": ["A1"]}, headers=alice.headers)
+    r = await client.post(
+        "/api/holds", json={"screening_id": screening, "seats": ["A1"]}, headers=alice.headers
+    )
     assert r.status_code == 409
     assert r.json()["error"] | {"message": ""} == {"code": "not_on_sale", "reason": reason, "message": ""}
 
 
-async def test_ga_quantity_comes_out_of_capacity(rt: Runtime, client: httpx.AsyncClient, screening: int) -> None:
+async def test_ga_quantity_comes_out_of_capacity(
+    rt: Runtime, client: httpx.AsyncClient, screening: int
+) -> None:
     """GA holds take units from the area; asking for more than remain is 409 sold_out."""
     alice, bob = await quick_users(rt, 2)
     r = await client.post(
-        "/api/holds", json={"screening_id": screening, "ga": {"area": "Floor", "quantity": 3}}, headers=alice.headers
+        "/api/holds",
+        json={"screening_id": screening, "ga": {"area": "Floor", "quantity": 3}},
+        headers=alice.headers,
     )
     assert r.status_code == 201, r.text
     assert (await seat_map(rt, screening))["ga"] == {"Floor": 2}
     r = await client.post(
-        "/api/holds", json={"screening_id": screening, "ga": {"area": "Floor", "quantity": 3}}, headers=bob.headers
+        "/api/holds",
+        json={"screening_id": screening, "ga": {"area": "Floor", "quantity": 3}},
+        headers=bob.headers,
     )
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "sold_out" and r.json()["error"]["remaining"] == 2
     r = await client.post(
-        "/api/holds", json={"screening_id": screening, "ga": {"area": "Nope", "quantity": 1}}, headers=bob.headers
+        "/api/holds",
+        json={"screening_id": screening, "ga": {"area": "Nope", "quantity": 1}},
+        headers=bob.headers,
     )
     assert r.status_code == 422
 
@@ -228,7 +272,9 @@ async def test_200_clients_race_for_overlapping_seats(rt: Runtime, client: httpx
 
     async def attempt(user_headers: dict[str, str], seats: list[str]) -> httpx.Response:
         await start.wait()
-        return await client.post("/api/holds", json={"screening_id": screening, "seats": seats}, headers=user_headers)
+        return await client.post(
+            "/api/holds", json={"screening_id": screening, "seats": seats}, headers=user_headers
+        )
 
     tasks = [asyncio.create_task(attempt(u.headers, w)) for u, w in zip(users, wants, strict=True)]
     await asyncio.sleep(0.05)
