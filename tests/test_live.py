@@ -51,7 +51,7 @@ async def test_join_gets_snapshot_then_ordered_deltas(
 async def test_hold_and_release_over_the_socket(
     rt: Runtime, server: Server, client: httpx.AsyncClient, screening: int
 ) -> None:
-    """After `auth`, a socket holds and releases seats; the result echoes the ref and another viewer sees it."""
+    """After `auth`, a socket holds and releases seats; results echo the ref; another viewer sees it."""
     (alice,) = await quick_users(rt, 1)
     other = await Viewer.connect(server, screening)
     await other.next("snapshot")
