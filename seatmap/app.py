@@ -80,6 +80,8 @@ def create_app(settings: Settings) -> Starlette:
             stack.push_async_callback(_cancel, tasks)
             for task in tasks:
                 task.add_done_callback(lambda t: _crashed(rt, t))
+            # Also on app.state, for code that holds the app rather than a request (tests, tools).
+            app.state.runtime = rt
             yield {"runtime": rt}
 
     routes: list[BaseRoute] = [

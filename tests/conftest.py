@@ -153,7 +153,7 @@ async def running(app: Starlette, ws_max_size: int = 16 * 1024) -> AsyncIterator
                     raise RuntimeError("uvicorn stopped before it started")
                 await asyncio.sleep(0.005)
         port = server.servers[0].sockets[0].getsockname()[1]
-        yield Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}")
+        yield Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}", app.state.runtime)
     finally:
         server.should_exit = True
         await task

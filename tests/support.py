@@ -28,6 +28,8 @@ PASSWORD: Final = "correct horse battery"
 class Server:
     http: str
     ws: str
+    # The server's own Runtime (in-process servers only), to look inside it.
+    runtime: Runtime | None = None
 
 
 @dataclass(frozen=True)
