@@ -28,6 +28,12 @@ def _free_port() -> int:
         return port
 
 
+def _start(port: int, environ: dict[str, str]) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "uvicorn", "seatmap.app:app_from_environ", "--factory"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    return subprocess.Popen(command, env=environ)
+
+
 @contextlib.asynccontextmanager
 async def web_processes(settings: Settings, count: int, **env: str) -> AsyncIterator[list[Server]]:
     """`count` separate `uvicorn seatmap.app:app_from_environ` processes, as the Procfile runs them."""
@@ -46,23 +52,7 @@ async def web_processes(settings: Settings, count: int, **env: str) -> AsyncIter
     try:
         for _ in range(count):
             port = _free_port()
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "uvicorn",
-                        "seatmap.app:app_from_environ",
-                        "--factory",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--no-access-log",
-                    ],
-                    env=environ,
-                )  # fmt: skip
-            )
+            procs.append(_start(port, environ))
             servers.append(Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"))
         async with httpx.AsyncClient() as client:
             deadline = time.monotonic() + 30 * TIMEOUT_FACTOR
