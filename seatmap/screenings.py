@@ -51,7 +51,9 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _DATE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MAX_ID: Final = 2**63 - 1
 
-Money = Annotated[int, msgspec.Meta(ge=0, le=10**12, description="integer minor units")]
+# Checked in `_checked_prices` rather than by msgspec, whose error path would be `$.prices[...]`.
+Money = Annotated[int, msgspec.Meta(description="integer minor units, >= 0")]
+MAX_PRICE: Final = 10**12
 Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$", examples=["IDR"])]
 Aware = Annotated[datetime, msgspec.Meta(tz=True, description="ISO 8601 with an offset")]
 Status = Literal["scheduled", "draft"]
@@ -349,6 +351,11 @@ def _checked_prices(prices: dict[str, int], categories: list[str]) -> dict[str, 
         if category not in CATEGORIES:
             raise InvalidInput(
                 f"Unknown seat category {category!r}; known: {', '.join(CATEGORIES)}.",
+                path=f"$.prices.{category}",
+            )
+        if not 0 <= prices[category] <= MAX_PRICE:
+            raise InvalidInput(
+                f"The price for {category} must be from 0 to {MAX_PRICE} (integer minor units).",
                 path=f"$.prices.{category}",
             )
     missing = [c for c in categories if c not in prices]
