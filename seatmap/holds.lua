@@ -259,6 +259,46 @@ local seq = '0'
 if #changes > 0 then seq = emit(seq_key, log_key, channel, loglen, changes) end
 return {'ok', seq}
 
+--- sell ---
+-- The seats of a paid order become sold, after PostgreSQL committed the sale (the truth: a
+-- seat sold there is sold here whatever Redis thought). Clears the hold. Runs once per order:
+-- a marker makes a repeated call (a retried webhook) a no-op.
+-- KEYS: meta seats ga seq log expiry hold ttl user sold_marker
+-- ARGV: channel token loglen area qty marker_ttl_ms seat...
+local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key, hold_key, ttl_key, user_key, marker_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local channel, token, loglen, area, qty = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+if redis.call('EXISTS', meta_key) == 0 then return {'noinit'} end
+if not redis.call('SET', marker_key, '1', 'NX', 'PX', ARGV[6]) then return {'done'} end
+local changes = {}
+for i = 7, #ARGV do
+  if redis.call('HGET', seats_key, ARGV[i]) ~= 's' then
+    redis.call('HSET', seats_key, ARGV[i], 's')
+    changes[#changes + 1] = {seat = ARGV[i], state = 'sold'}
+  end
+end
+if area ~= '' then
+  -- A live hold already counts its units as taken; if it was restocked meanwhile, take them again.
+  if redis.call('HGET', hold_key, 'area') ~= area then redis.call('HINCRBY', ga_key, area, qty) end
+  changes[#changes + 1] = ga_change(meta_key, ga_key, area)
+end
+if redis.call('EXISTS', hold_key) == 1 then
+  -- Seats of the hold that were not sold (none, normally) go back on sale.
+  local mark = 'h:' .. token
+  for _, label in ipairs(split(redis.call('HGET', hold_key, 'seats'))) do
+    if redis.call('HGET', seats_key, label) == mark then
+      redis.call('HDEL', seats_key, label)
+      changes[#changes + 1] = {seat = label, state = 'free'}
+    end
+  end
+  redis.call('DEL', hold_key, ttl_key)
+end
+redis.call('ZREM', expiry_key, token)
+redis.call('ZREM', user_key, token)
+local seq = '0'
+if #changes > 0 then seq = emit(seq_key, log_key, channel, loglen, changes) end
+return {'ok', seq}
+
 --- init ---
 -- Loads a screening's durable state (from PostgreSQL) into an empty Redis, once. The
 -- sequence restarts above any number used before (the server's clock in microseconds), so a

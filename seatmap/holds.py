@@ -42,6 +42,8 @@ _TOKEN: Final = re.compile(r"^(\d{1,18})\.([A-Za-z0-9_-]{16,64})$")
 # The sweeper forgets a screening this long after its last new hold (see expiry.py).
 ACTIVE_MARGIN_MS: Final = 60_000
 _ACTIVE_REFRESH: Final = 10.0
+# How long "this order's seats were marked sold" is remembered (retried webhooks come early).
+_SOLD_MARKER_MS: Final = 7 * 24 * 3600 * 1000
 
 _NOT_ON_SALE: Final = {
     "cancelled": "This screening has been cancelled.",
@@ -172,6 +174,24 @@ class Holds:
         result = await self.inventory.run(screening, "release", self._keys(k, token, who.user_id), args)
         if result[0] != "ok":
             raise _refusal(result)
+
+    async def sell(
+        self, token: str, owner: int, seats: list[str], ga: GASelection | None, order_ref: str
+    ) -> int:
+        """Mark an order's seats sold, after PostgreSQL committed the sale; returns the seq (0: no change).
+
+        Once per order (`order_ref`): a repeated call changes nothing. A crash before this
+        call is covered by the rebuild from PostgreSQL (see `inventory.SOLD_SOURCES`).
+        """
+        screening = parse_token(token)
+        k = self.inventory.keys(screening)
+        keys = [*self._keys(k, token, owner), f"{k.base}:sold:{order_ref}"]
+        args: list[Any] = [
+            k.channel, token, self.inventory.loglen, ga.area if ga else "", ga.quantity if ga else 0,
+            _SOLD_MARKER_MS, *seats,
+        ]  # fmt: skip
+        result = await self.inventory.run(screening, "sell", keys, args)
+        return int(result[1]) if result[0] == "ok" else 0
 
     async def get(self, who: Principal, token: str) -> HoldResult:
         screening = parse_token(token)

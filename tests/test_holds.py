@@ -297,3 +297,41 @@ async def test_200_clients_race_for_overlapping_seats(rt: Runtime, client: httpx
     final = await seat_map(rt, screening)
     assert final["seats"] == {seat: "held" for seat in holder}
     assert sum(r.status_code == 201 for r in responses) >= 5
+
+
+async def test_sell_marks_seats_sold_once(rt: Runtime, server: object, client: httpx.AsyncClient) -> None:
+    """Selling a hold's seats shows them sold to everyone, clears the hold, and a repeat changes nothing."""
+    from tests.support import Server, Viewer
+
+    assert isinstance(server, Server) and server.runtime is not None
+    screening = await make_screening(rt, ["SSSS"], ga=[("Floor", 10)])
+    (alice,) = await quick_users(rt, 1)
+    viewer = await Viewer.connect(server, screening)
+    await viewer.next("snapshot")
+    hold = (
+        await client.post(
+            "/api/holds",
+            json={"screening_id": screening, "seats": ["A1", "A2"], "ga": {"area": "Floor", "quantity": 2}},
+            headers=alice.headers,
+        )
+    ).json()
+    await viewer.next("delta")
+    from seatmap.holds import Holds
+    from seatmap.protocol import GASelection
+
+    holds = server.runtime.extras["holds"]
+    assert isinstance(holds, Holds)
+    seq = await holds.sell(hold["token"], alice.id, ["A1", "A2"], GASelection("Floor", 2), "order-1")
+    assert seq > 0
+    delta = await viewer.next("delta")
+    assert delta["seq"] == seq
+    assert {c.get("seat"): c.get("state") for c in delta["changes"] if "seat" in c} == {
+        "A1": "sold",
+        "A2": "sold",
+    }
+    assert await holds.sell(hold["token"], alice.id, ["A1", "A2"], GASelection("Floor", 2), "order-1") == 0
+    assert (await seat_map(rt, screening)) | {"seq": 0} == {
+        "seq": 0, "seats": {"A1": "sold", "A2": "sold"}, "ga": {"Floor": 8}
+    }  # fmt: skip
+    assert (await client.get(f"/api/holds/{hold['token']}", headers=alice.headers)).status_code == 404
+    await viewer.close()
