@@ -1,14 +1,21 @@
 """The catalog: what can be seen where and when, as one route list for `app.py` to mount.
 
-Each concept owns its module, its data and its routes: `cinemas` (cinemas and their
-auditoriums, with the seat layout from `layouts`), `movies`, and `screenings` (with their
-prices, and `screening_detail` for every module that shows one screening).
+Each concept owns its module, its data and its routes: `cinemas`, their `auditoriums` (with
+the seat layout from `layouts`), `movies`, `screenings` (the public reads, and
+`screening_detail` for every module that shows one screening) and `scheduling` (the admin
+writes of screenings and their rules: no overlap, a price per category).
 """
 
 from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from seatmap import cinemas, movies, screenings
+from seatmap import auditoriums, cinemas, movies, scheduling, screenings
 
-routes: list[BaseRoute] = [*cinemas.routes, *movies.routes, *screenings.routes]
+routes: list[BaseRoute] = [
+    *cinemas.routes,
+    *auditoriums.routes,
+    *movies.routes,
+    *screenings.routes,
+    *scheduling.routes,
+]

@@ -2,7 +2,7 @@
 
 `seatmap serve` in dev mode loads it into an empty database so the product has something to
 show on first start; `seatmap demo` loads it on demand. It goes through the same code as the
-admin API (`cinemas.insert_auditorium` validates and normalises every layout), and it only
+admin API (`auditoriums.insert_auditorium` validates and normalises every layout), and it only
 ever loads into an empty catalog: one transaction under an advisory lock checks and loads, so
 running it twice, or from several processes starting at once, leaves exactly one copy.
 """
@@ -16,12 +16,12 @@ from datetime import date, datetime, time, timedelta
 from typing import Final
 
 from seatmap import accounts
+from seatmap.auditoriums import insert_auditorium
 from seatmap.auth import Role
-from seatmap.cinemas import insert_auditorium
 from seatmap.db import Pool
 from seatmap.errors import EmailTaken
 from seatmap.layouts import GaArea, LayoutSpec
-from seatmap.screenings import CLEANING
+from seatmap.scheduling import CLEANING
 
 log = logging.getLogger("seatmap.demo")
 

@@ -73,7 +73,7 @@ async def make_screening(
     status: str = "scheduled",
 ) -> int:
     """A cinema, an auditorium with this layout, a movie and one screening of it; its id."""
-    from seatmap.cinemas import insert_auditorium
+    from seatmap.auditoriums import insert_auditorium
     from seatmap.layouts import GaArea, LayoutSpec
 
     rows = rows if rows is not None else ["SSSSSSSSSS"] * 10
