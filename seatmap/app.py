@@ -61,7 +61,9 @@ def create_app(settings: Settings) -> Starlette:
             redis = aioredis.Redis.from_pool(redis_pool)  # owns the pool: aclose() closes it
             stack.push_async_callback(redis.aclose)
             rt = Runtime(settings=settings, pool=pool, redis=redis)
-            inventory = Inventory(redis, pool, settings.redis_prefix, settings.recovery_log_length)
+            inventory = Inventory(
+                redis, pool, settings.redis_prefix, settings.recovery_log_length, settings.sweet_row
+            )
             rt.extras["holds"] = holds.Holds(inventory, settings)
             channels = Channels(
                 redis, inventory, queue_size=settings.ws_queue_size, heartbeat=settings.ws_heartbeat

@@ -6,7 +6,8 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     ├── ConfigError                   (start-up only: the process refuses to start)
     ├── BadRequest                    400 bad_request
     │   ├── MalformedJSON             400 malformed_json
-    │   └── InvalidCode               400 invalid_code      (reason)
+    │   ├── InvalidCode               400 invalid_code      (reason)
+    │   └── InvalidSignature          400 invalid_signature (reason)
     ├── Unauthorized                  401 unauthorized
     │   ├── InvalidCredentials        401 invalid_credentials
     │   └── InvalidToken              401 invalid_token
@@ -23,12 +24,21 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     │   ├── SeatBlocked               409 seat_blocked      (seats)
     │   ├── HoldLimit                 409 hold_limit
     │   ├── HoldExpired               409 hold_expired
+    │   ├── OrderExists               409 order_exists      (order_id)
+    │   ├── OrderClosed               409 order_closed      (status)
+    │   ├── AlreadyUsed               409 already_used      (checked_in_at, checked_in_by, gate)
+    │   ├── WrongScreening            409 wrong_screening   (screening_id)
+    │   ├── TicketVoid                409 ticket_void
+    │   ├── CheckInClosed             409 check_in_closed   (opens_at, closes_at)
+    │   ├── WouldStrandSeat           409 would_strand_seat (seat)
+    │   ├── NotEnoughAdjacent         409 not_enough_adjacent (largest)
     │   └── SoldOut                   409 sold_out
     ├── PayloadTooLarge               413 payload_too_large
     ├── UnsupportedMediaType          415 unsupported_media_type
     ├── InvalidInput                  422 invalid_input     (path)
     │   ├── UnknownSeats              422 unknown_seats     (seats)
-    │   └── TooManySeats              422 too_many_seats    (limit)
+    │   ├── TooManySeats              422 too_many_seats    (limit)
+    │   └── IdempotencyKeyReused      422 idempotency_key_reused
     ├── RateLimited                   429 rate_limited      (retry_after)
     └── Unavailable                   503 unavailable
 
@@ -87,6 +97,12 @@ class InvalidCode(BadRequest):
     """The verification code is wrong, expired or already used."""
 
     code = "invalid_code"
+
+
+class InvalidSignature(BadRequest):
+    """The webhook signature is missing, wrong or too old."""
+
+    code = "invalid_signature"
 
 
 class Unauthorized(SeatmapError):
@@ -190,6 +206,54 @@ class HoldExpired(Conflict):
     code = "hold_expired"
 
 
+class WouldStrandSeat(Conflict):
+    """This choice would leave a single seat alone; shift it by one seat."""
+
+    code = "would_strand_seat"
+
+
+class NotEnoughAdjacent(Conflict):
+    """Not enough seats together."""
+
+    code = "not_enough_adjacent"
+
+
+class OrderExists(Conflict):
+    """This hold already has an order; pay or cancel that one."""
+
+    code = "order_exists"
+
+
+class OrderClosed(Conflict):
+    """This order is no longer pending."""
+
+    code = "order_closed"
+
+
+class AlreadyUsed(Conflict):
+    """This ticket has already been used."""
+
+    code = "already_used"
+
+
+class WrongScreening(Conflict):
+    """This ticket is for another screening."""
+
+    code = "wrong_screening"
+
+
+class TicketVoid(Conflict):
+    """This ticket is void."""
+
+    code = "ticket_void"
+
+
+class CheckInClosed(Conflict):
+    """Check-in for this screening is not open now."""
+
+    code = "check_in_closed"
+
+
 class SoldOut(Conflict):
     """Not enough capacity left."""
 
@@ -236,6 +300,12 @@ class TooManySeats(InvalidInput):
     """Too many seats in one hold."""
 
     code = "too_many_seats"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """This Idempotency-Key was already used with a different request."""
+
+    code = "idempotency_key_reused"
 
 
 class RateLimited(SeatmapError):

@@ -76,14 +76,57 @@ local function on_sale(meta_key, now)
   return nil
 end
 
+-- Seats of a row segment: nb hash label -> "left|right" ('' at a gap or row end).
+local function neighbour(nb_key, label, side)
+  local v = redis.call('HGET', nb_key, label)
+  if not v then return nil end
+  local l, r = string.match(v, '^([^|]*)|([^|]*)$')
+  local n = (side == 1) and l or r
+  if n == '' then return nil end
+  return n
+end
+
+-- The no-stranded-single-seat rule (seats.py explains it; stranded_by there is the same rule).
+-- `taking` is a set of labels about to be taken. Returns the label of a seat that would be
+-- left alone although another choice could have avoided it, or nil. The rule steps aside when
+-- the screening has it off, or when the hall is fuller than `share`.
+local function stranded_by(meta_key, seats_key, nb_key, taking, n_taking, share)
+  if redis.call('HGET', meta_key, 'strand') ~= '1' then return nil end
+  local total = tonumber(redis.call('HGET', meta_key, 'total') or '0')
+  if total == 0 or (redis.call('HLEN', seats_key) + n_taking) / total > share then return nil end
+  local function free_before(label) return label ~= nil and redis.call('HEXISTS', seats_key, label) == 0 end
+  local function free_after(label) return free_before(label) and not taking[label] end
+  for label, _ in pairs(taking) do
+    for side = 1, 2 do
+      local n = neighbour(nb_key, label, side)
+      if free_after(n) and not free_after(neighbour(nb_key, n, side)) then
+        local run, k = 1, 0
+        for dir = 1, 2 do
+          local cursor = neighbour(nb_key, n, dir)
+          while free_before(cursor) do
+            run = run + 1
+            if taking[cursor] then k = k + 1 end
+            cursor = neighbour(nb_key, cursor, dir)
+          end
+        end
+        if run - k ~= 1 then return n end
+      end
+    end
+  end
+  return nil
+end
+
 --- hold ---
--- KEYS: meta seats ga seq log expiry hold ttl user
--- ARGV: channel token owner ttl_ms max_ms per_user loglen area qty seat...
-local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key, hold_key, ttl_key, user_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+-- A new hold. Explicit seats are one candidate; best-available passes several, best first,
+-- and the first one that is entirely free and strands no seat is taken.
+-- KEYS: meta seats ga seq log expiry hold ttl user nb
+-- ARGV: channel token owner ttl_ms max_ms per_user loglen area qty share n_candidates
+--       then per candidate: n seat...
+local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key, hold_key, ttl_key, user_key, nb_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local channel, token, owner = ARGV[1], ARGV[2], ARGV[3]
 local ttl_ms, max_ms, per_user, loglen = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
-local area, qty = ARGV[8], tonumber(ARGV[9])
+local area, qty, share, n_candidates = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local now = now_ms()
 
 local refusal = on_sale(meta_key, now)
@@ -94,19 +137,6 @@ if redis.call('ZCARD', user_key) >= per_user then
   return {'hold_limit', unpack(redis.call('ZRANGE', user_key, 0, -1))}
 end
 
-local taken, blocked = {}, {}
-for i = 10, #ARGV do
-  local state = redis.call('HGET', seats_key, ARGV[i])
-  if state == 'b' then blocked[#blocked + 1] = ARGV[i]
-  elseif state then taken[#taken + 1] = ARGV[i] end
-end
-if #taken > 0 or #blocked > 0 then
-  local out = {'taken', #taken}
-  for _, s in ipairs(taken) do out[#out + 1] = s end
-  for _, s in ipairs(blocked) do out[#out + 1] = s end
-  return out
-end
-
 if area ~= '' then
   local cap = redis.call('HGET', meta_key, 'cap:' .. area)
   if not cap then return {'unknown_area', area} end
@@ -114,18 +144,49 @@ if area ~= '' then
   if used + qty > tonumber(cap) then return {'sold_out', tostring(tonumber(cap) - used)} end
 end
 
-local changes, labels = {}, {}
-for i = 10, #ARGV do
-  redis.call('HSET', seats_key, ARGV[i], 'h:' .. token)
-  labels[#labels + 1] = ARGV[i]
-  changes[#changes + 1] = {seat = ARGV[i], state = 'held'}
+local chosen, last_refusal = nil, nil
+local i = 12
+for _ = 1, n_candidates do
+  local n = tonumber(ARGV[i])
+  local seats, taking = {}, {}
+  for j = i + 1, i + n do seats[#seats + 1] = ARGV[j]; taking[ARGV[j]] = true end
+  i = i + n + 1
+  local taken, blocked = {}, {}
+  for _, label in ipairs(seats) do
+    local state = redis.call('HGET', seats_key, label)
+    if state == 'b' then blocked[#blocked + 1] = label
+    elseif state then taken[#taken + 1] = label end
+  end
+  if #taken > 0 or #blocked > 0 then
+    last_refusal = {'taken', #taken}
+    for _, s in ipairs(taken) do last_refusal[#last_refusal + 1] = s end
+    for _, s in ipairs(blocked) do last_refusal[#last_refusal + 1] = s end
+  else
+    local lone = stranded_by(meta_key, seats_key, nb_key, taking, #seats, share)
+    if lone then
+      last_refusal = {'strand', lone}
+    else
+      chosen = seats
+      break
+    end
+  end
+end
+if not chosen then
+  if n_candidates > 1 or not last_refusal then return {'none'} end
+  return last_refusal
+end
+
+local changes = {}
+for _, label in ipairs(chosen) do
+  redis.call('HSET', seats_key, label, 'h:' .. token)
+  changes[#changes + 1] = {seat = label, state = 'held'}
 end
 if area ~= '' then
   redis.call('HINCRBY', ga_key, area, qty)
   changes[#changes + 1] = ga_change(meta_key, ga_key, area)
 end
 local expires = now + ttl_ms
-redis.call('HSET', hold_key, 'owner', owner, 'seats', table.concat(labels, ','), 'area', area,
+redis.call('HSET', hold_key, 'owner', owner, 'seats', table.concat(chosen, ','), 'area', area,
   'qty', tostring(qty), 'created_ms', tostring(now), 'expires_ms', tostring(expires),
   'max_ms', tostring(now + max_ms))
 -- The hold hash outlives its TTL key, so the restock can still see what to free.
@@ -135,16 +196,16 @@ redis.call('ZADD', expiry_key, expires, token)
 redis.call('ZADD', user_key, expires, token)
 redis.call('PEXPIRE', user_key, max_ms)
 local seq = emit(seq_key, log_key, channel, loglen, changes)
-return {'ok', seq, tostring(expires), tostring(now + max_ms)}
+return {'ok', seq, tostring(expires), tostring(now + max_ms), table.concat(chosen, ',')}
 
 --- modify ---
 -- Add and remove seats of a live hold, all or nothing.
--- KEYS: meta seats ga seq log expiry hold ttl user
--- ARGV: channel token owner max_seats loglen n_add add... remove...
-local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key, hold_key, ttl_key, user_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+-- KEYS: meta seats ga seq log expiry hold ttl user nb
+-- ARGV: channel token owner max_seats loglen n_add share add... remove...
+local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key, hold_key, ttl_key, user_key, nb_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local channel, token, owner, max_seats, loglen = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local n_add = tonumber(ARGV[6])
+local n_add, share = tonumber(ARGV[6]), tonumber(ARGV[7])
 local now = now_ms()
 
 if redis.call('HGET', hold_key, 'owner') ~= owner or redis.call('EXISTS', ttl_key) == 0 then
@@ -157,7 +218,7 @@ local current, set = split(redis.call('HGET', hold_key, 'seats')), {}
 for _, s in ipairs(current) do set[s] = true end
 local mark = 'h:' .. token
 local taken, blocked, not_held = {}, {}, {}
-for i = 7, 6 + n_add do
+for i = 8, 7 + n_add do
   local label = ARGV[i]
   if not set[label] then
     local state = redis.call('HGET', seats_key, label)
@@ -165,7 +226,7 @@ for i = 7, 6 + n_add do
     elseif state then taken[#taken + 1] = label end
   end
 end
-for i = 7 + n_add, #ARGV do
+for i = 8 + n_add, #ARGV do
   if not set[ARGV[i]] then not_held[#not_held + 1] = ARGV[i] end
 end
 if #taken > 0 or #blocked > 0 then
@@ -177,7 +238,7 @@ end
 if #not_held > 0 then return {'not_held', unpack(not_held)} end
 
 local remove = {}
-for i = 7 + n_add, #ARGV do remove[ARGV[i]] = true end
+for i = 8 + n_add, #ARGV do remove[ARGV[i]] = true end
 local labels, changes = {}, {}
 for _, s in ipairs(current) do
   if remove[s] then
@@ -188,7 +249,7 @@ for _, s in ipairs(current) do
   end
 end
 local added = {}
-for i = 7, 6 + n_add do
+for i = 8, 7 + n_add do
   local label = ARGV[i]
   if not set[label] and not added[label] and not remove[label] then
     added[label] = true
@@ -199,6 +260,15 @@ if #labels > max_seats then
   -- Nothing is published yet; put back what was freed and refuse.
   for _, c in ipairs(changes) do redis.call('HSET', seats_key, c.seat, mark) end
   return {'too_many', tostring(#labels)}
+end
+local n_added = 0
+for _ in pairs(added) do n_added = n_added + 1 end
+if n_added > 0 then
+  local lone = stranded_by(meta_key, seats_key, nb_key, added, n_added, share)
+  if lone then
+    for _, c in ipairs(changes) do redis.call('HSET', seats_key, c.seat, mark) end
+    return {'strand', lone}
+  end
 end
 for label, _ in pairs(added) do
   redis.call('HSET', seats_key, label, mark)
@@ -303,12 +373,13 @@ return {'ok', seq}
 -- Loads a screening's durable state (from PostgreSQL) into an empty Redis, once. The
 -- sequence restarts above any number used before (the server's clock in microseconds), so a
 -- client resuming from before a Redis restart is told to take a snapshot, never replayed.
--- KEYS: meta seats ga seq    ARGV: status starts_ms n_seats (label state)... n_ga (area cap taken)...
-local meta_key, seats_key, ga_key, seq_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- KEYS: meta seats ga seq nb
+-- ARGV: status starts_ms strand total n_states (label state)... n_ga (area cap taken)... n_nb (label "l|r")...
+local meta_key, seats_key, ga_key, seq_key, nb_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', meta_key) == 1 then return 0 end
-redis.call('DEL', seats_key, ga_key)
-local i = 4
-for _ = 1, tonumber(ARGV[3]) do
+redis.call('DEL', seats_key, ga_key, nb_key)
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
   redis.call('HSET', seats_key, ARGV[i], ARGV[i + 1])
   i = i + 2
 end
@@ -319,12 +390,53 @@ for _ = 1, n_ga do
   if tonumber(ARGV[i + 2]) > 0 then redis.call('HSET', ga_key, ARGV[i], ARGV[i + 2]) end
   i = i + 3
 end
+local n_nb = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, n_nb do
+  redis.call('HSET', nb_key, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
 local t = redis.call('TIME')
 local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local seq = tonumber(redis.call('GET', seq_key) or '0')
 if seq < floor then redis.call('SET', seq_key, string.format('%d', floor)) end
-redis.call('HSET', meta_key, 'status', ARGV[1], 'starts_ms', ARGV[2])
+redis.call('HSET', meta_key, 'status', ARGV[1], 'starts_ms', ARGV[2], 'strand', ARGV[3], 'total', ARGV[4])
 return 1
+
+--- block ---
+-- Takes free seats out of sale (admin); refuses, changing nothing, if any is held or sold.
+-- KEYS: meta seats seq log     ARGV: channel loglen seat...
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'noinit'} end
+local busy = {}
+for i = 3, #ARGV do
+  local state = redis.call('HGET', KEYS[2], ARGV[i])
+  if state and state ~= 'b' then busy[#busy + 1] = ARGV[i] end
+end
+if #busy > 0 then return {'busy', unpack(busy)} end
+local changes = {}
+for i = 3, #ARGV do
+  if not redis.call('HGET', KEYS[2], ARGV[i]) then
+    redis.call('HSET', KEYS[2], ARGV[i], 'b')
+    changes[#changes + 1] = {seat = ARGV[i], state = 'blocked'}
+  end
+end
+local seq = '0'
+if #changes > 0 then seq = emit(KEYS[3], KEYS[4], ARGV[1], ARGV[2], changes) end
+return {'ok', seq}
+
+--- unblock ---
+-- KEYS: meta seats seq log     ARGV: channel loglen seat...
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'noinit'} end
+local changes = {}
+for i = 3, #ARGV do
+  if redis.call('HGET', KEYS[2], ARGV[i]) == 'b' then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    changes[#changes + 1] = {seat = ARGV[i], state = 'free'}
+  end
+end
+local seq = '0'
+if #changes > 0 then seq = emit(KEYS[3], KEYS[4], ARGV[1], ARGV[2], changes) end
+return {'ok', seq}
 
 --- snapshot ---
 -- KEYS: meta seats ga seq      Returns: seq status starts_ms {seats flat} {ga taken flat} {caps flat}

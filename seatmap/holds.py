@@ -26,22 +26,27 @@ from seatmap.auth import Principal, require
 from seatmap.errors import (
     HoldLimit,
     InvalidInput,
+    NotEnoughAdjacent,
     NotFound,
     NotOnSale,
     SeatTaken,
     SoldOut,
     TooManySeats,
     UnknownSeats,
+    WouldStrandSeat,
 )
 from seatmap.inventory import Inventory, Keys
-from seatmap.protocol import GASelection, HoldResult, SeatLabel
+from seatmap.protocol import BestAvailable, GASelection, HoldResult, SeatLabel
 from seatmap.runtime import Runtime, runtime
+from seatmap.seats import best_blocks, best_split, largest_block
 from seatmap.settings import Settings
 
 _TOKEN: Final = re.compile(r"^(\d{1,18})\.([A-Za-z0-9_-]{16,64})$")
 # The sweeper forgets a screening this long after its last new hold (see expiry.py).
 ACTIVE_MARGIN_MS: Final = 60_000
 _ACTIVE_REFRESH: Final = 10.0
+# Best-available looks again this many times when others took its candidates meanwhile.
+_BEST_ATTEMPTS: Final = 6
 # How long "this order's seats were marked sold" is remembered (retried webhooks come early).
 _SOLD_MARKER_MS: Final = 7 * 24 * 3600 * 1000
 
@@ -56,6 +61,7 @@ class HoldRequest(msgspec.Struct, forbid_unknown_fields=True):
     screening_id: Annotated[int, msgspec.Meta(ge=1)]
     seats: Annotated[list[SeatLabel], msgspec.Meta(max_length=1000)] = []
     ga: GASelection | None = None
+    best_available: BestAvailable | None = None
 
 
 class SeatsChange(msgspec.Struct, forbid_unknown_fields=True):
@@ -88,6 +94,9 @@ class Holds:
     def _keys(self, k: Keys, token: str, user_id: int) -> list[str]:
         return [k.meta, k.seats, k.ga, k.seq, k.log, k.expiry, k.hold(token), k.ttl(token), k.user(user_id)]
 
+    def _share(self) -> str:
+        return repr(self.settings.strand_max_share)
+
     async def _validate(self, screening: int, seats: list[str], path: str) -> None:
         if len(set(seats)) != len(seats):
             raise InvalidInput("A seat is listed twice.", path=path)
@@ -105,11 +114,30 @@ class Holds:
             self._active_marked[screening] = now
 
     async def create(
-        self, who: Principal, screening: int, seats: list[str], ga: GASelection | None = None
+        self,
+        who: Principal,
+        screening: int,
+        seats: list[str],
+        ga: GASelection | None = None,
+        best: BestAvailable | None = None,
     ) -> HoldResult:
+        if best is not None:
+            if seats:
+                raise InvalidInput("Ask for `seats` or `best_available`, not both.", path="$.best_available")
+            return await self._best_available(who, screening, best, ga)
         if not seats and ga is None:
             raise InvalidInput("Choose at least one seat or a GA quantity.", path="$.seats")
-        units = len(seats) + (ga.quantity if ga else 0)
+        await self._check_request(screening, seats, ga)
+        outcome, value = await self._hold(who, screening, [seats], ga)
+        if outcome == "ok":
+            assert isinstance(value, HoldResult)
+            return value
+        raise _refusal(value)
+
+    async def _check_request(
+        self, screening: int, seats: list[str], ga: GASelection | None, chosen_for_you: int = 0
+    ) -> None:
+        units = len(seats) + chosen_for_you + (ga.quantity if ga else 0)
         if units > self.settings.hold_max_seats:
             raise TooManySeats(
                 f"At most {self.settings.hold_max_seats} seats per hold.", limit=self.settings.hold_max_seats
@@ -117,22 +145,69 @@ class Holds:
         await self._validate(screening, seats, "$.seats")
         if ga is not None and ga.area not in (await self.inventory.layout(screening)).areas:
             raise InvalidInput(f"No GA area named {ga.area!r} here.", path="$.ga.area")
+
+    async def _hold(
+        self, who: Principal, screening: int, candidates: list[list[str]], ga: GASelection | None
+    ) -> tuple[str, Any]:
+        """Run the hold script over candidates (best first); ("ok", HoldResult) or (outcome, raw)."""
         await self._mark_active(screening)
         token = f"{screening}.{secrets.token_urlsafe(18)}"
         k = self.inventory.keys(screening)
         s = self.settings
         args: list[Any] = [
             k.channel, token, str(who.user_id), s.hold_ttl * 1000, s.hold_max * 1000,
-            s.holds_per_user, self.inventory.loglen, ga.area if ga else "", ga.quantity if ga else 0, *seats,
+            s.holds_per_user, self.inventory.loglen, ga.area if ga else "", ga.quantity if ga else 0,
+            self._share(), len(candidates),
         ]  # fmt: skip
-        result = await self.inventory.run(screening, "hold", self._keys(k, token, who.user_id), args)
-        outcome = result[0]
-        if outcome == "ok":
-            return HoldResult(
-                token=token, screening_id=screening, seats=list(seats), ga=ga,
-                expires_at=_iso(int(result[2])), max_expires_at=_iso(int(result[3])),
-            )  # fmt: skip
-        raise _refusal(result)
+        for candidate in candidates:
+            args += [len(candidate), *candidate]
+        keys = [*self._keys(k, token, who.user_id), k.nb]
+        result = await self.inventory.run(screening, "hold", keys, args)
+        if result[0] != "ok":
+            return result[0], result
+        chosen = [label for label in result[4].split(",") if label]
+        return "ok", HoldResult(
+            token=token, screening_id=screening, seats=chosen, ga=ga,
+            expires_at=_iso(int(result[2])), max_expires_at=_iso(int(result[3])),
+        )  # fmt: skip
+
+    async def _best_available(
+        self, who: Principal, screening: int, best: BestAvailable, ga: GASelection | None
+    ) -> HoldResult:
+        """Rank blocks on a fresh view of the map, let the script take the first still free.
+
+        Another buyer may take the chosen seats between our look and the script: then we look
+        again (a few times). The script, not this ranking, decides, so two requests never get
+        overlapping seats and nothing strands a seat.
+        """
+        await self._check_request(screening, [], ga, chosen_for_you=best.count)
+        layout = await self.inventory.layout(screening)
+        if best.category is not None and best.category not in layout.categories.values():
+            raise InvalidInput(f"No {best.category!r} seats here.", path="$.best_available.category")
+        for _ in range(_BEST_ATTEMPTS):
+            seat_map = await self.inventory.snapshot(screening)
+            taken = seat_map.seats
+            rule = layout.strand_rule and (
+                len(taken) + best.count <= self.settings.strand_max_share * layout.plan.total
+            )
+            options = dict(category=best.category, accessible=best.accessible, strand_rule=rule)
+            candidates = best_blocks(layout.plan, taken, best.count, **options)  # type: ignore[arg-type]
+            if not candidates and best.allow_split and best.count > 1:
+                candidates = best_split(layout.plan, taken, best.count, **options)  # type: ignore[arg-type]
+            if not candidates:
+                largest = largest_block(
+                    layout.plan, taken, category=best.category, accessible=best.accessible
+                )
+                raise NotEnoughAdjacent(
+                    f"No {best.count} seats together; the largest block free is {largest}.", largest=largest
+                )
+            outcome, value = await self._hold(who, screening, [list(c) for c in candidates], ga)
+            if outcome == "ok":
+                assert isinstance(value, HoldResult)
+                return value
+            if outcome != "none":
+                raise _refusal(value)
+        raise SeatTaken("The best seats went to others while we looked; please try again.", seats=[])
 
     async def modify(self, who: Principal, token: str, add: list[str], remove: list[str]) -> HoldResult:
         screening = parse_token(token)
@@ -141,9 +216,10 @@ class Holds:
         k = self.inventory.keys(screening)
         args: list[Any] = [
             k.channel, token, str(who.user_id), self.settings.hold_max_seats, self.inventory.loglen,
-            len(add), *add, *remove,
+            len(add), self._share(), *add, *remove,
         ]  # fmt: skip
-        result = await self.inventory.run(screening, "modify", self._keys(k, token, who.user_id), args)
+        keys = [*self._keys(k, token, who.user_id), k.nb]
+        result = await self.inventory.run(screening, "modify", keys, args)
         if result[0] == "too_many":
             raise TooManySeats(
                 f"At most {self.settings.hold_max_seats} seats per hold.", limit=self.settings.hold_max_seats
@@ -231,6 +307,9 @@ def _refusal(result: list[Any]) -> Exception:
         return NotOnSale(_NOT_ON_SALE.get(reason, "This screening is not on sale."), reason=reason)
     if outcome == "hold_limit":
         return HoldLimit("You already hold seats for this screening: add to that hold or release it first.")
+    if outcome == "strand":
+        seat = str(result[1])
+        return WouldStrandSeat(f"This would leave seat {seat} alone; choose so that it is not.", seat=seat)
     if outcome == "sold_out":
         return SoldOut(f"Only {result[1]} left in this area.", remaining=int(result[1]))
     if outcome == "unknown_area":
@@ -249,7 +328,8 @@ async def create_hold(request: Request) -> Response:
     """All or nothing: either every requested seat is held for you, or none is (409 names the lost ones)."""
     who = await require(request)
     body = await read_body(request, HoldRequest)
-    return respond(await holds_of(runtime(request)).create(who, body.screening_id, body.seats, body.ga), 201)
+    holds = holds_of(runtime(request))
+    return respond(await holds.create(who, body.screening_id, body.seats, body.ga, body.best_available), 201)
 
 
 @documented("Show a hold", responses={200: HoldResult}, auth="customer", tags=("holds",))

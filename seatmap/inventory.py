@@ -21,6 +21,7 @@ from redis.commands.core import AsyncScript
 
 from seatmap.db import Pool
 from seatmap.errors import NotFound
+from seatmap.seats import DEFAULT_SWEET_ROW, Place, Plan, plan
 
 ScreeningId = NewType("ScreeningId", int)
 
@@ -40,6 +41,7 @@ class Keys:
     log: str
     expiry: str
     viewers: str
+    nb: str
     channel: str
 
     @classmethod
@@ -54,6 +56,7 @@ class Keys:
             log=f"{base}:log",
             expiry=f"{base}:expiry",
             viewers=f"{base}:viewers",
+            nb=f"{base}:nb",
             channel=f"{base}:chan",
         )
 
@@ -104,16 +107,22 @@ class Layout:
     labels: frozenset[str]
     areas: dict[str, int]
     categories: dict[str, str]
+    plan: Plan
+    strand_rule: bool
 
 
 _LAYOUT_SQL: Final = """
-SELECT s.id, s.starts_at, s.status,
-       coalesce((SELECT array_agg(label) FROM seats WHERE auditorium_id = s.auditorium_id), '{}') AS labels,
-       coalesce((SELECT array_agg(category) FROM seats WHERE auditorium_id = s.auditorium_id), '{}') AS cats,
+SELECT s.id, s.no_single_seats,
        coalesce((SELECT array_agg(name) FROM ga_areas WHERE auditorium_id = s.auditorium_id), '{}') AS areas,
        coalesce((SELECT array_agg(capacity) FROM ga_areas WHERE auditorium_id = s.auditorium_id),
                 '{}') AS caps
 FROM screenings s WHERE s.id = $1
+"""
+
+_SEATS_SQL: Final = """
+SELECT se.label, se.row_label, se.x, se.y, se.category, se.accessible, se.companion
+FROM seats se JOIN screenings s ON s.auditorium_id = se.auditorium_id
+WHERE s.id = $1
 """
 
 _BLOCKED_SQL: Final = "SELECT seat_label FROM seat_blocks WHERE screening_id = $1"
@@ -126,11 +135,14 @@ SOLD_SOURCES: list[Callable[[Any, int], Awaitable[tuple[list[str], dict[str, int
 class Inventory:
     """Per-process access to screenings' live state; shared by REST, WebSocket and expiry."""
 
-    def __init__(self, redis: Redis, pool: Pool, prefix: str, loglen: int) -> None:
+    def __init__(
+        self, redis: Redis, pool: Pool, prefix: str, loglen: int, sweet_row: float = DEFAULT_SWEET_ROW
+    ) -> None:
         self.redis = redis
         self.pool = pool
         self.prefix = prefix
         self.loglen = loglen
+        self.sweet_row = sweet_row
         self.scripts = Scripts(redis)
         self._layouts: dict[int, Layout] = {}
         self._layout_locks: dict[int, asyncio.Lock] = {}
@@ -144,13 +156,20 @@ class Inventory:
             return cached
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(_LAYOUT_SQL, screening)
-        if row is None:
-            raise NotFound(f"Screening {screening} does not exist.")
+            if row is None:
+                raise NotFound(f"Screening {screening} does not exist.")
+            seats = await conn.fetch(_SEATS_SQL, screening)
+        places = [
+            Place(r["label"], r["row_label"], r["x"], r["y"], r["category"], r["accessible"], r["companion"])
+            for r in seats
+        ]
         layout = Layout(
             screening=screening,
-            labels=frozenset(row["labels"]),
+            labels=frozenset(p.label for p in places),
             areas=dict(zip(row["areas"], row["caps"], strict=True)),
-            categories=dict(zip(row["labels"], row["cats"], strict=True)),
+            categories={p.label: p.category for p in places},
+            plan=plan(places, self.sweet_row),
+            strand_rule=row["no_single_seats"],
         )
         self._layouts[screening] = layout
         return layout
@@ -172,14 +191,19 @@ class Inventory:
                     ga_sold[area] = ga_sold.get(area, 0) + units
         states = {label: "b" for label in blocked}
         states.update({label: "s" for label in sold})
-        args: list[Any] = [row["status"], _ms(row["starts_at"]), len(states)]
+        strand = "1" if layout.strand_rule else "0"
+        args: list[Any] = [row["status"], _ms(row["starts_at"]), strand, layout.plan.total, len(states)]
         for label, state in states.items():
             args += [label, state]
         args.append(len(layout.areas))
         for area, capacity in layout.areas.items():
             args += [area, capacity, ga_sold.get(area, 0)]
+        neighbours = layout.plan.neighbours()
+        args.append(len(neighbours))
+        for label, (left, right) in neighbours.items():
+            args += [label, f"{left}|{right}"]
         k = self.keys(screening)
-        await self.scripts("init", [k.meta, k.seats, k.ga, k.seq], args)
+        await self.scripts("init", [k.meta, k.seats, k.ga, k.seq, k.nb], args)
 
     async def run(self, screening: int, name: str, keys: list[str], args: list[Any]) -> list[Any]:
         """Run a script; if the screening is not loaded in Redis, load it and run it again."""

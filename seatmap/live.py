@@ -212,7 +212,9 @@ class Session:
         screening = self.sub.channel.screening
         if isinstance(command, Hold):
             if command.token is None:
-                hold = await self.holds.create(who, screening, command.seats, command.ga)
+                hold = await self.holds.create(
+                    who, screening, command.seats, command.ga, command.best_available
+                )
             else:
                 self._own_screening(command.token)
                 hold = await self.holds.modify(who, command.token, command.seats, [])

@@ -41,12 +41,22 @@ class GASelection(msgspec.Struct, forbid_unknown_fields=True):
     quantity: Annotated[int, msgspec.Meta(ge=1, le=1000)]
 
 
+class BestAvailable(msgspec.Struct, forbid_unknown_fields=True):
+    """Let the server choose: the best `count` seats together (docs/seating.md)."""
+
+    count: Annotated[int, msgspec.Meta(ge=1, le=1000)]
+    category: str | None = None
+    accessible: bool = False
+    allow_split: bool = False
+
+
 class Hold(msgspec.Struct, tag="hold", forbid_unknown_fields=True):
-    """Without `token`: a new hold. With `token`: add these seats to that hold."""
+    """Without `token`: a new hold (`seats`, `best_available` or `ga`). With `token`: add these seats."""
 
     ref: Ref | None = None
     seats: Annotated[list[SeatLabel], msgspec.Meta(max_length=1000)] = []
     ga: GASelection | None = None
+    best_available: BestAvailable | None = None
     token: str | None = None
 
 

@@ -117,6 +117,23 @@ class Settings:
     hold_max: int = 1800
     hold_max_seats: int = 10
     holds_per_user: int = 1
+    # Checkout. Making an order extends its hold to this many seconds (never past the hold's max).
+    payment_window: int = 900
+    payment_provider: str = "simulated"
+    # Signs payment webhooks (HMAC-SHA256); unset, a key derived from the JWT secret is used.
+    webhook_secret: Secret | None = None
+    # A webhook whose timestamp is further than this from our clock is refused (a replay).
+    webhook_tolerance: int = 300
+    # The simulated gateway: decline every payment, send each webhook this many times, send a
+    # payment's events out of order, deliver them this many seconds late, and to which URL
+    # (unset: this server, as the buyer reached it).
+    simulated_decline: bool = False
+    simulated_webhook_copies: int = 1
+    simulated_out_of_order: bool = False
+    simulated_webhook_delay: float = 0.0
+    simulated_webhook_url: str | None = None
+    # Door check-in opens this many seconds before the start and closes at the end.
+    checkin_opens_before: int = 3600
     ws_max_message: int = 16 * 1024
     ws_queue_size: int = 64
     ws_heartbeat: float = 20.0
@@ -126,6 +143,10 @@ class Settings:
     # Listen for keyspace `expired` events (the fast restock path); the sweeper runs regardless.
     expiry_notifications: bool = True
     recovery_log_length: int = 1000
+    # The no-stranded-seat rule steps aside once this share of a hall is taken.
+    strand_max_share: float = 0.9
+    # Best-available's sweet spot: this fraction of the depth from the screen, on the centre line.
+    sweet_row: float = 0.6
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -166,6 +187,9 @@ class Settings:
         if hold_max < hold_ttl:
             raise ConfigError("SEATMAP_HOLD_MAX must not be shorter than SEATMAP_HOLD_TTL")
         smtp = environ.get("SEATMAP_SMTP_URL") or None
+        webhook_secret = environ.get("SEATMAP_WEBHOOK_SECRET") or None
+        if webhook_secret is not None and len(webhook_secret) < 32:
+            raise ConfigError("SEATMAP_WEBHOOK_SECRET must be at least 32 characters long")
         return cls(
             database_url=database_url,
             redis_url=redis_url,
@@ -186,6 +210,16 @@ class Settings:
             hold_max=hold_max,
             hold_max_seats=_int(environ, "SEATMAP_HOLD_MAX_SEATS", 10, minimum=1),
             holds_per_user=_int(environ, "SEATMAP_HOLDS_PER_USER", 1, minimum=1),
+            payment_window=_int(environ, "SEATMAP_PAYMENT_WINDOW", 900, minimum=30),
+            payment_provider=environ.get("SEATMAP_PAYMENT_PROVIDER") or "simulated",
+            webhook_secret=Secret(webhook_secret) if webhook_secret else None,
+            webhook_tolerance=_int(environ, "SEATMAP_WEBHOOK_TOLERANCE", 300, minimum=1),
+            simulated_decline=_bool(environ, "SEATMAP_SIMULATED_DECLINE", False),
+            simulated_webhook_copies=_int(environ, "SEATMAP_SIMULATED_WEBHOOK_COPIES", 1, minimum=1),
+            simulated_out_of_order=_bool(environ, "SEATMAP_SIMULATED_OUT_OF_ORDER", False),
+            simulated_webhook_delay=_float(environ, "SEATMAP_SIMULATED_WEBHOOK_DELAY", 0.0),
+            simulated_webhook_url=environ.get("SEATMAP_SIMULATED_WEBHOOK_URL") or None,
+            checkin_opens_before=_int(environ, "SEATMAP_CHECKIN_OPENS_BEFORE", 3600),
             ws_max_message=_int(environ, "SEATMAP_WS_MAX_MESSAGE", 16 * 1024, minimum=256),
             ws_queue_size=_int(environ, "SEATMAP_WS_QUEUE_SIZE", 64, minimum=1),
             ws_heartbeat=_float(environ, "SEATMAP_WS_HEARTBEAT", 20.0),
@@ -194,6 +228,8 @@ class Settings:
             sweep_interval=_float(environ, "SEATMAP_SWEEP_INTERVAL", 0.5),
             expiry_notifications=_bool(environ, "SEATMAP_EXPIRY_NOTIFICATIONS", True),
             recovery_log_length=_int(environ, "SEATMAP_RECOVERY_LOG_LENGTH", 1000, minimum=10),
+            strand_max_share=_float(environ, "SEATMAP_STRAND_MAX_SHARE", 0.9),
+            sweet_row=_float(environ, "SEATMAP_SWEET_ROW", 0.6),
             log_level=(environ.get("SEATMAP_LOG_LEVEL") or "INFO").upper(),
             log_json=_bool(environ, "SEATMAP_LOG_JSON", not dev),
         )

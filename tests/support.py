@@ -71,8 +71,12 @@ async def make_screening(
     ga: Sequence[tuple[str, int]] = (),
     starts_in: timedelta = timedelta(days=1),
     status: str = "scheduled",
+    strand_rule: bool = True,
 ) -> int:
-    """A cinema, an auditorium with this layout, a movie and one screening of it; its id."""
+    """A cinema, an auditorium with this layout, a movie and one screening of it; its id.
+
+    `strand_rule=False` turns off the no-stranded-seat rule, for tests about other things.
+    """
     from seatmap.auditoriums import insert_auditorium
     from seatmap.layouts import GaArea, LayoutSpec
 
@@ -89,9 +93,9 @@ async def make_screening(
             "INSERT INTO movies (title, duration_minutes) VALUES ('Test film', 100) RETURNING id"
         )
         screening: int = await conn.fetchval(
-            "INSERT INTO screenings (auditorium_id, movie_id, starts_at, ends_at, status)"
-            " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            auditorium.id, movie, starts, starts + timedelta(hours=2), status,
+            "INSERT INTO screenings (auditorium_id, movie_id, starts_at, ends_at, status, no_single_seats)"
+            " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            auditorium.id, movie, starts, starts + timedelta(hours=2), status, strand_rule,
         )  # fmt: skip
         for category in ("standard", "premium", "vip"):
             await conn.execute(

@@ -131,7 +131,8 @@ async def test_viewers_catch_up_after_the_pubsub_connection_drops(
             await asyncio.sleep(0.05)
     # And the reconnected subscription carries new changes again.
     (late,) = await quick_users(rt, 1)
-    await client.post("/api/holds", json={"screening_id": screening, "seats": ["B9"]}, headers=late.headers)
+    r = await client.post("/api/holds", json={"screening_id": screening, "seats": ["B1"]}, headers=late.headers)
+    assert r.status_code == 201
     delta = await viewer.next("delta", within=5)
-    assert delta["seq"] == start + len(users) + 1 and delta["changes"] == [{"seat": "B9", "state": "held"}]
+    assert delta["seq"] == start + len(users) + 1 and delta["changes"] == [{"seat": "B1", "state": "held"}]
     await viewer.close()

@@ -18,7 +18,8 @@ from tests.support import make_screening, quick_users
 
 @pytest.fixture
 async def screening(rt: Runtime) -> int:
-    return await make_screening(rt, ["SSSSS_SSSSS"] * 6, ga=[("Floor", 5)])
+    # These tests are about hold mechanics; the stranded-seat rule has its own tests (test_seating.py).
+    return await make_screening(rt, ["SSSSS_SSSSS"] * 6, ga=[("Floor", 5)], strand_rule=False)
 
 
 async def seat_map(rt: Runtime, screening: int) -> dict[str, Any]:
@@ -263,7 +264,7 @@ async def test_ga_quantity_comes_out_of_capacity(
 
 async def test_200_clients_race_for_overlapping_seats(rt: Runtime, client: httpx.AsyncClient) -> None:
     """200 buyers at once on overlapping seats: one holder per seat, each loser told which seats it lost."""
-    screening = await make_screening(rt, ["SSSSSSSSSS"] * 3)
+    screening = await make_screening(rt, ["SSSSSSSSSS"] * 3, strand_rule=False)
     users = await quick_users(rt, 200)
     labels = [f"{row}{n}" for row in "ABC" for n in range(1, 11)]
     rng = random.Random(7)
