@@ -18,7 +18,20 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from seatmap import accounts, catalog, holds, live, metrics, ops
+from seatmap import (
+    accounts,
+    blocks,
+    boxoffice,
+    catalog,
+    holds,
+    live,
+    metrics,
+    ops,
+    orders,
+    payments,
+    simulated,
+    tickets,
+)
 from seatmap.channels import Channels
 from seatmap.db import create_pool
 from seatmap.errors import SeatmapError, http_handler, starlette_http_handler, unexpected_handler
@@ -78,6 +91,8 @@ def create_app(settings: Settings) -> Starlette:
             if settings.expiry_notifications:
                 await expiry.listen()
             tasks.append(asyncio.create_task(expiry.sweep_forever(), name="expiry.sweeper"))
+            await stack.enter_async_context(payments.open_provider(rt))
+            tasks.append(asyncio.create_task(orders.sweep_forever(rt), name="orders.sweeper"))
             stack.push_async_callback(expiry.stop)
             stack.push_async_callback(_cancel, tasks)
             for task in tasks:
@@ -89,7 +104,20 @@ def create_app(settings: Settings) -> Starlette:
     routes: list[BaseRoute] = [
         *ops.routes,
         *live.routes,
-        Mount("/api", routes=[*accounts.routes, *catalog.routes, *holds.routes]),
+        *simulated.routes,
+        Mount(
+            "/api",
+            routes=[
+                *accounts.routes,
+                *catalog.routes,
+                *holds.routes,
+                *blocks.routes,
+                *orders.routes,
+                *payments.routes,
+                *tickets.routes,
+                *boxoffice.routes,
+            ],
+        ),
         Mount("/", app=StaticFiles(directory=web_dir(), html=True), name="web"),
     ]
     return Starlette(

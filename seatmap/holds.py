@@ -46,7 +46,8 @@ _TOKEN: Final = re.compile(r"^(\d{1,18})\.([A-Za-z0-9_-]{16,64})$")
 ACTIVE_MARGIN_MS: Final = 60_000
 _ACTIVE_REFRESH: Final = 10.0
 # Best-available looks again this many times when others took its candidates meanwhile.
-_BEST_ATTEMPTS: Final = 6
+_BEST_ATTEMPTS: Final = 8
+_CANDIDATES: Final = 200
 # How long "this order's seats were marked sold" is remembered (retried webhooks come early).
 _SOLD_MARKER_MS: Final = 7 * 24 * 3600 * 1000
 
@@ -191,9 +192,11 @@ class Holds:
                 len(taken) + best.count <= self.settings.strand_max_share * layout.plan.total
             )
             options = dict(category=best.category, accessible=best.accessible, strand_rule=rule)
-            candidates = best_blocks(layout.plan, taken, best.count, **options)  # type: ignore[arg-type]
+            # Many candidates, best first: when others win the best ones meanwhile, the script
+            # still finds the best of what is left in the same step instead of failing.
+            candidates = best_blocks(layout.plan, taken, best.count, limit=_CANDIDATES, **options)  # type: ignore[arg-type]
             if not candidates and best.allow_split and best.count > 1:
-                candidates = best_split(layout.plan, taken, best.count, **options)  # type: ignore[arg-type]
+                candidates = best_split(layout.plan, taken, best.count, limit=_CANDIDATES // 4, **options)  # type: ignore[arg-type]
             if not candidates:
                 largest = largest_block(
                     layout.plan, taken, category=best.category, accessible=best.accessible

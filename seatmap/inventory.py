@@ -235,6 +235,20 @@ class Inventory:
         }
         return SeatMap(int(seq), seats, ga, meta.get("status", "scheduled"))
 
+    async def block(self, screening: int, labels: list[str]) -> list[str]:
+        """Mark free seats blocked; returns the seats that are held or sold instead (nothing changed then)."""
+        k = self.keys(screening)
+        result = await self.run(
+            screening, "block", [k.meta, k.seats, k.seq, k.log], [k.channel, self.loglen, *labels]
+        )
+        return [] if result[0] == "ok" else list(result[1:])
+
+    async def unblock(self, screening: int, labels: list[str]) -> None:
+        k = self.keys(screening)
+        await self.run(
+            screening, "unblock", [k.meta, k.seats, k.seq, k.log], [k.channel, self.loglen, *labels]
+        )
+
     async def set_status(self, screening: int, status: str, starts_at: datetime) -> int:
         """Change the live status (e.g. cancelled) and tell every viewer; returns the seq."""
         k = self.keys(screening)
