@@ -21,6 +21,11 @@ types: $(STAMP)
 
 check: lint types test
 
+# The live seat map benchmark (bench/README.md); e.g. `make bench BENCH_ARGS="--viewers 5000"`.
+BENCH_ARGS ?= --viewers 1000
+bench: $(STAMP)
+	$(BIN)/python -m bench.live $(BENCH_ARGS) --json bench/out/live.json
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("seatmap needs Python 3.11+") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)

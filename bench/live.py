@@ -114,6 +114,7 @@ class Run:
             (seq,) = await self.driver.ask([driver.Seq()])
             await self.gens.tell_all(loadgen.Start(seq))
             cpu_before, gens_before = server.cpu_seconds(), self.gens.cpu_seconds()
+            machine_before = servers.machine_busy_seconds()
             with self.profiling(kind, server):
                 (driven,) = await self.driver.ask(
                     [driver.Drive(rate=args.rate, duration=args.duration, seed=args.seed)]
@@ -123,9 +124,11 @@ class Run:
                 )
             cpu = server.cpu_seconds() - cpu_before
             gens_cpu = self.gens.cpu_seconds() - gens_before
+            machine = servers.machine_busy_seconds() - machine_before
             await self.gens.tell_all(loadgen.Disconnect())
         measured = _watched(kind, args.viewers, connected, connect_seconds, driven, counts, cpu)
         measured.loadgen_cpu_share = gens_cpu / measured.seconds
+        measured.other_cpu_share = (machine - gens_cpu - cpu) / measured.seconds
         measured.rss_empty_kb, measured.rss_viewers_kb = rss_empty, rss_viewers
         if measured.connected:
             measured.kb_per_viewer = (rss_viewers - rss_empty) / measured.connected
