@@ -115,7 +115,7 @@ class Run:
             await self.gens.tell_all(loadgen.Start(seq))
             cpu_before, gens_before = server.cpu_seconds(), self.gens.cpu_seconds()
             machine_before = servers.machine_busy_seconds()
-            with self.profiling(kind, server):
+            with self.profiling(f"{kind.name}-{args.viewers}", kind, server):
                 (driven,) = await self.driver.ask(
                     [driver.Drive(rate=args.rate, duration=args.duration, seed=args.seed)]
                 )
@@ -135,12 +135,12 @@ class Run:
         return measured
 
     @contextlib.contextmanager
-    def profiling(self, kind: Kind, server: servers.Running) -> Any:
+    def profiling(self, name: str, kind: Kind, server: servers.Running) -> Any:
         """py-spy on the server during the measured phase, with --profile DIR (it costs CPU too)."""
         if not self.args.profile or kind.server != "seatmap" or shutil.which("py-spy") is None:
             yield
             return
-        out = Path(self.args.profile) / f"{kind.name}-{self.args.viewers}.txt"
+        out = Path(self.args.profile) / f"{name}.txt"
         out.parent.mkdir(parents=True, exist_ok=True)
         command = ["py-spy", "record", "--pid", str(server.pid), "--rate", "200", "--format", "raw"]
         command += ["--output", str(out), "--nonblocking"]
@@ -170,7 +170,8 @@ class Run:
             start_at = time.time() + 1.0
             command = holders.Run(self.stage.rows, args.hold_seats, start_at, args.hold_duration, args.seed)
             cpu_before = server.cpu_seconds()
-            counts: list[holders.HoldCounts] = await self.gens.tell_all(command)
+            with self.profiling(f"holds-{len(screenings)}", kind, server):
+                counts: list[holders.HoldCounts] = await self.gens.tell_all(command)
             cpu = server.cpu_seconds() - cpu_before
             final = {s: await stage.seats_held(self.stage, s) for s in screenings}
             await self.gens.tell_all(holders.Leave())
