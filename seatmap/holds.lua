@@ -116,87 +116,128 @@ local function stranded_by(meta_key, seats_key, nb_key, taking, n_taking, share)
   return nil
 end
 
---- hold ---
--- A new hold. Explicit seats are one candidate; best-available passes several, best first,
--- and the first one that is entirely free and strands no seat is taken.
--- KEYS: meta seats ga seq log expiry hold ttl user nb
--- ARGV: channel token owner ttl_ms max_ms per_user loglen area qty share n_candidates
---       then per candidate: n seat...
-local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key, hold_key, ttl_key, user_key, nb_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local channel, token, owner = ARGV[1], ARGV[2], ARGV[3]
-local ttl_ms, max_ms, per_user, loglen = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
-local area, qty, share, n_candidates = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local now = now_ms()
-
-local refusal = on_sale(meta_key, now)
-if refusal == 'noinit' then return {'noinit'} elseif refusal then return {'not_on_sale', refusal} end
-
-redis.call('ZREMRANGEBYSCORE', user_key, '-inf', now)
-if redis.call('ZCARD', user_key) >= per_user then
-  return {'hold_limit', unpack(redis.call('ZRANGE', user_key, 0, -1))}
+-- Everything a new hold must pass before seats are even looked at. Returns a refusal or nil.
+local function admit(meta_key, ga_key, user_key, per_user, area, qty, now)
+  local refusal = on_sale(meta_key, now)
+  if refusal == 'noinit' then return {'noinit'} elseif refusal then return {'not_on_sale', refusal} end
+  redis.call('ZREMRANGEBYSCORE', user_key, '-inf', now)
+  if redis.call('ZCARD', user_key) >= per_user then
+    return {'hold_limit', unpack(redis.call('ZRANGE', user_key, 0, -1))}
+  end
+  if area ~= '' then
+    local cap = redis.call('HGET', meta_key, 'cap:' .. area)
+    if not cap then return {'unknown_area', area} end
+    local used = tonumber(redis.call('HGET', ga_key, area) or '0')
+    if used + qty > tonumber(cap) then return {'sold_out', tostring(tonumber(cap) - used)} end
+  end
+  return nil
 end
 
-if area ~= '' then
-  local cap = redis.call('HGET', meta_key, 'cap:' .. area)
-  if not cap then return {'unknown_area', area} end
-  local used = tonumber(redis.call('HGET', ga_key, area) or '0')
-  if used + qty > tonumber(cap) then return {'sold_out', tostring(tonumber(cap) - used)} end
-end
-
-local chosen, last_refusal = nil, nil
-local i = 12
-for _ = 1, n_candidates do
-  local n = tonumber(ARGV[i])
-  local seats, taking = {}, {}
-  for j = i + 1, i + n do seats[#seats + 1] = ARGV[j]; taking[ARGV[j]] = true end
-  i = i + n + 1
-  local taken, blocked = {}, {}
+-- Can these seats be taken now? nil if yes, else the refusal ({'taken', n, seats...} or {'strand', seat}).
+local function refusal_for(meta_key, seats_key, nb_key, seats, share)
+  local taken, blocked, taking = {}, {}, {}
   for _, label in ipairs(seats) do
+    taking[label] = true
     local state = redis.call('HGET', seats_key, label)
     if state == 'b' then blocked[#blocked + 1] = label
     elseif state then taken[#taken + 1] = label end
   end
   if #taken > 0 or #blocked > 0 then
-    last_refusal = {'taken', #taken}
-    for _, s in ipairs(taken) do last_refusal[#last_refusal + 1] = s end
-    for _, s in ipairs(blocked) do last_refusal[#last_refusal + 1] = s end
-  else
-    local lone = stranded_by(meta_key, seats_key, nb_key, taking, #seats, share)
-    if lone then
-      last_refusal = {'strand', lone}
-    else
-      chosen = seats
-      break
-    end
+    local out = {'taken', #taken}
+    for _, s in ipairs(taken) do out[#out + 1] = s end
+    for _, s in ipairs(blocked) do out[#out + 1] = s end
+    return out
   end
-end
-if not chosen then
-  if n_candidates > 1 or not last_refusal then return {'none'} end
-  return last_refusal
+  local lone = stranded_by(meta_key, seats_key, nb_key, taking, #seats, share)
+  if lone then return {'strand', lone} end
+  return nil
 end
 
-local changes = {}
-for _, label in ipairs(chosen) do
-  redis.call('HSET', seats_key, label, 'h:' .. token)
-  changes[#changes + 1] = {seat = label, state = 'held'}
+-- Takes the chosen seats (and GA units) for a new hold and announces it.
+local function create_hold(k, channel, token, owner, ttl_ms, max_ms, loglen, area, qty, chosen, now)
+  local changes = {}
+  for _, label in ipairs(chosen) do
+    redis.call('HSET', k.seats, label, 'h:' .. token)
+    changes[#changes + 1] = {seat = label, state = 'held'}
+  end
+  if area ~= '' then
+    redis.call('HINCRBY', k.ga, area, qty)
+    changes[#changes + 1] = ga_change(k.meta, k.ga, area)
+  end
+  local expires = now + ttl_ms
+  redis.call('HSET', k.hold, 'owner', owner, 'seats', table.concat(chosen, ','), 'area', area,
+    'qty', tostring(qty), 'created_ms', tostring(now), 'expires_ms', tostring(expires),
+    'max_ms', tostring(now + max_ms))
+  -- The hold hash outlives its TTL key, so the restock can still see what to free.
+  redis.call('PEXPIRE', k.hold, max_ms + 3600000)
+  redis.call('SET', k.ttl, owner, 'PX', ttl_ms)
+  redis.call('ZADD', k.expiry, expires, token)
+  redis.call('ZADD', k.user, expires, token)
+  redis.call('PEXPIRE', k.user, max_ms)
+  local seq = emit(k.seq, k.log, channel, loglen, changes)
+  return {'ok', seq, tostring(expires), tostring(now + max_ms), table.concat(chosen, ',')}
 end
-if area ~= '' then
-  redis.call('HINCRBY', ga_key, area, qty)
-  changes[#changes + 1] = ga_change(meta_key, ga_key, area)
+
+local function hold_keys()
+  return {meta = KEYS[1], seats = KEYS[2], ga = KEYS[3], seq = KEYS[4], log = KEYS[5], expiry = KEYS[6],
+          hold = KEYS[7], ttl = KEYS[8], user = KEYS[9], nb = KEYS[10]}
 end
-local expires = now + ttl_ms
-redis.call('HSET', hold_key, 'owner', owner, 'seats', table.concat(chosen, ','), 'area', area,
-  'qty', tostring(qty), 'created_ms', tostring(now), 'expires_ms', tostring(expires),
-  'max_ms', tostring(now + max_ms))
--- The hold hash outlives its TTL key, so the restock can still see what to free.
-redis.call('PEXPIRE', hold_key, max_ms + 3600000)
-redis.call('SET', ttl_key, owner, 'PX', ttl_ms)
-redis.call('ZADD', expiry_key, expires, token)
-redis.call('ZADD', user_key, expires, token)
-redis.call('PEXPIRE', user_key, max_ms)
-local seq = emit(seq_key, log_key, channel, loglen, changes)
-return {'ok', seq, tostring(expires), tostring(now + max_ms), table.concat(chosen, ',')}
+
+
+--- hold ---
+-- A new hold of explicit seats (one candidate), or of the first of several candidates that is
+-- entirely free and strands no seat (best-available with split blocks).
+-- KEYS: meta seats ga seq log expiry hold ttl user nb
+-- ARGV: channel token owner ttl_ms max_ms per_user loglen area qty share n_candidates
+--       then per candidate: n seat...
+local k = hold_keys()
+local channel, token, owner = ARGV[1], ARGV[2], ARGV[3]
+local ttl_ms, max_ms, per_user, loglen = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local area, qty, share, n_candidates = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local now = now_ms()
+local refusal = admit(k.meta, k.ga, k.user, per_user, area, qty, now)
+if refusal then return refusal end
+local i = 12
+for _ = 1, n_candidates do
+  local n = tonumber(ARGV[i])
+  local seats = {}
+  for j = i + 1, i + n do seats[#seats + 1] = ARGV[j] end
+  i = i + n + 1
+  refusal = refusal_for(k.meta, k.seats, k.nb, seats, share)
+  if not refusal then
+    return create_hold(k, channel, token, owner, ttl_ms, max_ms, loglen, area, qty, seats, now)
+  end
+end
+if n_candidates > 1 or not refusal then return {'none'} end
+return refusal
+
+--- best ---
+-- Best available: walks the screening's ranked list of blocks (best first, computed once from
+-- the layout by seats.py) and holds the first that is free and strands no seat. In one step,
+-- so concurrent requests never overlap and never fail while a block is left.
+-- KEYS: meta seats ga seq log expiry hold ttl user nb ranked
+-- ARGV: channel token owner ttl_ms max_ms per_user loglen share
+local k = hold_keys()
+local ranked = KEYS[11]
+local channel, token, owner = ARGV[1], ARGV[2], ARGV[3]
+local ttl_ms, max_ms, per_user, loglen = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local share = tonumber(ARGV[8])
+local now = now_ms()
+local refusal = admit(k.meta, k.ga, k.user, per_user, '', 0, now)
+if refusal then return refusal end
+local total = redis.call('LLEN', ranked)
+if total == 0 then return {'nolist'} end
+local start = 0
+while start < total do
+  for _, entry in ipairs(redis.call('LRANGE', ranked, start, start + 63)) do
+    local seats = split(entry)
+    if not refusal_for(k.meta, k.seats, k.nb, seats, share) then
+      return create_hold(k, channel, token, owner, ttl_ms, max_ms, loglen, '', 0, seats, now)
+    end
+  end
+  start = start + 64
+end
+return {'none'}
 
 --- modify ---
 -- Add and remove seats of a live hold, all or nothing.

@@ -38,16 +38,16 @@ from seatmap.errors import (
 from seatmap.inventory import Inventory, Keys
 from seatmap.protocol import BestAvailable, GASelection, HoldResult, SeatLabel
 from seatmap.runtime import Runtime, runtime
-from seatmap.seats import best_blocks, best_split, largest_block
+from seatmap.seats import best_split, largest_block, ranked_blocks
 from seatmap.settings import Settings
 
 _TOKEN: Final = re.compile(r"^(\d{1,18})\.([A-Za-z0-9_-]{16,64})$")
 # The sweeper forgets a screening this long after its last new hold (see expiry.py).
 ACTIVE_MARGIN_MS: Final = 60_000
 _ACTIVE_REFRESH: Final = 10.0
-# Best-available looks again this many times when others took its candidates meanwhile.
-_BEST_ATTEMPTS: Final = 8
 _CANDIDATES: Final = 200
+# Ranked block lists live in Redis a day after their last (re)computation.
+_RANKING_TTL_MS: Final = 24 * 3600 * 1000
 # How long "this order's seats were marked sold" is remembered (retried webhooks come early).
 _SOLD_MARKER_MS: Final = 7 * 24 * 3600 * 1000
 
@@ -91,6 +91,7 @@ class Holds:
         self.inventory = inventory
         self.settings = settings
         self._active_marked: dict[int, float] = {}
+        self._rankings: dict[tuple[int, int, str | None, bool], list[tuple[str, ...]]] = {}
 
     def _keys(self, k: Keys, token: str, user_id: int) -> list[str]:
         return [k.meta, k.seats, k.ga, k.seq, k.log, k.expiry, k.hold(token), k.ttl(token), k.user(user_id)]
@@ -166,51 +167,78 @@ class Holds:
         result = await self.inventory.run(screening, "hold", keys, args)
         if result[0] != "ok":
             return result[0], result
-        chosen = [label for label in result[4].split(",") if label]
-        return "ok", HoldResult(
-            token=token, screening_id=screening, seats=chosen, ga=ga,
-            expires_at=_iso(int(result[2])), max_expires_at=_iso(int(result[3])),
-        )  # fmt: skip
+        return "ok", _hold_result(token, screening, ga, result)
 
     async def _best_available(
         self, who: Principal, screening: int, best: BestAvailable, ga: GASelection | None
     ) -> HoldResult:
-        """Rank blocks on a fresh view of the map, let the script take the first still free.
+        """The hold script walks the screening's ranked blocks and takes the first free one.
 
-        Another buyer may take the chosen seats between our look and the script: then we look
-        again (a few times). The script, not this ranking, decides, so two requests never get
-        overlapping seats and nothing strands a seat.
+        Doing the choice inside the atomic step means concurrent requests never overlap and never
+        fail while a block remains. Only when no block of `count` is left does Python look at the
+        map: for the largest block (the error) or for two blocks close together (`allow_split`).
         """
-        await self._check_request(screening, [], ga, chosen_for_you=best.count)
+        if ga is not None:
+            raise InvalidInput("GA units are held by quantity, not best-available.", path="$.ga")
+        await self._check_request(screening, [], None, chosen_for_you=best.count)
         layout = await self.inventory.layout(screening)
         if best.category is not None and best.category not in layout.categories.values():
             raise InvalidInput(f"No {best.category!r} seats here.", path="$.best_available.category")
-        for _ in range(_BEST_ATTEMPTS):
-            seat_map = await self.inventory.snapshot(screening)
-            taken = seat_map.seats
+        ranking = (screening, best.count, best.category, best.accessible)
+        blocks = self._rankings.get(ranking)
+        if blocks is None:
+            blocks = self._rankings[ranking] = ranked_blocks(
+                layout.plan, best.count, category=best.category, accessible=best.accessible
+            )
+        if blocks:
+            k = self.inventory.keys(screening)
+            ranked = f"{k.base}:ranked:{best.count}:{best.category or '*'}:{'a' if best.accessible else 'g'}"
+            for _ in range(2):
+                token = f"{screening}.{secrets.token_urlsafe(18)}"
+                s = self.settings
+                args: list[Any] = [
+                    k.channel, token, str(who.user_id), s.hold_ttl * 1000, s.hold_max * 1000,
+                    s.holds_per_user, self.inventory.loglen, self._share(),
+                ]  # fmt: skip
+                await self._mark_active(screening)
+                keys = [*self._keys(k, token, who.user_id), k.nb, ranked]
+                result = await self.inventory.run(screening, "best", keys, args)
+                if result[0] == "nolist":
+                    await self._store_ranking(ranked, blocks)
+                    continue
+                if result[0] == "ok":
+                    return _hold_result(token, screening, None, result)
+                if result[0] != "none":
+                    raise _refusal(result)
+                break
+        taken = (await self.inventory.snapshot(screening)).seats
+        if best.allow_split and best.count > 1:
             rule = layout.strand_rule and (
                 len(taken) + best.count <= self.settings.strand_max_share * layout.plan.total
             )
-            options = dict(category=best.category, accessible=best.accessible, strand_rule=rule)
-            # Many candidates, best first: when others win the best ones meanwhile, the script
-            # still finds the best of what is left in the same step instead of failing.
-            candidates = best_blocks(layout.plan, taken, best.count, limit=_CANDIDATES, **options)  # type: ignore[arg-type]
-            if not candidates and best.allow_split and best.count > 1:
-                candidates = best_split(layout.plan, taken, best.count, limit=_CANDIDATES // 4, **options)  # type: ignore[arg-type]
-            if not candidates:
-                largest = largest_block(
-                    layout.plan, taken, category=best.category, accessible=best.accessible
-                )
-                raise NotEnoughAdjacent(
-                    f"No {best.count} seats together; the largest block free is {largest}.", largest=largest
-                )
-            outcome, value = await self._hold(who, screening, [list(c) for c in candidates], ga)
-            if outcome == "ok":
-                assert isinstance(value, HoldResult)
-                return value
-            if outcome != "none":
-                raise _refusal(value)
-        raise SeatTaken("The best seats went to others while we looked; please try again.", seats=[])
+            pairs = best_split(
+                layout.plan, taken, best.count, category=best.category, accessible=best.accessible,
+                strand_rule=rule, limit=_CANDIDATES,
+            )  # fmt: skip
+            if pairs:
+                outcome, value = await self._hold(who, screening, [list(c) for c in pairs], None)
+                if outcome == "ok":
+                    assert isinstance(value, HoldResult)
+                    return value
+                if outcome != "none":
+                    raise _refusal(value)
+        largest = largest_block(layout.plan, taken, category=best.category, accessible=best.accessible)
+        raise NotEnoughAdjacent(
+            f"No {best.count} seats together; the largest block free is {largest}.", largest=largest
+        )
+
+    async def _store_ranking(self, key: str, blocks: list[tuple[str, ...]]) -> None:
+        # Replaced whole in one transaction: two processes storing at once store the same list.
+        async with self.inventory.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.rpush(key, *(",".join(block) for block in blocks))
+            pipe.pexpire(key, _RANKING_TTL_MS)
+            await pipe.execute()
 
     async def modify(self, who: Principal, token: str, add: list[str], remove: list[str]) -> HoldResult:
         screening = parse_token(token)
@@ -290,6 +318,18 @@ class Holds:
             expires_at=_iso(int(hold["expires_ms"])),
             max_expires_at=_iso(int(hold["max_ms"])),
         )
+
+
+def _hold_result(token: str, screening: int, ga: GASelection | None, result: list[Any]) -> HoldResult:
+    """From a successful hold script: ['ok', seq, expires_ms, max_ms, 'A1,A2']."""
+    return HoldResult(
+        token=token,
+        screening_id=screening,
+        seats=[label for label in result[4].split(",") if label],
+        ga=ga,
+        expires_at=_iso(int(result[2])),
+        max_expires_at=_iso(int(result[3])),
+    )
 
 
 def _refusal(result: list[Any]) -> Exception:

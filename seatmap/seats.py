@@ -165,6 +165,22 @@ def best_blocks(
     return [c.seats for c in choices[:limit]]
 
 
+def ranked_blocks(
+    p: Plan, count: int, *, category: str | None = None, accessible: bool = False
+) -> list[tuple[str, ...]]:
+    """Every block of `count` in the empty hall, best first: the order best-available tries them in.
+
+    Scores do not depend on who holds what, so this is computed once per screening and kind of
+    request; the hold script walks it and takes the first block that is free and strands no seat
+    (the state-dependent part). For an accessible request, accessible blocks come first, then
+    ordinary ones.
+    """
+    blocks = [c.seats for c in _windows(p, {}, count, _eligible(category, accessible), False)]
+    if accessible:
+        blocks += [c.seats for c in _windows(p, {}, count, _eligible(category, False), False)]
+    return blocks
+
+
 def largest_block(
     p: Plan, taken: Mapping[str, object], *, category: str | None = None, accessible: bool = False
 ) -> int:
