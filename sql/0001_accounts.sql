@@ -10,6 +10,8 @@ CREATE TABLE users (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE UNIQUE INDEX users_email_key ON users (lower(email));
+-- The admin's user list: filtered by role, paged by id.
+CREATE INDEX users_role_id ON users (role, id);
 
 -- Refresh tokens are stored as SHA-256 hashes. A token is used once: refreshing marks it used
 -- and issues the next one of the same family; presenting a used token again revokes the family
@@ -26,6 +28,9 @@ CREATE TABLE refresh_tokens (
 );
 CREATE INDEX refresh_tokens_family ON refresh_tokens (family);
 
+-- One-time codes proving an email address; stored as an HMAC keyed by the server secret,
+-- so a copy of the database alone does not reveal live codes. Only the newest row of a user
+-- counts: issuing a new code deletes the older unused ones.
 CREATE TABLE email_verifications (
     id bigserial PRIMARY KEY,
     user_id bigint NOT NULL REFERENCES users ON DELETE CASCADE,
@@ -38,7 +43,8 @@ CREATE TABLE email_verifications (
 CREATE INDEX email_verifications_user ON email_verifications (user_id, created_at DESC);
 
 -- Every mail the product sends is written here first, in the transaction that causes it;
--- a sender delivers it by SMTP when one is configured, otherwise it stays stored.
+-- the worker delivers it by SMTP when one is configured, otherwise it is `stored` (and shown
+-- in the log in dev mode). `dead` rows failed too often and wait for a human.
 CREATE TABLE mail_outbox (
     id bigserial PRIMARY KEY,
     user_id bigint REFERENCES users ON DELETE SET NULL,
@@ -47,8 +53,12 @@ CREATE TABLE mail_outbox (
     body text NOT NULL,
     status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'stored', 'dead')),
     attempts integer NOT NULL DEFAULT 0,
+    -- A pending row is due when this has passed. Claiming a row pushes it into the future
+    -- (a lease, so a sender that dies mid-send lets another retry); a failure pushes it by
+    -- the back-off.
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
     last_error text,
     created_at timestamptz NOT NULL DEFAULT now(),
     sent_at timestamptz
 );
-CREATE INDEX mail_outbox_pending ON mail_outbox (id) WHERE status = 'pending';
+CREATE INDEX mail_outbox_due ON mail_outbox (next_attempt_at) WHERE status = 'pending';
