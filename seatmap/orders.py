@@ -1,0 +1,477 @@
+"""Orders: what a customer buys from a hold, from `pending` until it is paid, expires or is cancelled.
+
+`POST /api/orders` turns a live hold into a pending order: exactly the held seats (and GA
+units), each at its category's price for that screening, snapshotted with the currency and the
+total in integer minor units. The hold is extended to the payment window (never past its
+maximum lifetime) and the order lives exactly as long: `expires_at` is the hold's new expiry.
+The `Idempotency-Key` header makes a retried request return the same order; the same key with
+another body is 422.
+
+Payment confirmation (payments.py) makes an order `paid` in one transaction with its tickets;
+`publish_sold` then shows the seats sold in Redis. `sweep_forever` runs in every web process:
+it expires pending orders past their window and re-runs `publish_sold` for paid orders whose
+process died between the commit and the Redis update (design invariant 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Annotated, Any, Final
+
+import asyncpg
+import msgspec
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from seatmap.api import (
+    Page,
+    decode_cursor,
+    documented,
+    encode_cursor,
+    path_int,
+    query_int,
+    read_body,
+    respond,
+)
+from seatmap.auth import Principal, require
+from seatmap.db import AnyConnection
+from seatmap.errors import (
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotFound,
+    NotOnSale,
+    OrderClosed,
+    OrderExists,
+)
+from seatmap.holds import Holds, holds_of, parse_token
+from seatmap.protocol import GASelection
+from seatmap.runtime import Runtime, runtime
+from seatmap.tickets import Ticket, order_tickets
+
+log = logging.getLogger("seatmap.orders")
+
+TAGS: Final = ("orders",)
+_KEY: Final = re.compile(r"^[\x21-\x7e]{1,255}$")
+_SWEEP_INTERVAL: Final = 1.0
+# A paid order not shown sold this long after payment was left behind by a crash.
+_PUBLISH_GRACE: Final = "5 seconds"
+
+HolderName = Annotated[str, msgspec.Meta(max_length=100)]
+
+
+# ---- wire shapes ----------------------------------------------------------------------------
+
+
+class OrderRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """`holder_names` name the tickets in order: the hold's seats first, then its GA units."""
+
+    hold_token: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    holder_names: Annotated[list[HolderName], msgspec.Meta(max_length=1000)] = []
+
+
+class OrderLine(msgspec.Struct, kw_only=True, omit_defaults=True):
+    category: str
+    price: int
+    seat: str | None = None
+    area: str | None = None
+    holder_name: str | None = None
+
+
+class Payment(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One payment attempt. Send the buyer to `redirect_url` (the gateway's payment page)."""
+
+    id: int
+    order_id: int
+    provider: str
+    status: str  # created | processing | paid | declined
+    amount: int
+    currency: str
+    redirect_url: str | None = None
+    needs_refund: bool = False
+    refund_reason: str | None = None
+
+
+class OrderSummary(msgspec.Struct, kw_only=True):
+    id: int
+    status: str  # pending | paid | expired | cancelled
+    screening_id: int
+    channel: str
+    currency: str
+    total: int
+    expires_at: datetime
+    created_at: datetime
+    paid_at: datetime | None
+
+
+class Order(OrderSummary, kw_only=True):
+    """An order with its lines, tickets (once paid) and payments. `needs_refund`: money arrived
+    that will not become tickets (late, seats gone, paid twice); the refunds worker returns it."""
+
+    lines: list[OrderLine]
+    tickets: list[Ticket]
+    payments: list[Payment]
+    needs_refund: bool
+
+
+class OrderPage(Page):
+    items: list[OrderSummary]
+
+
+# ---- SQL --------------------------------------------------------------------------------------
+
+# A pending order past its window reads as expired even before the sweeper has written it.
+_SUMMARY: Final = """
+o.id, CASE WHEN o.status = 'pending' AND o.expires_at <= now() THEN 'expired' ELSE o.status END AS status,
+o.screening_id, o.channel, o.currency, o.total, o.expires_at, o.created_at, o.paid_at
+"""
+GET_ORDER: Final = f"SELECT {_SUMMARY}, o.user_id FROM orders o WHERE o.id = $1"
+LIST_ORDERS: Final = f"""
+SELECT {_SUMMARY} FROM orders o
+WHERE o.user_id = $1 AND o.id < $2 ORDER BY o.id DESC LIMIT $3
+"""
+ORDER_LINES: Final = """
+SELECT seat_label, ga_area, category, price, holder_name FROM order_lines
+WHERE order_id = $1 ORDER BY position
+"""
+ORDER_PAYMENTS: Final = """
+SELECT id, order_id, provider, status, amount, currency, redirect_url, needs_refund, refund_reason
+FROM payments WHERE order_id = $1 ORDER BY id
+"""
+FIND_REQUEST: Final = "SELECT request_hash, order_id FROM order_requests WHERE user_id = $1 AND key = $2"
+PRICING: Final = """
+SELECT s.currency,
+       coalesce((SELECT jsonb_object_agg(category, amount) FROM screening_prices
+                 WHERE screening_id = s.id), '{}') AS prices,
+       coalesce((SELECT jsonb_object_agg(name, category) FROM ga_areas
+                 WHERE auditorium_id = s.auditorium_id), '{}') AS ga_categories
+FROM screenings s WHERE s.id = $1
+"""
+# Order, lines and idempotency key in one statement: all of it is written, or none.
+INSERT_ORDER: Final = """
+WITH o AS (
+    INSERT INTO orders (user_id, screening_id, hold_token, currency, total, expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
+), l AS (
+    INSERT INTO order_lines (order_id, position, seat_label, ga_area, category, price, holder_name)
+    SELECT o.id, t.n - 1, t.seat, t.area, t.category, t.price, t.holder
+    FROM o, unnest($7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[])
+         WITH ORDINALITY AS t(seat, area, category, price, holder, n)
+)
+INSERT INTO order_requests (user_id, key, request_hash, order_id) SELECT $1, $12, $13, o.id FROM o
+RETURNING order_id
+"""
+LIVE_ORDER_OF_HOLD: Final = "SELECT id FROM orders WHERE hold_token = $1 AND status IN ('pending', 'paid')"
+CANCEL_ORDER: Final = """
+UPDATE orders SET status = 'cancelled', closed_at = now()
+WHERE id = $1 AND user_id = $2 AND status = 'pending' AND expires_at > now()
+RETURNING hold_token
+"""
+# What confirmation and publishing need of an order, in one row.
+LIVE_ORDER_COLUMNS: Final = """
+o.id, o.user_id, o.sold_by, o.screening_id, o.hold_token, o.status, o.currency, o.total,
+o.expires_at, o.expires_at <= now() AS lapsed,
+(SELECT coalesce(array_agg(seat_label ORDER BY position), '{}') FROM order_lines
+ WHERE order_id = o.id AND seat_label IS NOT NULL) AS seats,
+(SELECT min(ga_area) FROM order_lines WHERE order_id = o.id) AS ga_area,
+(SELECT count(*) FROM order_lines WHERE order_id = o.id AND ga_area IS NOT NULL) AS ga_units,
+(SELECT count(*) FROM order_lines WHERE order_id = o.id) AS line_count
+"""
+EXPIRE_ORDERS: Final = """
+UPDATE orders SET status = 'expired', closed_at = now()
+WHERE id IN (SELECT id FROM orders WHERE status = 'pending' AND expires_at <= now() LIMIT 500)
+"""
+UNPUBLISHED: Final = f"""
+SELECT {LIVE_ORDER_COLUMNS} FROM orders o
+WHERE o.status = 'paid' AND NOT o.seats_published AND o.paid_at < now() - interval '{_PUBLISH_GRACE}'
+ORDER BY o.paid_at LIMIT 100
+"""
+MARK_PUBLISHED: Final = "UPDATE orders SET seats_published = true WHERE id = $1"
+
+
+# ---- the order as confirmation sees it ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveOrder:
+    id: int
+    user_id: int | None
+    sold_by: int | None
+    screening_id: int
+    hold_token: str
+    status: str
+    currency: str
+    total: int
+    expires_at: datetime
+    lapsed: bool
+    seats: list[str]
+    ga: GASelection | None
+    lines: int
+
+    @classmethod
+    def of(cls, row: Any) -> LiveOrder:
+        ga = GASelection(row["ga_area"], row["ga_units"]) if row["ga_units"] else None
+        return cls(
+            id=row["id"], user_id=row["user_id"], sold_by=row["sold_by"], screening_id=row["screening_id"],
+            hold_token=row["hold_token"], status=row["status"], currency=row["currency"], total=row["total"],
+            expires_at=row["expires_at"], lapsed=row["lapsed"], seats=list(row["seats"]), ga=ga,
+            lines=row["line_count"],
+        )  # fmt: skip
+
+    @property
+    def hold_owner(self) -> int:
+        owner = self.user_id if self.user_id is not None else self.sold_by
+        assert owner is not None
+        return owner
+
+
+def checkout_holds(rt: Runtime) -> Holds:
+    """The live holds, configured for checkout: `extend` reaches the payment window (within
+    the hold's maximum), and staff at the box office may hold for many sales at once."""
+    found = rt.extras.get("checkout_holds")
+    if isinstance(found, Holds):
+        return found
+    holds = holds_of(rt)
+    s = rt.settings
+    tuned = replace(s, hold_ttl=min(s.payment_window, s.hold_max), holds_per_user=max(s.holds_per_user, 1000))
+    made = rt.extras["checkout_holds"] = Holds(holds.inventory, tuned)
+    return made
+
+
+async def publish_sold(rt: Runtime, order: LiveOrder) -> None:
+    """Show a paid order's seats sold in Redis (one Lua step), then remember that it was done.
+
+    Safe to repeat: `Holds.sell` runs once per order. If this process dies before it, the
+    sweeper of any process runs it again, and a rebuild from PostgreSQL shows the seats sold
+    anyway (tickets are in `inventory.SOLD_SOURCES`).
+    """
+    holds = holds_of(rt)
+    await holds.sell(order.hold_token, order.hold_owner, order.seats, order.ga, str(order.id))
+    async with rt.pool.acquire() as conn:
+        await conn.execute(MARK_PUBLISHED, order.id)
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+
+def _summary(row: Any) -> OrderSummary:
+    return OrderSummary(
+        id=row["id"], status=row["status"], screening_id=row["screening_id"], channel=row["channel"],
+        currency=row["currency"], total=row["total"], expires_at=row["expires_at"],
+        created_at=row["created_at"], paid_at=row["paid_at"],
+    )  # fmt: skip
+
+
+async def fetch_order(conn: AnyConnection, order_id: int) -> tuple[Order, int | None] | None:
+    """The order with lines, tickets and payments, and its buyer's id (None: box office)."""
+    row = await conn.fetchrow(GET_ORDER, order_id)
+    if row is None:
+        return None
+    lines = [
+        OrderLine(
+            seat=r["seat_label"],
+            area=r["ga_area"],
+            category=r["category"],
+            price=r["price"],
+            holder_name=r["holder_name"],
+        )
+        for r in await conn.fetch(ORDER_LINES, order_id)
+    ]
+    payments = [Payment(**dict(r)) for r in await conn.fetch(ORDER_PAYMENTS, order_id)]
+    order = Order(
+        **msgspec.structs.asdict(_summary(row)),
+        lines=lines,
+        tickets=await order_tickets(conn, order_id),
+        payments=payments,
+        needs_refund=any(p.needs_refund for p in payments),
+    )
+    return order, row["user_id"]
+
+
+async def visible_order(rt: Runtime, who: Principal, order_id: int) -> Order:
+    """The order if `who` bought it or is staff; 404 otherwise (no hint that it exists)."""
+    async with rt.pool.acquire() as conn:
+        found = await fetch_order(conn, order_id)
+    if found is None or not (who.has_role("staff") or found[1] == who.user_id):
+        raise NotFound("No such order.")
+    return found[0]
+
+
+# ---- creating ---------------------------------------------------------------------------------------
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get("idempotency-key")
+    if key is None or _KEY.match(key) is None:
+        raise InvalidInput(
+            "Send an Idempotency-Key header (1 to 255 printable characters) with each new order.",
+            path="header:Idempotency-Key",
+        )
+    return key
+
+
+async def _replay(rt: Runtime, who: Principal, key: str, digest: bytes) -> Response | None:
+    async with rt.pool.acquire() as conn:
+        found = await conn.fetchrow(FIND_REQUEST, who.user_id, key)
+    if found is None:
+        return None
+    if found["request_hash"] != digest:
+        raise IdempotencyKeyReused()
+    order = await visible_order(rt, who, found["order_id"])
+    return respond(order, 201, headers={"Idempotent-Replayed": "true"})
+
+
+async def price_lines(
+    rt: Runtime, screening: int, seats: list[str], ga: GASelection | None
+) -> tuple[str, list[Any]]:
+    """(currency, [(seat, area, category, price)...]): seats first, then one line per GA unit."""
+    layout = await holds_of(rt).inventory.layout(screening)
+    async with rt.pool.acquire() as conn:
+        row = await conn.fetchrow(PRICING, screening)
+    if row is None:
+        raise NotFound("No such screening.")
+    prices: dict[str, int] = row["prices"]
+    lines: list[tuple[str | None, str | None, str]] = [(s, None, layout.categories[s]) for s in seats]
+    if ga is not None:
+        lines += [(None, ga.area, row["ga_categories"][ga.area])] * ga.quantity
+    missing = sorted({category for _, _, category in lines if category not in prices})
+    if missing:
+        raise NotOnSale(f"This screening has no price for {', '.join(missing)}.")
+    return row["currency"], [(seat, area, category, prices[category]) for seat, area, category in lines]
+
+
+@documented(
+    "Make an order from your hold (send an Idempotency-Key header; the same key and body return "
+    "the same order)",
+    body=OrderRequest,
+    responses={201: Order, 404: None, 409: None},
+    auth="customer",
+    tags=TAGS,
+)
+async def create_order(request: Request) -> Response:
+    who = await require(request)
+    key = _idempotency_key(request)
+    body = await read_body(request, OrderRequest)
+    digest = hashlib.sha256(msgspec.json.encode(body)).digest()
+    rt = runtime(request)
+    replayed = await _replay(rt, who, key, digest)
+    if replayed is not None:
+        return replayed
+    parse_token(body.hold_token)
+    holds = checkout_holds(rt)
+    hold = await holds.get(who, body.hold_token)
+    currency, lines = await price_lines(rt, hold.screening_id, hold.seats, hold.ga)
+    if len(body.holder_names) > len(lines):
+        raise InvalidInput(
+            f"This hold has {len(lines)} tickets; too many holder names.", path="$.holder_names"
+        )
+    holders = [name or None for name in body.holder_names] + [None] * (len(lines) - len(body.holder_names))
+    extended = await holds.extend(who, body.hold_token)
+    columns = list(zip(*lines, strict=True))
+    try:
+        async with rt.pool.acquire() as conn:
+            order_id = await conn.fetchval(
+                INSERT_ORDER, who.user_id, hold.screening_id, body.hold_token, currency,
+                sum(line[3] for line in lines), datetime.fromisoformat(extended.expires_at),
+                list(columns[0]), list(columns[1]), list(columns[2]), list(columns[3]), holders, key, digest,
+            )  # fmt: skip
+    except asyncpg.UniqueViolationError:
+        # A concurrent request with this key won (replay it), or this hold already has an order.
+        replayed = await _replay(rt, who, key, digest)
+        if replayed is not None:
+            return replayed
+        async with rt.pool.acquire() as conn:
+            existing = await conn.fetchval(LIVE_ORDER_OF_HOLD, body.hold_token)
+        raise OrderExists(order_id=existing) from None
+    return respond(await visible_order(rt, who, order_id), 201)
+
+
+# ---- the other endpoints ------------------------------------------------------------------------------
+
+
+@documented(
+    "Your orders, newest first",
+    query=("cursor", "limit"),
+    responses={200: OrderPage},
+    auth="customer",
+    tags=TAGS,
+)
+async def list_orders(request: Request) -> Response:
+    who = await require(request)
+    limit = query_int(request, "limit", 20, minimum=1, maximum=100)
+    before = 2**63 - 1
+    cursor = request.query_params.get("cursor")
+    if cursor:
+        (raw,) = decode_cursor(cursor, 1)
+        if not raw.isdigit():
+            raise InvalidInput("The cursor is not valid.", path="$.cursor")
+        before = int(raw)
+    async with runtime(request).pool.acquire() as conn:
+        rows = await conn.fetch(LIST_ORDERS, who.user_id, before, limit + 1)
+    items = [_summary(r) for r in rows[:limit]]
+    next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
+    return respond(OrderPage(items=items, next_cursor=next_cursor))
+
+
+@documented("One order with its tickets and payments (its buyer, staff or admin)",
+            responses={200: Order, 404: None}, auth="customer", tags=TAGS)  # fmt: skip
+async def get_order(request: Request) -> Response:
+    who = await require(request)
+    return respond(await visible_order(runtime(request), who, path_int(request, "id")))
+
+
+@documented("Cancel your pending order; its seats go back on sale",
+            responses={200: Order, 404: None, 409: None}, auth="customer", tags=TAGS)  # fmt: skip
+async def cancel_order(request: Request) -> Response:
+    who = await require(request)
+    rt = runtime(request)
+    order_id = path_int(request, "id")
+    async with rt.pool.acquire() as conn:
+        token = await conn.fetchval(CANCEL_ORDER, order_id, who.user_id)
+    if token is None:
+        order = await visible_order(rt, who, order_id)
+        raise OrderClosed(f"This order is {order.status}.", status=order.status)
+    try:
+        await holds_of(rt).release(who, token)
+    except NotFound:
+        pass  # the hold lapsed meanwhile: its seats are free already
+    return respond(await visible_order(rt, who, order_id))
+
+
+# ---- housekeeping ---------------------------------------------------------------------------------------
+
+
+async def sweep_once(rt: Runtime) -> tuple[int, int]:
+    """Expire lapsed pending orders; publish paid orders a crash left unpublished. (expired, published)"""
+    async with rt.pool.acquire() as conn:
+        expired = int((await conn.execute(EXPIRE_ORDERS)).split()[-1])
+        rows = await conn.fetch(UNPUBLISHED)
+    for row in rows:
+        order = LiveOrder.of(row)
+        log.warning("order %s was paid but not shown sold; publishing it now", order.id)
+        await publish_sold(rt, order)
+    return expired, len(rows)
+
+
+async def sweep_forever(rt: Runtime) -> None:
+    """Runs in every web process (the work is idempotent); a failed round is retried next time."""
+    while True:
+        await asyncio.sleep(_SWEEP_INTERVAL)
+        try:
+            await sweep_once(rt)
+        except (TimeoutError, asyncpg.PostgresError, OSError, RedisError) as exc:
+            log.warning("order sweep failed, retrying: %s", exc)
+
+
+routes: list[BaseRoute] = [
+    Route("/orders", create_order, methods=["POST"]),
+    Route("/orders", list_orders, methods=["GET"]),
+    Route("/orders/{id:int}", get_order, methods=["GET"]),
+    Route("/orders/{id:int}/cancel", cancel_order, methods=["POST"]),
+]

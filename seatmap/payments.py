@@ -1,0 +1,402 @@
+"""Payments: the gateway interface, signed webhooks, and what a confirmed payment does.
+
+`PaymentProvider` is the one Protocol in seatmap, because there is real plurality: the
+built-in `simulated` gateway (simulated.py, a configuration choice, not a test branch) and
+the real gateways a deployment plugs in. A provider creates payments, verifies and parses the
+webhooks it sends, and refunds.
+
+Webhooks are signed with HMAC-SHA256 over `<timestamp>.<body>` and carry the signature as
+`Seatmap-Signature: t=<unix seconds>,v1=<hex>`. A bad signature or a timestamp further than
+`webhook_tolerance` from our clock is refused (400) before anything is read or written.
+Handling is idempotent: each event id is recorded once (`payment_events`), a payment's status
+only moves forward, so duplicates, replays and out-of-order deliveries change nothing twice.
+
+On a verified "paid" event, one PostgreSQL transaction marks the order paid, records the
+payment and writes one ticket per line; the partial unique index on live tickets refuses a
+seat sold twice. Money that cannot become tickets (the order expired or was cancelled, its
+hold was lost, its seats were sold meanwhile, it was paid already, the amount is wrong) is
+recorded with `needs_refund` and the reason, and the receipt says `refund_needed`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import time
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from typing import Annotated, Any, Final, Protocol
+
+import asyncpg
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from seatmap.api import decode, documented, path_int, respond
+from seatmap.auth import require
+from seatmap.errors import (
+    ConfigError,
+    InvalidSignature,
+    NotFound,
+    OrderClosed,
+    PayloadTooLarge,
+    SoldOut,
+)
+from seatmap.holds import holds_of
+from seatmap.orders import LIVE_ORDER_COLUMNS, LiveOrder, Payment, publish_sold
+from seatmap.runtime import Runtime, runtime
+from seatmap.settings import Settings
+from seatmap.tickets import issue
+
+SIGNATURE_HEADER: Final = "Seatmap-Signature"
+TAGS: Final = ("payments",)
+_MAX_WEBHOOK: Final = 64 * 1024
+# Forward-only payment statuses: an event that would move a payment back is stale.
+_RANK: Final = {"created": 0, "processing": 1, "declined": 2, "paid": 3}
+_STATUS_OF_EVENT: Final = {
+    "payment.processing": "processing",
+    "payment.paid": "paid",
+    "payment.declined": "declined",
+}
+
+
+# ---- the gateway interface --------------------------------------------------------------------
+
+
+class PaymentData(msgspec.Struct, kw_only=True, frozen=True):
+    payment_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    reference: Annotated[str, msgspec.Meta(max_length=200)]
+    amount: int
+    currency: Annotated[str, msgspec.Meta(min_length=3, max_length=3)]
+
+
+class WebhookEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """A gateway's notification. `type`: payment.processing | payment.paid | payment.declined;
+    `data.reference` is our order id."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    type: Annotated[str, msgspec.Meta(max_length=100)]
+    created: int
+    data: PaymentData
+
+
+class CreatedPayment(msgspec.Struct, kw_only=True, frozen=True):
+    provider_ref: str
+    redirect_url: str
+
+
+class Refund(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    payment_id: str
+    amount: int
+    replayed: bool  # the idempotency key was seen before: no new money moved
+
+
+class PaymentProvider(Protocol):
+    name: str
+
+    async def create_payment(
+        self, *, reference: str, amount: int, currency: str, description: str, expires_at: datetime,
+        notify_url: str, return_url: str,
+    ) -> CreatedPayment:  # fmt: skip
+        """Open a payment at the gateway; the buyer pays at `redirect_url` until `expires_at`."""
+        ...
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        """The event, if the signature is right and fresh; `InvalidSignature` otherwise."""
+        ...
+
+    async def refund(self, provider_ref: str, amount: int, idempotency_key: str) -> Refund:
+        """Return money; the same idempotency key again returns the same refund."""
+        ...
+
+
+@contextlib.asynccontextmanager
+async def open_provider(rt: Runtime) -> AsyncIterator[PaymentProvider]:
+    """The configured provider for the lifespan (imported lazily: only the chosen one loads)."""
+    name = rt.settings.payment_provider
+    if name != "simulated":
+        raise ConfigError(f"unknown SEATMAP_PAYMENT_PROVIDER {name!r} (known: simulated)")
+    from seatmap.simulated import SimulatedGateway
+
+    gateway = SimulatedGateway(rt)
+    rt.extras["payments"] = gateway
+    try:
+        yield gateway
+    finally:
+        await gateway.aclose()
+
+
+def provider_of(rt: Runtime) -> PaymentProvider:
+    provider: PaymentProvider | None = rt.extras.get("payments")
+    assert provider is not None, "the lifespan opens the payment provider"
+    return provider
+
+
+# ---- signatures ----------------------------------------------------------------------------------
+
+
+def webhook_key(settings: Settings) -> bytes:
+    """SEATMAP_WEBHOOK_SECRET, or a key derived from the JWT secret (never the JWT key itself)."""
+    if settings.webhook_secret is not None:
+        return settings.webhook_secret.reveal().encode()
+    return hmac.new(
+        settings.jwt_secret.reveal().encode(), b"seatmap webhook signing v1", hashlib.sha256
+    ).digest()
+
+
+def sign(key: bytes, body: bytes, timestamp: int) -> str:
+    mac = hmac.new(key, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify_signature(key: bytes, header: str | None, body: bytes, *, tolerance: int, now: float) -> None:
+    """Accept `t=…,v1=…` (several v1 while a secret rotates) signed with `key` within `tolerance` s."""
+    if not header:
+        raise InvalidSignature("The webhook has no signature.", reason="missing")
+    timestamp: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isdigit():
+            timestamp = int(value)
+        elif name == "v1":
+            candidates.append(value)
+    if timestamp is None or not candidates:
+        raise InvalidSignature("The webhook signature is malformed.", reason="malformed")
+    expected = sign(key, body, timestamp).rpartition("v1=")[2]
+    if not any(hmac.compare_digest(expected, c) for c in candidates):
+        raise InvalidSignature("The webhook signature does not match.", reason="mismatch")
+    if abs(now - timestamp) > tolerance:
+        raise InvalidSignature("The webhook is too old (or from the future): a replay?", reason="stale")
+
+
+def verify_event(key: bytes, headers: Mapping[str, str], body: bytes, tolerance: int) -> WebhookEvent:
+    verify_signature(key, headers.get(SIGNATURE_HEADER), body, tolerance=tolerance, now=time.time())
+    return decode(body, WebhookEvent)
+
+
+# ---- starting a payment ------------------------------------------------------------------------------
+
+PAYABLE: Final = """
+SELECT o.id, o.user_id, o.status, o.expires_at <= now() AS lapsed, o.total, o.currency, o.expires_at,
+       (SELECT p.id FROM payments p WHERE p.order_id = o.id AND p.status IN ('created', 'processing')
+        ORDER BY p.id DESC LIMIT 1) AS open_payment
+FROM orders o WHERE o.id = $1
+"""
+_PAYMENT_COLUMNS: Final = (
+    "id, order_id, provider, status, amount, currency, redirect_url, needs_refund, refund_reason"
+)
+GET_PAYMENT: Final = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = $1"
+INSERT_PAYMENT: Final = f"""
+INSERT INTO payments (order_id, provider, provider_ref, amount, currency, redirect_url)
+VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_PAYMENT_COLUMNS}
+"""
+
+
+@documented(
+    "Pay for your pending order: opens a payment at the gateway; send the buyer to its "
+    "redirect_url (an open payment is returned again rather than opened twice)",
+    responses={200: Payment, 201: Payment, 404: None, 409: None},
+    auth="customer",
+    tags=TAGS,
+)
+async def start_payment(request: Request) -> Response:
+    who = await require(request)
+    rt = runtime(request)
+    order_id = path_int(request, "id")
+    async with rt.pool.acquire() as conn:
+        order = await conn.fetchrow(PAYABLE, order_id)
+        if order is None or order["user_id"] != who.user_id:
+            raise NotFound("No such order.")
+        if order["status"] != "pending" or order["lapsed"]:
+            status = "expired" if order["status"] == "pending" else order["status"]
+            raise OrderClosed(f"This order is {status}.", status=status)
+        if order["open_payment"] is not None:
+            return respond(_payment(await conn.fetchrow(GET_PAYMENT, order["open_payment"])))
+    provider = provider_of(rt)
+    base = str(request.base_url).rstrip("/")
+    created = await provider.create_payment(
+        reference=str(order_id), amount=order["total"], currency=order["currency"],
+        description=f"seatmap order {order_id}", expires_at=order["expires_at"],
+        notify_url=f"{base}/api/payments/webhooks/{provider.name}", return_url=f"{base}/?order={order_id}",
+    )  # fmt: skip
+    async with rt.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            INSERT_PAYMENT, order_id, provider.name, created.provider_ref, order["total"], order["currency"],
+            created.redirect_url,
+        )  # fmt: skip
+    return respond(_payment(row), 201)
+
+
+def _payment(row: Any) -> Payment:
+    assert row is not None
+    return Payment(**dict(row))
+
+
+# ---- applying a verified event ---------------------------------------------------------------------
+
+LOCK_ORDER: Final = f"SELECT {LIVE_ORDER_COLUMNS} FROM orders o WHERE o.id = $1 FOR UPDATE"
+SEEN_EVENT: Final = "SELECT outcome FROM payment_events WHERE provider = $1 AND event_id = $2"
+RECORD_EVENT: Final = """
+INSERT INTO payment_events (provider, event_id, type, provider_ref, outcome) VALUES ($1, $2, $3, $4, $5)
+"""
+FIND_PAYMENT: Final = "SELECT id, order_id, status FROM payments WHERE provider = $1 AND provider_ref = $2"
+NEW_PAYMENT: Final = """
+INSERT INTO payments (order_id, provider, provider_ref, amount, currency) VALUES ($1, $2, $3, $4, $5)
+RETURNING id, order_id, status
+"""
+SET_PAYMENT: Final = """
+UPDATE payments SET status = $2, needs_refund = $3, refund_reason = $4, updated_at = now() WHERE id = $1
+"""
+MARK_PAID: Final = "UPDATE orders SET status = 'paid', paid_at = now() WHERE id = $1"
+CLOSE_ORDER: Final = (
+    "UPDATE orders SET status = 'expired', closed_at = now() WHERE id = $1 AND status = 'pending'"
+)
+
+
+class Receipt(msgspec.Struct, kw_only=True):
+    """Our answer to a webhook. `outcome`: paid | processing | declined | refund_needed | stale |
+    unknown_order | ignored; `duplicate`: this event id was handled before (nothing changed)."""
+
+    event: str
+    outcome: str
+    duplicate: bool = False
+    order_id: int | None = None
+    refund_reason: str | None = None
+
+
+async def _hold_covers(rt: Runtime, order: LiveOrder) -> bool:
+    """Is the order's hold still live in Redis with every seat (and GA unit) it was made from?"""
+    k = holds_of(rt).inventory.keys(order.screening_id)
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.hmget(k.hold(order.hold_token), ["owner", "area", "qty"])
+        pipe.pttl(k.ttl(order.hold_token))
+        if order.seats:
+            pipe.hmget(k.seats, order.seats)
+        found: list[Any] = await pipe.execute()
+    (owner, area, qty), ttl = found[0], found[1]
+    if owner != str(order.hold_owner) or ttl <= 0:
+        return False
+    if order.ga is not None and (area != order.ga.area or qty != str(order.ga.quantity)):
+        return False
+    mark = f"h:{order.hold_token}"
+    return not order.seats or all(state == mark for state in found[2])
+
+
+async def _refusal(rt: Runtime, order: LiveOrder, event: WebhookEvent) -> str | None:
+    """Why this payment cannot become tickets, or None when it can."""
+    if event.data.amount != order.total or event.data.currency != order.currency:
+        return "amount_mismatch"
+    if order.status == "paid":
+        return "already_paid"
+    if order.status == "cancelled":
+        return "order_cancelled"
+    if order.status == "expired" or order.lapsed:
+        return "order_expired"
+    if not await _hold_covers(rt, order):
+        return "hold_lost"
+    return None
+
+
+async def _apply(
+    rt: Runtime, provider: str, event: WebhookEvent, order_id: int | None, *, tickets: bool
+) -> tuple[Receipt, LiveOrder | None]:
+    """One transaction: the event is recorded with its outcome, or nothing happened at all."""
+    receipt = Receipt(event=event.id, outcome="ignored", order_id=order_id)
+    sold: LiveOrder | None = None
+    async with rt.pool.acquire() as conn, conn.transaction():
+        # The order's row lock serialises every event of one order; the event log dedupes.
+        row = await conn.fetchrow(LOCK_ORDER, order_id) if order_id is not None else None
+        seen = await conn.fetchval(SEEN_EVENT, provider, event.id)
+        if seen is not None:
+            return Receipt(event=event.id, outcome=seen, duplicate=True, order_id=order_id), None
+        new_status = _STATUS_OF_EVENT.get(event.type)
+        if row is None:
+            receipt.outcome = "unknown_order"
+        elif new_status is not None:
+            order = LiveOrder.of(row)
+            data = event.data
+            payment = await conn.fetchrow(FIND_PAYMENT, provider, data.payment_id)
+            if payment is None:
+                payment = await conn.fetchrow(NEW_PAYMENT, order.id, provider, data.payment_id, data.amount,
+                                              data.currency)  # fmt: skip
+                assert payment is not None
+            if payment["order_id"] != order.id:
+                receipt.outcome = "ignored"  # the gateway's payment belongs to another order
+            elif _RANK[new_status] <= _RANK[payment["status"]]:
+                receipt.outcome = "stale"
+            elif new_status != "paid":
+                await conn.execute(SET_PAYMENT, payment["id"], new_status, False, None)
+                receipt.outcome = new_status
+            else:
+                reason = await _refusal(rt, order, event)
+                if reason is None and not tickets:
+                    reason = "seats_taken"
+                if reason is None:
+                    await issue(conn, order.id, order.screening_id, order.lines, _ga(order))
+                    await conn.execute(MARK_PAID, order.id)
+                    await conn.execute(SET_PAYMENT, payment["id"], "paid", False, None)
+                    receipt.outcome, sold = "paid", order
+                else:
+                    await conn.execute(SET_PAYMENT, payment["id"], "paid", True, reason)
+                    if reason != "amount_mismatch":  # a wrong amount may still be followed by a right one
+                        await conn.execute(CLOSE_ORDER, order.id)
+                    receipt.outcome, receipt.refund_reason = "refund_needed", reason
+        outcome = (
+            receipt.outcome if receipt.refund_reason is None else f"refund_needed:{receipt.refund_reason}"
+        )
+        await conn.execute(RECORD_EVENT, provider, event.id, event.type, event.data.payment_id, outcome)
+    return receipt, sold
+
+
+def _ga(order: LiveOrder) -> dict[str, int]:
+    return {order.ga.area: order.ga.quantity} if order.ga is not None else {}
+
+
+async def apply_event(rt: Runtime, provider: str, event: WebhookEvent) -> Receipt:
+    """Apply a verified event exactly once; then, if it sold seats, show them sold in Redis."""
+    reference = event.data.reference
+    order_id = int(reference) if reference.isdigit() and len(reference) < 19 else None
+    try:
+        receipt, sold = await _apply(rt, provider, event, order_id, tickets=True)
+    except (asyncpg.UniqueViolationError, SoldOut) as exc:
+        # Another sale holds a seat (the PostgreSQL guard) or the GA area is full: nothing of
+        # the first attempt was written; record the payment for refund instead. (A duplicate
+        # delivery racing us on the event log finds the event recorded and changes nothing.)
+        seats_gone = isinstance(exc, SoldOut) or exc.constraint_name == "tickets_one_live_per_seat"
+        receipt, sold = await _apply(rt, provider, event, order_id, tickets=not seats_gone)
+    if receipt.duplicate and receipt.outcome.startswith("refund_needed:"):
+        receipt.outcome, receipt.refund_reason = receipt.outcome.split(":", 1)
+    if sold is not None:
+        await publish_sold(rt, sold)
+    return receipt
+
+
+@documented(
+    "Payment webhook of a gateway (signed: Seatmap-Signature: t=<unix>,v1=<HMAC-SHA256 hex of "
+    "'<t>.<body>'>); idempotent",
+    body=WebhookEvent,
+    responses={200: Receipt, 400: None, 404: None},
+    tags=TAGS,
+)
+async def webhook(request: Request) -> Response:
+    rt = runtime(request)
+    provider = provider_of(rt)
+    if request.path_params["provider"] != provider.name:
+        raise NotFound("No such payment provider here.")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_WEBHOOK:
+            raise PayloadTooLarge()
+    event = provider.verify_webhook(request.headers, body)
+    return respond(await apply_event(rt, provider.name, event))
+
+
+routes: list[BaseRoute] = [
+    Route("/orders/{id:int}/payments", start_payment, methods=["POST"]),
+    Route("/payments/webhooks/{provider}", webhook, methods=["POST"]),
+]
