@@ -325,16 +325,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"settings": {k: v for k, v in vars(args).items() if k != "json"}}
     async with _run(args) as run:
         if args.viewers > 0:
-            watched: list[report.Watched] = []
+            rounds: list[list[report.Watched]] = []
             plan = [Kind(server, ws) for ws in args.ws for server in ("seatmap", "starlette")]
             plan = [k for k in plan if k.server in args.servers]
             if "websockets" in args.servers:
                 plan.append(Kind("websockets"))
-            for kind in plan:
-                print(f"  measuring {kind.name} ...", file=sys.stderr, flush=True)
-                watched.append(await run.watch(kind))
-            print(report.table(watched, results["settings"]), flush=True)
+            # Rounds interleave the servers, so that load from elsewhere on the machine falls
+            # on all of them alike.
+            for number in range(1, args.rounds + 1):
+                rounds.append([])
+                for kind in plan:
+                    print(f"  round {number}: measuring {kind.name} ...", file=sys.stderr, flush=True)
+                    rounds[-1].append(await run.watch(kind))
+            watched = [report.median_of([r[i] for r in rounds]) for i in range(len(plan))]
+            shown = rounds if args.rounds > 1 else None
+            print(report.table(watched, results["settings"], shown), flush=True)
             results["viewers"] = [asdict(w) for w in watched]
+            results["rounds"] = [[asdict(w) for w in r] for r in rounds]
         if args.holders > 0 and args.hold_duration > 0:
             print("  measuring holds ...", file=sys.stderr, flush=True)
             held = await run.hold()
@@ -348,6 +355,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--viewers", type=int, default=1000, help="N viewer sockets per server (0: skip)")
     p.add_argument("--rate", type=float, default=50.0, help="seat changes per second")
     p.add_argument("--duration", type=float, default=15.0, help="seconds of changes per server")
+    p.add_argument("--rounds", type=int, default=1, help="measure every server this many times, interleaved")
     p.add_argument("--drain", type=float, default=20.0, help="max seconds to wait for the last delta")
     p.add_argument("--procs", type=int, default=2, help="load-generator processes")
     p.add_argument("--client", choices=("raw", "websockets"), default="raw", help="viewer client")

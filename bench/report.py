@@ -8,7 +8,8 @@ Absolute figures depend on how much CPU the load generator took from the server 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import statistics
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
 from bench.loadgen import BUCKET_MS
@@ -117,27 +118,57 @@ def _check(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def table(rows: list[Watched], settings: dict[str, Any]) -> str:
+_COUNTED: Final = frozenset({"expected", "delivered", "lost", "out_of_order", "resyncs", "closed"})
+
+
+def median_of(rounds: list[Watched]) -> Watched:
+    """One row for several rounds of one server: counts added up, every figure the median."""
+    merged: dict[str, Any] = {}
+    for f in fields(Watched):
+        values = [getattr(r, f.name) for r in rounds]
+        if f.name in _COUNTED:
+            merged[f.name] = sum(values)
+        elif f.name == "close_codes":
+            merged[f.name] = {k: sum(v.get(k, 0) for v in values) for k in set().union(*values)}
+        elif f.name == "drain_timed_out":
+            merged[f.name] = any(values)
+        elif isinstance(values[0], int | float) and not isinstance(values[0], bool):
+            middle = statistics.median(values)
+            merged[f.name] = type(values[0])(middle)
+        else:
+            merged[f.name] = values[0]
+    return Watched(**merged)
+
+
+def table(rows: list[Watched], settings: dict[str, Any], rounds: list[list[Watched]] | None = None) -> str:
+    """The rows (with `rounds`, each round's rows first, then their medians) and the ratios."""
     lines = [
         f"live seat map benchmark: {settings['viewers']} viewers, {settings['rate']:g} changes/s for "
         f"{settings['duration']:g} s, client {settings['client']}, "
-        f"{settings['procs']} load-generator processes",
+        f"{settings['procs']} load-generator processes, {settings['rounds']} round(s)",
         "",
-        f"{'server':<30}{'viewers':>8}{'msgs/s':>10}{'offered':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+        f"{'server':<32}{'viewers':>8}{'msgs/s':>10}{'offered':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
         f"{'CPU us/msg':>11}{'busy':>6}{'KB/viewer':>10}{'lost':>7}{'ooo':>5}{'resync':>7}{'closed':>7}"
         f"{'loadgen':>8}{'others':>7}",
     ]
-    for r in rows:
-        lines.append(
-            f"{r.name:<30}{r.connected:>8}{_n(r.msgs_per_s, 0):>10}{_n(r.offered_per_s, 0):>10}"
-            f"{_n(r.p50_ms):>9}{_n(r.p99_ms):>9}{_n(r.max_ms):>9}{_n(r.cpu_us_per_msg, 2):>11}"
-            f"{r.cpu_share:>6.0%}{_n(r.kb_per_viewer):>10}{r.lost:>7}{r.out_of_order:>5}{r.resyncs:>7}"
-            f"{r.closed:>7}{r.loadgen_cpu_share:>8.0%}{r.other_cpu_share:>7.0%}"
-            + ("  (drain timed out)" if r.drain_timed_out else "")
-            + (f"  ({r.connect_failed} failed to connect)" if r.connect_failed else "")
-        )
+    for number, round_rows in enumerate(rounds or [], 1):
+        lines += [_row(r, f"{r.name} #{number}") for r in round_rows]
+    if rounds:
+        lines.append("medians (counts added up):")
+    lines += [_row(r, r.name) for r in rows]
     lines += ["", *ratios(rows, settings)]
     return "\n".join(lines)
+
+
+def _row(r: Watched, name: str) -> str:
+    return (
+        f"{name:<32}{r.connected:>8}{_n(r.msgs_per_s, 0):>10}{_n(r.offered_per_s, 0):>10}"
+        f"{_n(r.p50_ms):>9}{_n(r.p99_ms):>9}{_n(r.max_ms):>9}{_n(r.cpu_us_per_msg, 2):>11}"
+        f"{r.cpu_share:>6.0%}{_n(r.kb_per_viewer):>10}{r.lost:>7}{r.out_of_order:>5}{r.resyncs:>7}"
+        f"{r.closed:>7}{r.loadgen_cpu_share:>8.0%}{r.other_cpu_share:>7.0%}"
+        + ("  (drain timed out)" if r.drain_timed_out else "")
+        + (f"  ({r.connect_failed} failed to connect)" if r.connect_failed else "")
+    )
 
 
 def ratios(rows: list[Watched], settings: dict[str, Any]) -> list[str]:
