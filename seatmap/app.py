@@ -133,8 +133,13 @@ def create_app(settings: Settings) -> Starlette:
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
+    # Cancel until each task has really ended: redis-py (8.1, Python 3.11) sometimes lets a
+    # command return normally in a cancelled task, so a loop around it would keep running and
+    # a single cancel() + await would hang the shutdown (Ctrl-C) forever.
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=1.0)
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
