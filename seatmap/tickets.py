@@ -114,7 +114,7 @@ SELECT ($3::text[])[l.position + 1], l.order_id, $2, l.seat_label, l.ga_area, l.
        l.holder_name
 FROM order_lines l WHERE l.order_id = $1 ORDER BY l.position
 """
-_GA_LOCK: Final = "SELECT pg_advisory_xact_lock(hashtextextended('ga:' || $1::text || ':' || $2, 0))"
+_GA_LOCK: Final = "SELECT pg_advisory_xact_lock(hashtextextended('ga:' || $1::bigint || ':' || $2, 0))"
 _GA_REMAINING: Final = """
 SELECT g.capacity - (SELECT count(*) FROM tickets t
                      WHERE t.screening_id = $1 AND t.ga_area = $2 AND t.status = 'valid')

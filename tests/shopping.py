@@ -109,6 +109,14 @@ def signed_event(
     return body, {SIGNATURE_HEADER: header, "content-type": "application/json"}
 
 
+async def seat_states(rt: Runtime, screening: int) -> dict[str, str]:
+    """The live map's non-free seats, read from Redis as a viewer's snapshot would be."""
+    from seatmap.inventory import Inventory
+
+    snap = await Inventory(rt.redis, rt.pool, rt.settings.redis_prefix, 100).snapshot(screening)
+    return snap.seats
+
+
 async def table_counts(rt: Runtime) -> dict[str, int]:
     """Rows in each checkout table: the test of "nothing half-written"."""
     counts: dict[str, int] = {}

@@ -9,12 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
-from seatmap.inventory import Inventory
 from seatmap.orders import LIVE_ORDER_COLUMNS, LiveOrder, sweep_once
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running
-from tests.shopping import buy, get_order, hold, order, pending_order, start_payment
+from tests.shopping import buy, get_order, hold, order, pending_order, seat_states, start_payment
 from tests.support import TIMEOUT_FACTOR, Server, Viewer, make_screening, quick_users
 
 
@@ -28,11 +27,6 @@ async def screening(rt: Runtime) -> int:
             made,
         )
     return made
-
-
-async def seat_states(rt: Runtime, screening: int) -> dict[str, str]:
-    snap = await Inventory(rt.redis, rt.pool, rt.settings.redis_prefix, 100).snapshot(screening)
-    return snap.seats
 
 
 async def test_order_snapshots_the_hold_at_the_screening_prices(
