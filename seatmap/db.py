@@ -64,7 +64,7 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-async def migrate(conn: Connection, migrations: list[Migration] | None = None) -> list[int]:
+async def migrate(conn: AnyConnection, migrations: list[Migration] | None = None) -> list[int]:
     """Apply what is missing, in order; returns the versions this call applied."""
     migrations = load_migrations() if migrations is None else migrations
     applied_now: list[int] = []

@@ -50,6 +50,7 @@ next to `code` and `message`.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, ClassVar
 
 import msgspec
@@ -285,9 +286,14 @@ class InvalidInput(SeatmapError):
         """msgspec says `Expected `int`, got `str` - at `$.seats[0]``; split off the path."""
         text = str(exc)
         message, sep, path = text.rpartition(" - at `")
-        if sep:
-            return cls(message, path=path.rstrip("`"))
-        return cls(text)
+        if not sep:
+            message, path = text, "$"
+        path = path.rstrip("`")
+        missing = re.search(r"missing required field `([^`]+)`", message)
+        if missing:
+            # Point at the field that is missing, not at the object that lacks it.
+            path = f"{path}.{missing[1]}"
+        return cls(message, path=path)
 
 
 class UnknownSeats(InvalidInput):
