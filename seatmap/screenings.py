@@ -108,6 +108,8 @@ LIMIT $8
 )
 GET_SCREENING: Final = _SELECT + _FROM + "WHERE s.id = $1"
 GET_DETAIL: Final = _SELECT + ", a.layout::text AS layout" + _FROM + "WHERE s.id = $1"
+
+
 # ---- reading ----------------------------------------------------------------------------------
 
 
