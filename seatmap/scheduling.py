@@ -25,6 +25,7 @@ from seatmap import auth
 from seatmap.api import documented, path_int, read_body, respond
 from seatmap.db import AnyConnection
 from seatmap.errors import Conflict, HasTickets, InvalidInput, NotFound, ScreeningOverlap
+from seatmap.holds import holds_of
 from seatmap.layouts import CATEGORIES
 from seatmap.runtime import runtime
 from seatmap.screenings import Screening, fetch_screening
@@ -233,6 +234,9 @@ async def patch_screening(request: Request) -> Response:
         except asyncpg.ExclusionViolationError:
             raise await _overlap(conn, auditorium_id, starts_at, ends_at, screening_id) from None
         updated = await fetch_screening(conn, screening_id)
+    if updated.status != row["status"] or updated.starts_at != row["starts_at"]:
+        # Holds check status and start time in Redis: tell the live map (and every viewer).
+        await holds_of(runtime(request)).inventory.set_status(screening_id, updated.status, updated.starts_at)
     return respond(updated)
 
 

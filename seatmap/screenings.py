@@ -180,11 +180,17 @@ async def screening_detail(
 
 
 async def live_seat_state(rt: Runtime, detail: ScreeningDetail) -> ScreeningDetail:
-    """HOOK for the live seat map: fill `seats`, `seq` and each `ga[].remaining` from Redis.
+    """Fill `seats`, `seq` and each `ga[].remaining` from the live map, for clients without a socket.
 
-    The catalog only knows the layout, so until the live seat state plugs in here every seat
-    is free and every GA area has its whole capacity.
+    A client that then opens the WebSocket with `?since=<seq>` gets exactly the changes after this.
     """
+    from seatmap.holds import holds_of
+
+    seat_map = await holds_of(rt).inventory.snapshot(detail.id)
+    detail.seats = seat_map.seats
+    detail.seq = seat_map.seq
+    for area in detail.ga:
+        area.remaining = seat_map.ga.get(area.name, area.capacity)
     return detail
 
 

@@ -286,3 +286,31 @@ async def test_screening_state_is_rebuilt_after_redis_loses_it(
     )
     assert (r.status_code, r.json()["error"]["seats"]) == (409, ["E5"])
     await again.close()
+
+
+async def test_screening_detail_shows_live_seats_and_status_changes_reach_viewers(
+    rt: Runtime, server: Server, client: httpx.AsyncClient, screening: int
+) -> None:
+    """The REST detail carries the live map; an admin unpublishing it tells viewers and stops holds."""
+    from tests.support import logged_in
+
+    (alice,) = await quick_users(rt, 1)
+    await hold(client, alice.headers, screening, "G1", "G2")
+    detail = (await client.get(f"/api/screenings/{screening}")).json()
+    assert detail["seats"] == {"G1": "held", "G2": "held"}
+    assert [(a["name"], a["remaining"]) for a in detail["ga"]] == [("Floor", 50)]
+    viewer = await Viewer.connect(server, screening, since=detail["seq"])
+    admin = await logged_in(rt, client, "admin")
+    client.cookies.clear()
+    r = await client.patch(
+        f"/api/admin/screenings/{screening}", json={"status": "draft"}, headers=admin.headers
+    )
+    assert r.status_code == 200, r.text
+    status = await viewer.next("status")
+    assert status["status"] == "draft" and status["seq"] == detail["seq"] + 1
+    (bob,) = await quick_users(rt, 1)
+    r = await client.post(
+        "/api/holds", json={"screening_id": screening, "seats": ["H1"]}, headers=bob.headers
+    )
+    assert (r.status_code, r.json()["error"]["reason"]) == (409, "draft")
+    await viewer.close()
