@@ -1,0 +1,95 @@
+// How money, times and seat words are shown: one place, so every screen says it the same way.
+
+// Rupiah (like yen) are shown without decimals: the demo prices and the brief's
+// "75,000 IDR" treat IDR amounts as whole rupiah.
+const WHOLE_UNITS = new Set(["IDR", "JPY", "KRW", "VND", "CLP", "ISK"]);
+
+export function money(amount, currency = "IDR") {
+  if (amount === undefined || amount === null) return "";
+  if (WHOLE_UNITS.has(currency)) {
+    return `${new Intl.NumberFormat("en-US").format(amount)} ${currency}`;
+  }
+  const major = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  return `${major.format(amount / 100)} ${currency}`;
+}
+
+function parts(date, timeZone, options) {
+  try {
+    return new Intl.DateTimeFormat("en-GB", { timeZone, ...options }).format(date);
+  } catch {
+    return new Intl.DateTimeFormat("en-GB", options).format(date);
+  }
+}
+
+/** "19:30" in the cinema's own time zone (what the ticket says), not the browser's. */
+export function clock(iso, timeZone) {
+  return parts(new Date(iso), timeZone, { hour: "2-digit", minute: "2-digit", hour12: false });
+}
+
+/** "Sat 21 Nov" */
+export function day(iso, timeZone) {
+  return parts(new Date(iso), timeZone, { weekday: "short", day: "numeric", month: "short" });
+}
+
+export function dayAndClock(iso, timeZone) {
+  return `${day(iso, timeZone)}, ${clock(iso, timeZone)}`;
+}
+
+/** "4:05" for a countdown; "0:00" once it is over. */
+export function countdown(ms) {
+  const total = Math.max(0, Math.ceil(ms / 1000));
+  const minutes = Math.floor(total / 60);
+  const seconds = String(total % 60).padStart(2, "0");
+  return `${minutes}:${seconds}`;
+}
+
+/** YYYY-MM-DD of a Date in the browser's zone (the `?date=` of the screenings list). */
+export function isoDay(date) {
+  const y = date.getFullYear();
+  const m = String(date.getMonth() + 1).padStart(2, "0");
+  const d = String(date.getDate()).padStart(2, "0");
+  return `${y}-${m}-${d}`;
+}
+
+/** The offset of `timeZone` at the instant `utcMs`, in minutes (east positive). */
+function offsetMinutes(utcMs, timeZone) {
+  const fmt = new Intl.DateTimeFormat("en-US", {
+    timeZone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit",
+  });
+  const p = Object.fromEntries(fmt.formatToParts(new Date(utcMs)).map((x) => [x.type, x.value]));
+  const asUtc = Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour, +p.minute, +p.second);
+  return Math.round((asUtc - utcMs) / 60000);
+}
+
+/** A wall-clock time in a cinema's zone ("2026-11-21", "19:30") as ISO 8601 with its offset. */
+export function zonedIso(dateText, timeText, timeZone) {
+  const [y, mo, d] = dateText.split("-").map(Number);
+  const [hh, mm] = timeText.split(":").map(Number);
+  const wall = Date.UTC(y, mo - 1, d, hh, mm);
+  let offset = offsetMinutes(wall, timeZone);
+  offset = offsetMinutes(wall - offset * 60000, timeZone); // settle across a DST change
+  const sign = offset >= 0 ? "+" : "-";
+  const abs = Math.abs(offset);
+  const off = `${sign}${String(Math.floor(abs / 60)).padStart(2, "0")}:${String(abs % 60).padStart(2, "0")}`;
+  return `${dateText}T${String(hh).padStart(2, "0")}:${String(mm).padStart(2, "0")}:00${off}`;
+}
+
+export const STATE_WORDS = {
+  free: "free",
+  held: "held by someone else",
+  sold: "sold",
+  blocked: "not available",
+  mine: "held for you",
+  selected: "selected",
+};
+
+export function seatWords(label) {
+  const match = /^([A-Z]+)(\d+)$/.exec(label);
+  return match ? `Row ${match[1]} seat ${match[2]}` : `Seat ${label}`;
+}
+
+export function listWords(items) {
+  if (items.length <= 1) return items.join("");
+  return `${items.slice(0, -1).join(", ")} and ${items[items.length - 1]}`;
+}
