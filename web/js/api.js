@@ -80,6 +80,20 @@ export async function all(path, maxPages = 20) {
   return items;
 }
 
+let spec = null;
+
+/** Does this server have the route? (from its own /openapi.json; for features that land later) */
+export async function available(method, path) {
+  spec ??= await api("/openapi.json").catch(() => ({ paths: {} }));
+  return Boolean(spec.paths?.[path]?.[method.toLowerCase()]);
+}
+
+/** The paths this server documents (for routes whose exact shape is discovered). */
+export async function paths() {
+  spec ??= await api("/openapi.json").catch(() => ({ paths: {} }));
+  return Object.keys(spec.paths || {});
+}
+
 // ---- the session --------------------------------------------------------------------------
 
 let currentUser;
@@ -119,6 +133,11 @@ export async function logout() {
 }
 
 // ---- what an error means to the person in front of the screen ---------------------------------
+
+/** What to show for any failure: the explanation of an API error, or the error's text. */
+export function errorText(error) {
+  return error instanceof ApiError ? explain(error) : String(error?.message || error);
+}
 
 /** One sentence for a refusal, naming the seats, the seat or the block size the server named. */
 export function explain(error, context = {}) {

@@ -50,7 +50,8 @@ export class SeatMapView {
    * layout: the normalised layout ({seats, width, height}); prices: {category: amount};
    * onActivate(label, state) is called when a seat is clicked or chosen by keyboard.
    */
-  constructor(container, layout, { prices = {}, currency = "IDR", onActivate, onFocusSeat, label } = {}) {
+  constructor(container, layout, { prices = {}, currency = "IDR", onActivate, onFocusSeat, label, inert = false } = {}) {
+    this.inert = inert; // a picture only (the layout editor's preview): no focus, no buttons
     this.container = container;
     this.layout = layout;
     this.prices = prices;
@@ -73,8 +74,8 @@ export class SeatMapView {
     const svg = s("svg", {
       class: "seatmap",
       viewBox: `${-left} ${-top} ${w} ${hgt}`,
-      role: "group",
-      "aria-label": `${name}: use the arrow keys to move between seats, Enter to choose`,
+      role: this.inert ? "img" : "group",
+      "aria-label": this.inert ? name : `${name}: use the arrow keys to move between seats, Enter to choose`,
       preserveAspectRatio: "xMidYMin meet",
     });
     svg.append(defs());
@@ -100,8 +101,8 @@ export class SeatMapView {
         "g",
         {
           class: `seat cat-${seat.category || "standard"}`,
-          role: "button",
-          tabindex: -1,
+          role: this.inert ? null : "button",
+          tabindex: this.inert ? null : -1,
           "data-label": seat.label,
           "data-state": "free",
         },
@@ -128,6 +129,11 @@ export class SeatMapView {
     svg.append(rowLabels, seatGroup);
     for (const entry of this.seats.values()) this._paint(entry, "free");
 
+    if (this.inert) {
+      this.container.replaceChildren(svg);
+      this.svg = svg;
+      return;
+    }
     svg.addEventListener("click", (event) => {
       const el = event.target.closest?.(".seat");
       if (!el) return;
@@ -144,7 +150,7 @@ export class SeatMapView {
     // The roving tab stop starts near the middle of the hall.
     const middleRow = this.rows.get(this.rowOrder[Math.floor(this.rowOrder.length / 2)]) || [];
     const start = middleRow[Math.floor(middleRow.length / 2)] || this.seats.values().next().value;
-    if (start) this._setActive(start);
+    if (start && !this.inert) this._setActive(start);
     this.container.replaceChildren(svg);
     this.setZoom(1);
   }
@@ -167,6 +173,11 @@ export class SeatMapView {
     entry.state = state;
     entry.el.setAttribute("class", `seat cat-${entry.seat.category || "standard"} s-${state}`);
     entry.el.dataset.state = state;
+    if (this.inert) {
+      const mark = entry.seat.accessible ? "#mark-wheel" : entry.seat.companion ? "#mark-companion" : null;
+      if (mark) entry.mark.setAttribute("href", mark);
+      return;
+    }
     let mark = MARKS[state];
     if (!mark && state === "free") {
       mark = entry.seat.accessible ? "#mark-wheel" : entry.seat.companion ? "#mark-companion" : null;
@@ -292,7 +303,7 @@ export function occupancy(layout, seats) {
 }
 
 /** The legend: what each colour, mark and pattern means, with the price of each category. */
-export function legend(categories, prices, currency, { mine = "Your seats" } = {}) {
+export function legend(categories, prices, currency, { mine = "Your seats", mineState = "mine" } = {}) {
   const swatch = (cls, mark) =>
     s("svg", { class: "swatch", viewBox: "0 0 10 10", width: 22, height: 22, "aria-hidden": "true" },
       s("g", { class: `seat ${cls}` },
@@ -303,7 +314,7 @@ export function legend(categories, prices, currency, { mine = "Your seats" } = {
     items.push([swatch(`cat-${category} s-free`), `${category[0].toUpperCase()}${category.slice(1)}`, prices[category] !== undefined ? money(prices[category], currency) : "no price"]);
   }
   items.push(
-    [swatch("cat-standard s-mine", "#mark-check"), mine, ""],
+    [swatch(`cat-standard s-${mineState}`, "#mark-check"), mine, ""],
     [swatch("cat-standard s-held", "#mark-clock"), "Held by others", ""],
     [swatch("cat-standard s-sold", "#mark-cross"), "Sold", ""],
     [swatch("cat-standard s-blocked", "#mark-bar"), "Not available", ""],
