@@ -84,9 +84,9 @@ def free_port() -> int:
 class Serve:
     """One `python -m seatmap serve` in its own process group, as a terminal would run it."""
 
-    def __init__(self, data_dir: Path, *args: str) -> None:
+    def __init__(self, data_dir: Path, *args: str, port: int | None = None) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"serve-{self.port}.log"
         env = {
@@ -153,8 +153,8 @@ class Serve:
 
 
 @contextlib.contextmanager
-def serving(data_dir: Path, *args: str) -> Iterator[Serve]:
-    server = Serve(data_dir, *args)
+def serving(data_dir: Path, *args: str, port: int | None = None) -> Iterator[Serve]:
+    server = Serve(data_dir, *args, port=port)
     try:
         yield server
     finally:
@@ -253,3 +253,30 @@ def test_serve_with_two_workers(tmp_path: Path) -> None:
         assert server.proc.pid not in pids and pids <= members, "answers came from outside the server"
         assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
         assert_stops_cleanly(server, signal.SIGINT, group=True)
+
+
+def test_serve_on_a_busy_port_fails_and_cleans_up(tmp_path: Path) -> None:
+    """When the port is taken, `seatmap serve` says so and exits, stopping its embedded servers."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with serving(tmp_path / "data", port=taken.getsockname()[1]) as server:
+            members: set[tuple[int, int]] = set()
+            saw_postgres = False
+            deadline = time.monotonic() + START_TIMEOUT
+            while server.proc.poll() is None and time.monotonic() < deadline:
+                snapshot = family(server.proc.pid, server.data_dir)
+                members |= snapshot
+                saw_postgres = saw_postgres or any("postgres" in c for c in _cmdlines(snapshot))
+                time.sleep(0.05)
+            assert server.proc.poll() is not None, f"serve hangs on a busy port:\n{server.output}"
+            assert server.proc.returncode != 0
+            assert "address already in use" in server.output
+            assert saw_postgres, "embedded postgres never started"
+            left: list[str] = []
+            for _ in range(int(50 * TIMEOUT_FACTOR)):
+                left = alive(members, server.data_dir)
+                if not left:
+                    break
+                time.sleep(0.1)
+            assert not left, "left behind:\n" + "\n".join(left)
