@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
 import pytest
 
+from seatmap import settings as settings_module
 from seatmap.errors import ConfigError
 from seatmap.settings import Settings
 
@@ -121,3 +123,13 @@ def test_secrets_never_appear_in_repr() -> None:
     assert settings.smtp_url is not None and settings.smtp_url.reveal().endswith("@mx:587")
     query = Settings.from_environ({**PRODUCTION, "DATABASE_URL": "postgresql://db/x?user=a&password=qwerty1"})
     assert "qwerty1" not in repr(query)
+
+
+def test_every_variable_is_documented_for_operators() -> None:
+    """docs/operations.md lists every environment variable the settings read."""
+    source = Path(settings_module.__file__).read_text()
+    read = set(re.findall(r'"((?:SEATMAP|DATABASE|REDIS)_[A-Z_]+)"', source))
+    assert {"DATABASE_URL", "REDIS_URL", "SEATMAP_JWT_SECRET"} <= read
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    missing = sorted(name for name in read if f"`{name}`" not in docs)
+    assert not missing, f"not in docs/operations.md: {missing}"
