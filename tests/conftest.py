@@ -84,7 +84,12 @@ async def template_db(pg_url: str) -> AsyncIterator[str]:
     finally:
         await conn.close()
     yield name
+    # Test databases are dropped in the background while later tests run; wait for them here.
+    await asyncio.gather(*_drops)
     await _admin_execute(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+_drops: list[asyncio.Task[None]] = []
 
 
 @pytest.fixture
@@ -92,7 +97,9 @@ async def database_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
     name = f"seatmap_test_{uuid.uuid4().hex[:12]}"
     await _admin_execute(pg_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     yield with_database(pg_url, name)
-    await _admin_execute(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _drops.append(
+        asyncio.create_task(_admin_execute(pg_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    )
 
 
 @pytest.fixture
