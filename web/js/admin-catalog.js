@@ -92,7 +92,7 @@ export async function showCinemas(root, params) {
     await renderHalls();
   }
 
-  async function renderHalls() {
+  async function renderHalls(hallId = null, notice = "") {
     const cinema = cinemas.find((c) => String(c.id) === cinemaId);
     if (!cinema) {
       clear(halls, h("p", { class: "muted" }, "Add a cinema first."));
@@ -104,13 +104,13 @@ export async function showCinemas(root, params) {
       items.length ? h("ul", {}, items.map((a) => h("li", {},
         h("button", { type: "button", class: "link", onclick: () => renderEditor(cinema, a.id) }, a.name),
         ` · ${a.seat_count} seats${a.ga_capacity ? ` + ${a.ga_capacity} standing` : ""} · ${a.categories.join(", ")} `,
-        h("button", { type: "button", class: "link", onclick: () => remove(`/api/admin/auditoriums/${a.id}`, a.name, message, renderHalls) }, "Delete"))))
+        h("button", { type: "button", class: "link", onclick: () => remove(`/api/admin/auditoriums/${a.id}`, a.name, message, () => renderHalls()) }, "Delete"))))
         : h("p", { class: "muted" }, "No halls yet."),
       h("p", {}, h("button", { type: "button", class: "secondary", id: "new-hall-button", onclick: () => renderEditor(cinema, null) }, "New hall")));
-    await renderEditor(cinema, null);
+    await renderEditor(cinema, hallId, notice);
   }
 
-  async function renderEditor(cinema, hallId) {
+  async function renderEditor(cinema, hallId, notice = "") {
     const hall = hallId ? await api(`/api/auditoriums/${hallId}`) : null;
     const name = h("input", { required: true, maxlength: 200, value: hall?.name || "" });
     const rows = h("textarea", { id: "layout-rows", rows: 12, spellcheck: "false", "aria-describedby": "layout-help" });
@@ -166,13 +166,13 @@ export async function showCinemas(root, params) {
         const saved = hall
           ? await api(`/api/admin/auditoriums/${hall.id}`, { method: "PUT", body })
           : await api(`/api/admin/cinemas/${cinema.id}/auditoriums`, { method: "POST", body });
-        say(out, `Saved ${saved.name}: ${saved.seat_count} seats.`, "ok");
-        await renderHalls();
+        await renderHalls(saved.id, `Saved ${saved.name}: ${saved.seat_count} seats.`);
       } catch (error) {
         say(out, error.code === "in_use" || error.code === "conflict" ? `${errorText(error)} (screenings use this hall: its layout can no longer change).` : errorText(error), "error");
       }
     });
     clear(editor, form);
+    if (notice) say(out, notice, "ok");
     update();
   }
 

@@ -234,6 +234,7 @@ async function showDetail(box, id, { canCancel, onChanged }) {
       view.setAll(display);
       renderActions();
       await loadBlocks();
+      onChanged();
     } catch (error) {
       say(message, errorText(error), "error");
       view.flash(error.details?.seats || []);

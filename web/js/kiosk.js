@@ -95,6 +95,7 @@ async function showSale(root, params) {
 
   const view = new SeatMapView(mapBox, detail.layout, {
     prices: detail.prices, currency: detail.currency, label: `Seat map of ${detail.auditorium.name}`,
+    maxSeatPx: 64, // fingers on a kiosk screen
     onActivate: (label, state) => toggle(label, state),
     onFocusSeat: (text) => (info.textContent = text),
   });

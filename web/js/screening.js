@@ -98,10 +98,15 @@ export async function showScreening(main, id) {
       if (changes.some((c) => c.area !== undefined)) renderGa();
     },
     onStatus: (next) => setStatus(next),
-    onViewers: (n) => (viewers.textContent = `${n} ${n === 1 ? "person" : "people"} viewing now`),
+    // This page is one of the viewers even before the server's count has caught up.
+    onViewers: (n) => {
+      const count = Math.max(1, n);
+      viewers.textContent = `${count} ${count === 1 ? "person" : "people"} viewing now`;
+    },
     onConnection: (state, info) => {
       badge.update(state, info);
       mapBox.classList.toggle("stale", state !== "live");
+      viewers.hidden = state !== "live";
     },
   });
   badge.retry.addEventListener("click", () => liveMap.retryNow());
@@ -140,7 +145,7 @@ export async function showScreening(main, id) {
     } catch (error) {
       if (error.status === 404 || error.status === 401) {
         remember(null);
-        say(message, "Your hold has ended; the seats went back on sale.", "warn");
+        say(message, "Your hold has expired or was released; the seats went back on sale.", "warn");
       }
     }
   }

@@ -50,7 +50,8 @@ export class SeatMapView {
    * layout: the normalised layout ({seats, width, height}); prices: {category: amount};
    * onActivate(label, state) is called when a seat is clicked or chosen by keyboard.
    */
-  constructor(container, layout, { prices = {}, currency = "IDR", onActivate, onFocusSeat, label, inert = false } = {}) {
+  constructor(container, layout, { prices = {}, currency = "IDR", onActivate, onFocusSeat, label, inert = false, maxSeatPx = 34 } = {}) {
+    this.maxSeatPx = maxSeatPx;
     this.inert = inert; // a picture only (the layout editor's preview): no focus, no buttons
     this.container = container;
     this.layout = layout;
@@ -132,6 +133,7 @@ export class SeatMapView {
     if (this.inert) {
       this.container.replaceChildren(svg);
       this.svg = svg;
+      this.setZoom(1);
       return;
     }
     svg.addEventListener("click", (event) => {
@@ -227,6 +229,8 @@ export class SeatMapView {
     this.zoom = Math.min(4, Math.max(1, factor));
     // At zoom 1 the map fits the width; larger zooms scroll inside the container.
     this.svg.style.width = `${this.zoom * 100}%`;
+    // A small hall is not blown up past `maxSeatPx` a seat.
+    this.svg.style.maxWidth = `${Math.round((this.layout.width + 4.4) * this.maxSeatPx * this.zoom)}px`;
     this.container.classList.toggle("zoomed", this.zoom > 1);
   }
 
