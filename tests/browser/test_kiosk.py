@@ -71,7 +71,9 @@ async def test_kiosk_says_plainly_when_it_is_offline(browsers: Browsers, server:
     """The network goes away: a red OFFLINE bar at once; it goes when the network is back."""
     await make_screening(rt, ["S" * 8] * 3, starts_in=timedelta(minutes=30))
     kiosk = await browsers.page(server.http, user=await create_user(rt, "staff"))
-    await kiosk.goto("/kiosk.html#door")
+    await kiosk.goto("/?kiosk")
+    await kiosk.wait_for_url("**/kiosk.html")
+    await kiosk.locator('button[data-mode="door"]').click()
     await expect(kiosk.locator("#ticket-code")).to_be_visible()
     offline = kiosk.locator("#offline")
     await expect(offline).to_be_hidden()

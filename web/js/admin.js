@@ -203,7 +203,7 @@ async function showDetail(box, id, { canCancel, onChanged }) {
       renderCounts();
     },
     onStatus: (status) => { statusBadge.textContent = status; renderButtons(); },
-    onViewers: (n) => (viewers.textContent = `${n} viewing`),
+    onViewers: (n) => (viewers.textContent = `${Math.max(1, n)} viewing`),
     onConnection: (state, info) => { badge.update(state, info); mapBox.classList.toggle("stale", state !== "live"); },
   });
 

@@ -110,7 +110,7 @@ async function showSale(root, params) {
       dropTaken();
       renderCart();
     },
-    onViewers: (n) => (viewers.textContent = `${n} viewing`),
+    onViewers: (n) => (viewers.textContent = `${Math.max(1, n)} viewing`),
     onStatus: () => renderCart(),
     onConnection: (state, detailInfo) => { badge.update(state, detailInfo); mapBox.classList.toggle("stale", state !== "live"); },
   });

@@ -375,7 +375,7 @@ export async function showScreening(main, id) {
           h("div", { class: "map-tools" }, zoomOut, zoomIn, seatInfo),
           mapBox,
           legendList),
-        h("div", { class: "side-column" }, message, panel, bestBox, gaBox))));
+        h("div", { class: "side-column" }, message, panel, gaBox, bestBox))));
 
   setStatus(status);
   renderGa();

@@ -315,7 +315,7 @@ export function legend(categories, prices, currency, { mine = "Your seats", mine
         mark ? s("use", { href: mark, x: 0.8, y: 0.8, width: SEAT, height: SEAT }) : null));
   const items = [];
   for (const category of categories) {
-    items.push([swatch(`cat-${category} s-free`), `${category[0].toUpperCase()}${category.slice(1)}`, prices[category] !== undefined ? money(prices[category], currency) : "no price"]);
+    items.push([swatch(`cat-${category} s-free`), category === "vip" ? "VIP" : `${category[0].toUpperCase()}${category.slice(1)}`, prices[category] !== undefined ? money(prices[category], currency) : "no price"]);
   }
   items.push(
     [swatch(`cat-standard s-${mineState}`, "#mark-check"), mine, ""],
