@@ -148,7 +148,7 @@ def table(rows: list[Watched], settings: dict[str, Any], rounds: list[list[Watch
         f"{settings['procs']} load-generator processes, {settings['rounds']} round(s)",
         "",
         f"{'server':<32}{'viewers':>8}{'msgs/s':>10}{'offered':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-        f"{'CPU us/msg':>11}{'busy':>6}{'KB/viewer':>10}{'lost':>7}{'ooo':>5}{'resync':>7}{'closed':>7}"
+        f"{'CPU us/msg':>11}{'busy':>6}{'KB/viewer':>10}{'lost':>10}{'ooo':>5}{'resync':>7}{'closed':>7}"
         f"{'loadgen':>8}{'others':>7}",
     ]
     for number, round_rows in enumerate(rounds or [], 1):
@@ -164,7 +164,7 @@ def _row(r: Watched, name: str) -> str:
     return (
         f"{name:<32}{r.connected:>8}{_n(r.msgs_per_s, 0):>10}{_n(r.offered_per_s, 0):>10}"
         f"{_n(r.p50_ms):>9}{_n(r.p99_ms):>9}{_n(r.max_ms):>9}{_n(r.cpu_us_per_msg, 2):>11}"
-        f"{r.cpu_share:>6.0%}{_n(r.kb_per_viewer):>10}{r.lost:>7}{r.out_of_order:>5}{r.resyncs:>7}"
+        f"{r.cpu_share:>6.0%}{_n(r.kb_per_viewer):>10}{r.lost:>10}{r.out_of_order:>5}{r.resyncs:>7}"
         f"{r.closed:>7}{r.loadgen_cpu_share:>8.0%}{r.other_cpu_share:>7.0%}"
         + ("  (drain timed out)" if r.drain_timed_out else "")
         + (f"  ({r.connect_failed} failed to connect)" if r.connect_failed else "")
