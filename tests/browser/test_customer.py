@@ -64,6 +64,9 @@ async def test_two_viewers_see_hold_expiry_and_sale_live(
         await expect(qr).to_be_visible()
         assert await qr.evaluate("img => img.complete && img.naturalWidth > 0"), "the QR image did not load"
         await screenshot(a, "customer-tickets")
+        await a.get_by_role("link", name="← My tickets").click()
+        await expect(a.locator(".order-list")).to_contain_text("Test film")
+        await expect(a.locator(".order-list")).to_contain_text("Paid")
 
 
 async def test_keyboard_alone_selects_and_holds_a_seat(
@@ -126,6 +129,8 @@ async def test_refusals_name_the_seat_and_the_largest_block(
     await page.locator("#best-count").select_option("3")
     await page.locator("#best-button").click()
     await expect(page.locator(".seat[data-state=mine]")).to_have_count(3)
+    await page.locator("#extend").click()
+    await expect(message).to_have_text("Your hold is extended.")
     await screenshot(page, "customer-best-available")
 
 

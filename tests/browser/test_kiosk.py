@@ -21,6 +21,13 @@ async def test_kiosk_sells_at_the_counter_and_admits_a_ticket_once(
     screening = await make_screening(rt, ["S" * 12] * 6, starts_in=timedelta(minutes=30))
     buyer = await login(client, await create_user(rt, "customer"))
     code = (await buy(client, buyer, screening, ["F12"]))["tickets"][0]["code"]
+    async with rt.pool.acquire() as conn:  # a later show in the same hall: the wrong door for this ticket
+        later = await conn.fetchval(
+            "INSERT INTO screenings (auditorium_id, movie_id, starts_at, ends_at, status)"
+            " SELECT auditorium_id, movie_id, starts_at + interval '4 hours', ends_at + interval '4 hours',"
+            " 'scheduled' FROM screenings WHERE id = $1 RETURNING id",
+            screening,
+        )
     staff = await create_user(rt, "staff")
     viewer = await browsers.page(server.http)
     await open_screening(viewer, screening)
@@ -45,6 +52,15 @@ async def test_kiosk_sells_at_the_counter_and_admits_a_ticket_once(
     await kiosk.locator("#door-gate").press("Tab")
     verdict = kiosk.locator("#verdict")
     code_box = kiosk.locator("#ticket-code")
+    await kiosk.locator("#door-screening").select_option(str(later))
+    await code_box.fill(code)
+    await code_box.press("Enter")
+    await expect(verdict).to_have_attribute("data-verdict", "refused")
+    await expect(verdict).to_contain_text("Wrong screening.")
+    other_show = re.compile(r"This ticket is for Test film, \w{3} \d+ \w{3}, \d\d:\d\d")
+    await expect(verdict).to_contain_text(other_show)
+
+    await kiosk.locator("#door-screening").select_option(str(screening))
     await code_box.fill(code)
     await code_box.press("Enter")
     await expect(verdict).to_have_attribute("data-verdict", "admit")
