@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket as sockets
 import subprocess
 import tempfile
@@ -46,11 +47,12 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     # interpreter exit where a second Ctrl-C could interrupt pgserver's atexit hook.
     server = get_server(pgdata, cleanup_mode=None)
     log.info("embedded PostgreSQL ready in %.1fs (%s)", time.monotonic() - started, pgdata)
+    postmaster = server.get_pid()
     try:
         yield str(server.get_uri())
     finally:
         if owned:
-            _stop_postgres(pgdata)
+            _stop_postgres(pgdata, postmaster)
 
 
 def _postgres_running(pgdata: Path) -> bool:
@@ -63,15 +65,33 @@ def _postgres_running(pgdata: Path) -> bool:
     return info is not None and info.is_running()
 
 
-def _stop_postgres(pgdata: Path) -> None:
+def _stop_postgres(pgdata: Path, postmaster: int | None) -> None:
     from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import time
 
     # pgserver runs postgres as the unprivileged user `pgserver` when we are root.
     user = "pgserver" if os.geteuid() == 0 else None
     try:
         pg_ctl(["-m", "fast", "-w", "stop"], pgdata=pgdata, user=user, timeout=30)
+        return
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        log.warning("stopping embedded PostgreSQL failed: %s", exc)
+        log.warning("pg_ctl stop failed (%s); signalling the postmaster", exc)
+    # pg_ctl fails when, say, the user `pgserver` lost access to a parent directory of the
+    # data dir; the postmaster still answers signals: SIGINT is a fast shutdown.
+    if postmaster is None:
+        return
+    for signum, wait in ((signal.SIGINT, 30.0), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(postmaster, signum)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.kill(postmaster, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+    log.error("embedded PostgreSQL (pid %d) did not stop", postmaster)
 
 
 @contextlib.contextmanager

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 from seatmap.demo import ACCOUNTS
 from tests.support import TIMEOUT_FACTOR
@@ -72,6 +75,17 @@ def alive(members: set[tuple[int, int]], data_dir: Path) -> list[str]:
     left = [table[pid] for pid, started in members if pid in table and table[pid].started == started]
     left += [p for p in table.values() if str(data_dir) in p.cmdline and p not in left]
     return [f"{p.pid} [{p.state}] {p.cmdline}" for p in left if p.state != "Z"]
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data dir outside pytest's tmp dir: each pytest session that starts (another engineer's,
+    say) resets /tmp/pytest-of-<user> to 0700, which locks out the unprivileged `pgserver` user
+    that runs postgres when we are root."""
+    base = Path(tempfile.mkdtemp(prefix="seatmap-serve-"))
+    base.chmod(0o755)
+    yield base / "data"
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -186,11 +200,10 @@ def _cmdlines(members: set[tuple[int, int]]) -> list[str]:
     return [table[pid].cmdline for pid, _ in members if pid in table]
 
 
-def test_serve_starts_embedded_servers_and_stops_cleanly(tmp_path: Path) -> None:
+def test_serve_starts_embedded_servers_and_stops_cleanly(data_dir: Path) -> None:
     """`seatmap serve` on a fresh data dir prints its URL and the demo logins, is ready, and
     Ctrl-C stops it and both embedded servers; after a warm restart `seatmap createuser` runs
     beside it without disturbing it, and SIGTERM stops everything cleanly too."""
-    data_dir = tmp_path / "data"
     with serving(data_dir) as server:
         fresh = server.wait_healthy()
         ready = httpx.get(f"{server.url}/readyz", timeout=5)
@@ -238,9 +251,9 @@ def _flags(values: dict[str, str]) -> list[str]:
     return [item for key, value in values.items() for item in (f"--{key}", value)]
 
 
-def test_serve_with_two_workers(tmp_path: Path) -> None:
+def test_serve_with_two_workers(data_dir: Path) -> None:
     """`seatmap serve --workers 2` runs two web processes that both answer, and stops them all."""
-    with serving(tmp_path / "data", "--workers", "2") as server:
+    with serving(data_dir, "--workers", "2") as server:
         server.wait_healthy()
         pids: set[int] = set()
         deadline = time.monotonic() + 20 * TIMEOUT_FACTOR
@@ -255,12 +268,12 @@ def test_serve_with_two_workers(tmp_path: Path) -> None:
         assert_stops_cleanly(server, signal.SIGINT, group=True)
 
 
-def test_serve_on_a_busy_port_fails_and_cleans_up(tmp_path: Path) -> None:
+def test_serve_on_a_busy_port_fails_and_cleans_up(data_dir: Path) -> None:
     """When the port is taken, `seatmap serve` says so and exits, stopping its embedded servers."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with serving(tmp_path / "data", port=taken.getsockname()[1]) as server:
+        with serving(data_dir, port=taken.getsockname()[1]) as server:
             members: set[tuple[int, int]] = set()
             saw_postgres = False
             deadline = time.monotonic() + START_TIMEOUT
@@ -279,4 +292,4 @@ def test_serve_on_a_busy_port_fails_and_cleans_up(tmp_path: Path) -> None:
                 if not left:
                     break
                 time.sleep(0.1)
-            assert not left, "left behind:\n" + "\n".join(left)
+            assert not left, "left behind:\n" + "\n".join(left) + "\n" + server.output
