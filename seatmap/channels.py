@@ -97,15 +97,17 @@ class Channel:
 
     def snapshot_text(self) -> tuple[int, str]:
         """The encoded snapshot, encoded once per (seq, viewers) however many sockets join."""
+        # Presence is summed across processes once a second; until then count at least ours.
+        viewers = max(self.viewers, len(self.subscribers))
         cached = self._snapshot
-        if cached is not None and cached[0] == self.seq and cached[1] == self.viewers:
+        if cached is not None and cached[0] == self.seq and cached[1] == viewers:
             return self.seq, cached[2]
         message = Snapshot(
             screening=self.screening, seq=self.seq, seats=self.seats, ga=self.ga,
-            viewers=self.viewers, status=self.status,
+            viewers=viewers, status=self.status,
         )  # fmt: skip
         text = encoder.encode(message).decode()
-        self._snapshot = (self.seq, self.viewers, text)
+        self._snapshot = (self.seq, viewers, text)
         return self.seq, text
 
     def _apply(self, message: Delta | Status, text: str) -> None:

@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
+import msgspec
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -182,17 +183,7 @@ class Session:
             try:
                 reply = await self.execute(command)
             except SeatmapError as exc:
-                details: dict[str, Any] = exc.details
-                seats = details.get("seats")
-                await self.send(
-                    Error(
-                        code=exc.code,
-                        message=exc.message,
-                        ref=getattr(command, "ref", None),
-                        seats=list(seats) if isinstance(seats, list) else None,
-                        path=details.get("path"),
-                    )
-                )
+                await self.send(_error(exc, getattr(command, "ref", None)))
                 continue
             if reply is not None:
                 await self.send(reply)
@@ -235,6 +226,18 @@ class Session:
     def _own_screening(self, token: str) -> None:
         if not token.startswith(f"{self.sub.channel.screening}."):
             raise NotFound("No live hold with this token on this screening.")
+
+
+_ERROR_DETAILS: Final = tuple(f for f in Error.__struct_fields__ if f not in ("code", "message", "ref"))
+
+
+def _error(exc: SeatmapError, ref: str | None) -> Error:
+    """A SeatmapError as a socket message: the details REST would render, as typed fields."""
+    details: dict[str, Any] = {k: v for k, v in exc.details.items() if k in _ERROR_DETAILS}
+    try:
+        return msgspec.convert({"code": exc.code, "message": exc.message, "ref": ref, **details}, Error)
+    except msgspec.ValidationError:
+        return Error(code=exc.code, message=exc.message, ref=ref)
 
 
 def _decode(data: str | bytes) -> ClientMessage:

@@ -147,11 +147,18 @@ class Result(msgspec.Struct, tag="result", kw_only=True):
 
 
 class Error(msgspec.Struct, tag="error", kw_only=True, omit_defaults=True):
+    """The same code, message and details as the REST error for the same failure."""
+
     code: str
     message: str
     ref: str | None = None
     seats: list[str] | None = None
+    seat: str | None = None
     path: str | None = None
+    reason: str | None = None
+    largest: int | None = None
+    remaining: int | None = None
+    limit: int | None = None
     retry_after: float | None = None
 
 

@@ -39,6 +39,7 @@ async def test_join_gets_snapshot_then_ordered_deltas(
     assert snap["seats"] == {"A1": "held"}
     assert snap["ga"] == {"Floor": 50}
     assert snap["status"] == "scheduled" and snap["screening"] == screening
+    assert snap["viewers"] == 1  # counts itself, before the first presence round
     await hold(client, bob.headers, screening, "B1", "B2")
     delta = await viewer.next("delta")
     assert delta["seq"] == snap["seq"] + 1

@@ -51,6 +51,17 @@ async def test_best_available_over_the_socket(rt: Runtime, server: Server) -> No
     await me.command(type="auth", token=alice.token)
     result = await me.command(type="hold", ref="b", best_available={"count": 3})
     assert result["type"] == "result" and len(result["mine"]) == 3
+    await me.command(type="release", token=result["hold"]["token"])
+    # Refusals carry the same details as over REST.
+    error = await me.command(type="hold", ref="s", seats=["A2"])
+    assert (error["code"], error["seat"]) == ("would_strand_seat", "A1")
+    await me.close()
+    small = await make_screening(rt, ["SS_SS"])
+    me = await Viewer.connect(server, small)
+    await me.next("snapshot")
+    await me.command(type="auth", token=alice.token)
+    error = await me.command(type="hold", ref="n", best_available={"count": 3})
+    assert (error["code"], error["largest"]) == ("not_enough_adjacent", 2)
     await me.close()
 
 
