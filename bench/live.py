@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import multiprocessing
 import shutil
 import subprocess
@@ -114,7 +115,7 @@ class Run:
             (seq,) = await self.driver.ask([driver.Seq()])
             await self.gens.tell_all(loadgen.Start(seq))
             cpu_before, gens_before = server.cpu_seconds(), self.gens.cpu_seconds()
-            machine_before = servers.machine_busy_seconds()
+            machine_before, window_began = servers.machine_busy_seconds(), time.monotonic()
             with self.profiling(f"{kind.name}-{args.viewers}", kind, server):
                 (driven,) = await self.driver.ask(
                     [driver.Drive(rate=args.rate, duration=args.duration, seed=args.seed)]
@@ -125,10 +126,12 @@ class Run:
             cpu = server.cpu_seconds() - cpu_before
             gens_cpu = self.gens.cpu_seconds() - gens_before
             machine = servers.machine_busy_seconds() - machine_before
+            window = time.monotonic() - window_began
             await self.gens.tell_all(loadgen.Disconnect())
         measured = _watched(kind, args.viewers, connected, connect_seconds, driven, counts, cpu)
-        measured.loadgen_cpu_share = gens_cpu / measured.seconds
-        measured.other_cpu_share = (machine - gens_cpu - cpu) / measured.seconds
+        measured.cpu_share = cpu / window
+        measured.loadgen_cpu_share = gens_cpu / window
+        measured.other_cpu_share = (machine - gens_cpu - cpu) / window
         measured.rss_empty_kb, measured.rss_viewers_kb = rss_empty, rss_viewers
         if measured.connected:
             measured.kb_per_viewer = (rss_viewers - rss_empty) / measured.connected
@@ -222,7 +225,7 @@ def _watched(
         p99_ms=report.percentile(histogram, 0.99),
         max_ms=report.percentile(histogram, 1.0),
         cpu_seconds=cpu,
-        cpu_share=cpu / seconds,
+        cpu_share=math.nan,
         cpu_us_per_msg=cpu / delivered * 1e6 if delivered else float("nan"),
         driver_lateness_ms=driven.worst_lateness * 1000,
         close_codes=dict(close_codes),

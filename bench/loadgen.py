@@ -149,6 +149,7 @@ class Viewer:
         elif kind == "snapshot":
             # A resync (the server found this socket too slow): what it skipped is lost.
             tally.counts.resyncs += 1
+            tally.counts.last_receipt = max(tally.counts.last_receipt, received)
             if message.seq >= self.next:
                 tally.counts.lost += message.seq - self.next + 1
                 self.next = message.seq + 1
