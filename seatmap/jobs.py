@@ -1,0 +1,262 @@
+"""The job outbox in PostgreSQL and the loop that works it off.
+
+A change that causes later work writes a job in its own transaction (`enqueue`), so the work is
+never lost and never done for a change that rolled back. `Worker` claims due jobs with
+`FOR UPDATE SKIP LOCKED` (several workers never take the same job), runs up to `concurrency`
+of them at once, and records the outcome:
+
+- success: `done`;
+- an exception: back to `queued`, due again after an exponential back-off with jitter, until
+  `max_attempts`; then `dead`, with the last error, for an admin to see (`retry` revives it);
+- the worker dies (kill -9): the claim is a lease (`locked_until`), so the job comes due again
+  once the lease runs out; a live worker renews the leases of the jobs it is running.
+
+NOTIFY on commit wakes idle workers at once; they also poll, because a notification can be
+missed (a worker that was reconnecting). On stop, a worker finishes what it is running and
+gives back what it claimed but had not started.
+
+Handlers must be idempotent: a job can run twice (its worker died after the work but before
+recording it). Refunds carry an idempotency key for exactly that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import socket
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from seatmap.db import AnyConnection, Pool
+
+log = logging.getLogger("seatmap.jobs")
+
+CHANNEL: Final = "seatmap_jobs"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+
+
+Handler = Callable[[Job], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a worker behaves; the defaults come from the settings (see `policy_from`)."""
+
+    concurrency: int = 8
+    max_attempts: int = 8
+    backoff: float = 1.0  # first retry after about this many seconds, doubling each time
+    max_backoff: float = 600.0
+    lease: float = 60.0
+    poll_interval: float = 1.0
+
+
+_ENQUEUE: Final = """
+INSERT INTO jobs (kind, payload, max_attempts, run_at, dedupe_key)
+VALUES ($1, $2, $3, coalesce($4, now()), $5)
+ON CONFLICT (dedupe_key) DO NOTHING
+RETURNING id
+"""
+
+_CLAIM: Final = """
+WITH due AS (
+    SELECT id FROM jobs
+    WHERE (status = 'queued' AND run_at <= now())
+       OR (status = 'running' AND locked_until < now())
+    ORDER BY run_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j
+SET status = 'running', attempts = j.attempts + 1, locked_by = $2,
+    locked_until = now() + make_interval(secs => $3)
+FROM due WHERE j.id = due.id
+RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.created_at
+"""
+
+_DONE: Final = """
+UPDATE jobs SET status = 'done', finished_at = now(), locked_by = NULL, locked_until = NULL, last_error = NULL
+WHERE id = $1 AND locked_by = $2 AND status = 'running'
+"""
+
+_FAILED: Final = """
+UPDATE jobs
+SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+    finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+    run_at = now() + make_interval(secs => $3),
+    last_error = $4, locked_by = NULL, locked_until = NULL
+WHERE id = $1 AND locked_by = $2 AND status = 'running'
+RETURNING status
+"""
+
+_RENEW: Final = """
+UPDATE jobs SET locked_until = now() + make_interval(secs => $3)
+WHERE id = ANY($1::bigint[]) AND locked_by = $2 AND status = 'running'
+"""
+
+_GIVE_BACK: Final = """
+UPDATE jobs SET status = 'queued', attempts = attempts - 1, locked_by = NULL, locked_until = NULL
+WHERE id = ANY($1::bigint[]) AND locked_by = $2 AND status = 'running'
+"""
+
+_RETRY: Final = """
+UPDATE jobs SET status = 'queued', attempts = 0, run_at = now(), finished_at = NULL
+WHERE id = $1 AND status = 'dead'
+RETURNING id
+"""
+
+
+async def enqueue(
+    conn: AnyConnection,
+    kind: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    dedupe_key: str | None = None,
+    run_at: datetime | None = None,
+    max_attempts: int = Policy.max_attempts,
+) -> int | None:
+    """Add a job in the caller's transaction; None if a job with this dedupe key exists already."""
+    # A dict: the pool's jsonb codec (db.py) encodes it.
+    job_id: int | None = await conn.fetchval(
+        _ENQUEUE, kind, dict(payload or {}), max_attempts, run_at, dedupe_key
+    )
+    if job_id is not None:
+        # Delivered when the transaction commits, not before: workers never see an uncommitted job.
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, kind)
+    return job_id
+
+
+async def retry(conn: AnyConnection, job_id: int) -> bool:
+    """Revive a dead job: it runs again from its first attempt. False if it isn't dead."""
+    revived = await conn.fetchval(_RETRY, job_id)
+    if revived is not None:
+        await conn.execute("SELECT pg_notify($1, 'retry')", CHANNEL)
+    return revived is not None
+
+
+def backoff_seconds(attempts: int, policy: Policy, rng: random.Random | None = None) -> float:
+    """Exponential back-off with full jitter: uniform in [base/2, base], base = backoff * 2^(n-1)."""
+    base = min(policy.max_backoff, policy.backoff * 2 ** max(0, attempts - 1))
+    return (rng or random).uniform(base / 2, base)
+
+
+class Worker:
+    """Claims and runs jobs of the kinds it has handlers for, until `stop` is set."""
+
+    def __init__(self, pool: Pool, dsn: str, handlers: Mapping[str, Handler], policy: Policy) -> None:
+        self.pool = pool
+        self.dsn = dsn
+        self.handlers = dict(handlers)
+        self.policy = policy
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._wake = asyncio.Event()
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self.completed = 0
+        self.failed = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        listener = await _listen(self.dsn, self._wake)
+        renewer = asyncio.create_task(self._renew_leases(stop), name="jobs.renew")
+        try:
+            while not stop.is_set():
+                free = self.policy.concurrency - len(self._running)
+                claimed = await self._claim(free) if free > 0 else []
+                for job in claimed:
+                    task = asyncio.create_task(self._run(job), name=f"jobs.run.{job.kind}.{job.id}")
+                    self._running[job.id] = task
+                    task.add_done_callback(functools.partial(self._finished, job.id))
+                if claimed and len(claimed) == free:
+                    continue  # maybe more are due: look again before sleeping
+                self._wake.clear()
+                await _first(stop.wait(), self._wake.wait(), asyncio.sleep(self.policy.poll_interval))
+        finally:
+            if self._running:
+                log.info("finishing %d running job(s) before stopping", len(self._running))
+                await asyncio.gather(*self._running.values(), return_exceptions=True)
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            with contextlib.suppress(Exception):
+                await listener.close()
+
+    def _finished(self, job_id: int, _: asyncio.Task[None]) -> None:
+        self._running.pop(job_id, None)
+        self._wake.set()  # a slot is free
+
+    async def _claim(self, limit: int) -> list[Job]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(_CLAIM, limit, self.name, self.policy.lease)
+        jobs = [
+            Job(r["id"], r["kind"], r["payload"], r["attempts"], r["max_attempts"], r["created_at"])
+            for r in rows
+        ]
+        unknown = [job for job in jobs if job.kind not in self.handlers]
+        if unknown:
+            # Another version of the worker may know them; this one gives them back untouched.
+            async with self.pool.acquire() as conn:
+                await conn.execute(_GIVE_BACK, [job.id for job in unknown], self.name)
+        return [job for job in jobs if job.kind in self.handlers]
+
+    async def _run(self, job: Job) -> None:
+        try:
+            await self.handlers[job.kind](job)
+        except asyncio.CancelledError:
+            async with self.pool.acquire() as conn:
+                await conn.execute(_GIVE_BACK, [job.id], self.name)
+            raise
+        except Exception as exc:
+            self.failed += 1
+            delay = backoff_seconds(job.attempts, self.policy)
+            error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
+            async with self.pool.acquire() as conn:
+                status = await conn.fetchval(_FAILED, job.id, self.name, delay, error)
+            if status == "dead":
+                log.error("job %s #%d is dead after %d attempts: %s", job.kind, job.id, job.attempts, error)
+            else:
+                log.warning("job %s #%d failed (attempt %d), retry in %.1fs: %s",
+                            job.kind, job.id, job.attempts, delay, error)  # fmt: skip
+        else:
+            self.completed += 1
+            async with self.pool.acquire() as conn:
+                await conn.execute(_DONE, job.id, self.name)
+
+    async def _renew_leases(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await _first(stop.wait(), asyncio.sleep(self.policy.lease / 3))
+            if self._running:
+                async with self.pool.acquire() as conn:
+                    await conn.execute(_RENEW, list(self._running), self.name, self.policy.lease)
+
+
+async def _listen(dsn: str, wake: asyncio.Event) -> Any:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    await conn.add_listener(CHANNEL, lambda *_: wake.set())
+    return conn
+
+
+async def _first(*aws: Awaitable[Any]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

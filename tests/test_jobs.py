@@ -1,0 +1,215 @@
+"""The job outbox: jobs run once, retry with back-off, die visibly, survive dead workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+
+from seatmap import jobs
+from seatmap.jobs import Job, Policy, Worker
+from seatmap.runtime import Runtime
+from tests.support import TIMEOUT_FACTOR
+
+FAST = Policy(concurrency=4, max_attempts=3, backoff=0.05, max_backoff=0.2, lease=5.0, poll_interval=0.2)
+
+
+@contextlib.asynccontextmanager
+async def working(
+    rt: Runtime, handlers: dict[str, jobs.Handler], policy: Policy = FAST
+) -> AsyncIterator[Worker]:
+    assert rt.settings.database_url is not None
+    worker = Worker(rt.pool, rt.settings.database_url, handlers, policy)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await task
+
+
+async def status_of(rt: Runtime, job_id: int) -> tuple[str, int, str | None]:
+    async with rt.pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT status, attempts, last_error FROM jobs WHERE id = $1", job_id)
+    assert row is not None
+    return row["status"], row["attempts"], row["last_error"]
+
+
+async def wait_for(predicate: object, within: float = 5.0) -> None:
+    assert callable(predicate)
+    async with asyncio.timeout(within * TIMEOUT_FACTOR):
+        while not await predicate():  # noqa: ASYNC110 (polling the database)
+            await asyncio.sleep(0.02)
+
+
+async def test_a_job_enqueued_in_a_rolled_back_transaction_never_runs(rt: Runtime) -> None:
+    """Work belongs to its change: if the change rolls back, so does the job."""
+    ran: list[int] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.id)
+
+    async with rt.pool.acquire() as conn:
+        with contextlib.suppress(RuntimeError):
+            async with conn.transaction():
+                await jobs.enqueue(conn, "test", {"n": 1})
+                raise RuntimeError("the change failed")
+        kept = await jobs.enqueue(conn, "test", {"n": 2})
+    async with working(rt, {"test": handler}):
+        await wait_for(lambda: _done(rt, kept))
+    assert ran == [kept]
+
+
+async def _done(rt: Runtime, job_id: int | None) -> bool:
+    assert job_id is not None
+    return (await status_of(rt, job_id))[0] == "done"
+
+
+async def test_notify_wakes_an_idle_worker_at_once(rt: Runtime) -> None:
+    """With a 30 s poll, a new job still starts within a fraction of a second of its commit."""
+    started: list[float] = []
+
+    async def handler(job: Job) -> None:
+        started.append(time.monotonic())
+
+    slow_poll = Policy(poll_interval=30.0, lease=5.0)
+    async with working(rt, {"test": handler}, slow_poll):
+        await asyncio.sleep(0.3)  # the worker is idle, waiting
+        committed = time.monotonic()
+        async with rt.pool.acquire() as conn:
+            await jobs.enqueue(conn, "test")
+        async with asyncio.timeout(2 * TIMEOUT_FACTOR):
+            while not started:  # noqa: ASYNC110 (a list the handler appends to)
+                await asyncio.sleep(0.01)
+    assert started[0] - committed < 0.5 * TIMEOUT_FACTOR
+
+
+async def test_failures_retry_with_backoff_then_succeed(rt: Runtime) -> None:
+    """A job that fails twice runs a third time, later each time, and ends done."""
+    calls: list[float] = []
+
+    async def flaky(job: Job) -> None:
+        calls.append(time.monotonic())
+        if len(calls) < 3:
+            raise ConnectionError("gateway timeout")
+
+    async with rt.pool.acquire() as conn:
+        job_id = await jobs.enqueue(conn, "flaky", max_attempts=5)
+    async with working(rt, {"flaky": flaky}):
+        await wait_for(lambda: _done(rt, job_id))
+    assert len(calls) == 3
+    status, attempts, error = await status_of(rt, job_id or 0)
+    assert (status, attempts, error) == ("done", 3, None)
+    assert calls[1] - calls[0] >= FAST.backoff / 2
+
+
+async def test_a_job_that_always_fails_ends_dead_and_can_be_retried(rt: Runtime) -> None:
+    """After max_attempts it is dead with its last error; an admin's retry runs it again."""
+    fail = True
+
+    async def broken(job: Job) -> None:
+        if fail:
+            raise ValueError(f"no such order {job.payload['order']}")
+
+    async with rt.pool.acquire() as conn:
+        job_id = await jobs.enqueue(conn, "broken", {"order": 7}, max_attempts=3)
+    assert job_id is not None
+    async with working(rt, {"broken": broken}):
+        await wait_for(lambda: _is(rt, job_id, "dead"))
+        status, attempts, error = await status_of(rt, job_id)
+        assert (status, attempts) == ("dead", 3)
+        assert error is not None and "no such order 7" in error
+        fail = False
+        async with rt.pool.acquire() as conn:
+            assert await jobs.retry(conn, job_id)
+            assert not await jobs.retry(conn, job_id)  # not dead any more
+        await wait_for(lambda: _done(rt, job_id))
+
+
+async def _is(rt: Runtime, job_id: int, status: str) -> bool:
+    return (await status_of(rt, job_id))[0] == status
+
+
+async def test_two_workers_run_each_of_300_jobs_exactly_once(rt: Runtime) -> None:
+    """Workers competing for the same queue never run a job twice and leave none behind."""
+    runs: Counter[int] = Counter()
+
+    async def handler(job: Job) -> None:
+        await asyncio.sleep(random.uniform(0, 0.005))
+        runs[job.payload["n"]] += 1
+
+    async with rt.pool.acquire() as conn, conn.transaction():
+        for n in range(300):
+            await jobs.enqueue(conn, "count", {"n": n})
+    async with working(rt, {"count": handler}), working(rt, {"count": handler}):
+        await wait_for(lambda: _all_done(rt), within=20)
+    assert runs == Counter(range(300))
+
+
+async def _all_done(rt: Runtime) -> bool:
+    async with rt.pool.acquire() as conn:
+        left: int = await conn.fetchval("SELECT count(*) FROM jobs WHERE status <> 'done'")
+    return left == 0
+
+
+async def test_a_dead_workers_job_is_picked_up_after_its_lease(rt: Runtime) -> None:
+    """A worker killed mid-job holds it only until its lease runs out; then another runs it."""
+    async with rt.pool.acquire() as conn:
+        job_id = await jobs.enqueue(conn, "test")
+        # A worker claims it with a 1 s lease, then dies (it never reports back).
+        await conn.execute(
+            "UPDATE jobs SET status = 'running', attempts = 1, locked_by = 'dead-worker',"
+            " locked_until = now() + interval '1 second' WHERE id = $1",
+            job_id,
+        )
+    ran: list[int] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.attempts)
+
+    async with working(rt, {"test": handler}):
+        await asyncio.sleep(0.5)
+        assert ran == []  # still leased
+        await wait_for(lambda: _done(rt, job_id))
+    assert ran == [2]
+
+
+async def test_stopping_finishes_running_jobs(rt: Runtime) -> None:
+    """On stop (SIGTERM), a job in progress completes and is recorded as done."""
+    started = asyncio.Event()
+
+    async def slow(job: Job) -> None:
+        started.set()
+        await asyncio.sleep(0.5)
+
+    async with rt.pool.acquire() as conn:
+        job_id = await jobs.enqueue(conn, "slow")
+    async with working(rt, {"slow": slow}):
+        await asyncio.wait_for(started.wait(), 5 * TIMEOUT_FACTOR)
+    assert (await status_of(rt, job_id or 0))[0] == "done"
+
+
+async def test_dedupe_key_makes_enqueue_idempotent(rt: Runtime) -> None:
+    """Enqueueing the same keyed job twice (a retried request) makes one job."""
+    async with rt.pool.acquire() as conn:
+        first = await jobs.enqueue(conn, "refund", {"id": 1}, dedupe_key="refund:1")
+        second = await jobs.enqueue(conn, "refund", {"id": 1}, dedupe_key="refund:1")
+        count = await conn.fetchval("SELECT count(*) FROM jobs WHERE dedupe_key = 'refund:1'")
+    assert first is not None and second is None and count == 1
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 5, 30])
+def test_backoff_grows_and_is_capped(attempts: int) -> None:
+    """Back-off doubles per attempt, with jitter, and never exceeds the cap."""
+    policy = Policy(backoff=1.0, max_backoff=60.0)
+    rng = random.Random(attempts)
+    delays = [jobs.backoff_seconds(attempts, policy, rng) for _ in range(100)]
+    base = min(60.0, 2 ** (attempts - 1))
+    assert all(base / 2 <= d <= base for d in delays)
+    assert len(set(delays)) > 50  # jittered, so retries of many jobs spread out
