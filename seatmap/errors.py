@@ -26,6 +26,7 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     │   ├── HoldExpired               409 hold_expired
     │   ├── OrderExists               409 order_exists      (order_id)
     │   ├── OrderClosed               409 order_closed      (status)
+    │   ├── RefundClosed              409 refund_closed     (deadline)
     │   ├── AlreadyUsed               409 already_used      (checked_in_at, checked_in_by, gate)
     │   ├── WrongScreening            409 wrong_screening   (screening_id)
     │   ├── TicketVoid                409 ticket_void
@@ -229,6 +230,12 @@ class OrderClosed(Conflict):
     """This order is no longer pending."""
 
     code = "order_closed"
+
+
+class RefundClosed(Conflict):
+    """Refunds for this screening have closed."""
+
+    code = "refund_closed"
 
 
 class AlreadyUsed(Conflict):

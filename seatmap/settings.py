@@ -134,6 +134,26 @@ class Settings:
     simulated_webhook_url: str | None = None
     # Door check-in opens this many seconds before the start and closes at the end.
     checkin_opens_before: int = 3600
+    # Refunds. A customer may refund a paid order until this many seconds before the start.
+    refund_deadline: int = 7200
+    # How long a refund waits for the gateway's answer before counting as failed (and retried).
+    refund_timeout: float = 30.0
+    # The simulated gateway: seconds each call takes, and the share of refund calls that fail
+    # before refunding, or that refund but never answer (the caller times out).
+    simulated_latency: float = 0.0
+    simulated_refund_failure_rate: float = 0.0
+    simulated_refund_timeout_rate: float = 0.0
+    # The job worker: jobs run at once per process, attempts before a job is dead, the first
+    # retry's delay (doubling, jittered, capped), the lease of a claimed job, the poll interval.
+    job_concurrency: int = 32
+    job_max_attempts: int = 10
+    job_backoff: float = 2.0
+    job_max_backoff: float = 600.0
+    job_lease: float = 60.0
+    job_poll_interval: float = 1.0
+    # Run the job worker inside the web process too (on by default in dev mode, so one
+    # `seatmap serve` does everything); production runs `seatmap worker` beside the web.
+    inline_worker: bool = False
     ws_max_message: int = 16 * 1024
     ws_queue_size: int = 64
     ws_heartbeat: float = 20.0
@@ -220,6 +240,18 @@ class Settings:
             simulated_webhook_delay=_float(environ, "SEATMAP_SIMULATED_WEBHOOK_DELAY", 0.0),
             simulated_webhook_url=environ.get("SEATMAP_SIMULATED_WEBHOOK_URL") or None,
             checkin_opens_before=_int(environ, "SEATMAP_CHECKIN_OPENS_BEFORE", 3600),
+            refund_deadline=_int(environ, "SEATMAP_REFUND_DEADLINE", 7200),
+            refund_timeout=_float(environ, "SEATMAP_REFUND_TIMEOUT", 30.0),
+            simulated_latency=_float(environ, "SEATMAP_SIMULATED_LATENCY", 0.0),
+            simulated_refund_failure_rate=_float(environ, "SEATMAP_SIMULATED_REFUND_FAILURE_RATE", 0.0),
+            simulated_refund_timeout_rate=_float(environ, "SEATMAP_SIMULATED_REFUND_TIMEOUT_RATE", 0.0),
+            job_concurrency=_int(environ, "SEATMAP_JOB_CONCURRENCY", 32, minimum=1),
+            job_max_attempts=_int(environ, "SEATMAP_JOB_MAX_ATTEMPTS", 10, minimum=1),
+            job_backoff=_float(environ, "SEATMAP_JOB_BACKOFF", 2.0),
+            job_max_backoff=_float(environ, "SEATMAP_JOB_MAX_BACKOFF", 600.0),
+            job_lease=_float(environ, "SEATMAP_JOB_LEASE", 60.0),
+            job_poll_interval=_float(environ, "SEATMAP_JOB_POLL_INTERVAL", 1.0),
+            inline_worker=_bool(environ, "SEATMAP_INLINE_WORKER", dev),
             ws_max_message=_int(environ, "SEATMAP_WS_MAX_MESSAGE", 16 * 1024, minimum=256),
             ws_queue_size=_int(environ, "SEATMAP_WS_QUEUE_SIZE", 64, minimum=1),
             ws_heartbeat=_float(environ, "SEATMAP_WS_HEARTBEAT", 20.0),
