@@ -24,18 +24,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import random
 import socket
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 from seatmap.db import AnyConnection, Pool
+from seatmap.settings import Settings
 
 log = logging.getLogger("seatmap.jobs")
 
@@ -67,11 +69,33 @@ class Policy:
     poll_interval: float = 1.0
 
 
+def policy_from(settings: Settings) -> Policy:
+    return Policy(
+        concurrency=settings.job_concurrency,
+        max_attempts=settings.job_max_attempts,
+        backoff=settings.job_backoff,
+        max_backoff=settings.job_max_backoff,
+        lease=settings.job_lease,
+        poll_interval=settings.job_poll_interval,
+    )
+
+
 _ENQUEUE: Final = """
 INSERT INTO jobs (kind, payload, max_attempts, run_at, dedupe_key)
 VALUES ($1, $2, $3, coalesce($4, now()), $5)
 ON CONFLICT (dedupe_key) DO NOTHING
 RETURNING id
+"""
+
+# Payloads come as JSON text (one array parameter), keys as a parallel array (NULL: no key).
+_ENQUEUE_MANY: Final = """
+WITH new AS (
+    INSERT INTO jobs (kind, payload, max_attempts, dedupe_key)
+    SELECT $1, t.payload::jsonb, $3, t.key FROM unnest($2::text[], $4::text[]) AS t (payload, key)
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM new
 """
 
 _CLAIM: Final = """
@@ -140,6 +164,28 @@ async def enqueue(
         # Delivered when the transaction commits, not before: workers never see an uncommitted job.
         await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, kind)
     return job_id
+
+
+async def enqueue_many(
+    conn: AnyConnection,
+    kind: str,
+    payloads: Sequence[Mapping[str, Any]],
+    dedupe_keys: Sequence[str | None] | None = None,
+    *,
+    max_attempts: int = Policy.max_attempts,
+) -> int:
+    """`enqueue` for many jobs of one kind in one statement (a cancellation makes thousands);
+    returns how many were new (keys seen before are skipped)."""
+    keys = list(dedupe_keys) if dedupe_keys is not None else [None] * len(payloads)
+    assert len(keys) == len(payloads)
+    if not payloads:
+        return 0
+    added: int = await conn.fetchval(
+        _ENQUEUE_MANY, kind, [json.dumps(dict(p)) for p in payloads], max_attempts, keys
+    )
+    if added:
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, kind)
+    return added
 
 
 async def retry(conn: AnyConnection, job_id: int) -> bool:

@@ -8,12 +8,14 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
 from seatmap import jobs
 from seatmap.jobs import Job, Policy, Worker
 from seatmap.runtime import Runtime
+from seatmap.settings import Settings
 from tests.support import TIMEOUT_FACTOR
 
 FAST = Policy(concurrency=4, max_attempts=3, backoff=0.05, max_backoff=0.2, lease=5.0, poll_interval=0.2)
@@ -213,3 +215,37 @@ def test_backoff_grows_and_is_capped(attempts: int) -> None:
     base = min(60.0, 2 ** (attempts - 1))
     assert all(base / 2 <= d <= base for d in delays)
     assert len(set(delays)) > 50  # jittered, so retries of many jobs spread out
+
+
+async def test_enqueue_many_adds_each_new_job_once_and_wakes_workers(rt: Runtime) -> None:
+    """Many jobs in one statement: keyed ones already queued are skipped; every new one runs."""
+    ran: list[int] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.payload["n"])
+
+    async with rt.pool.acquire() as conn:
+        await jobs.enqueue(conn, "many", {"n": 0}, dedupe_key="many:0")
+        added = await jobs.enqueue_many(
+            conn,
+            "many",
+            [{"n": n} for n in range(5)],
+            [f"many:{n}" for n in range(4)] + [None],
+            max_attempts=2,
+        )
+        assert await jobs.enqueue_many(conn, "many", []) == 0
+        limits = await conn.fetch("SELECT DISTINCT max_attempts FROM jobs WHERE payload->>'n' <> '0'")
+    assert added == 4
+    assert [r["max_attempts"] for r in limits] == [2]
+    slow_poll = Policy(poll_interval=30.0, lease=5.0)
+    async with working(rt, {"many": handler}, slow_poll):
+        await wait_for(lambda: _all_done(rt))
+    assert sorted(ran) == [0, 1, 2, 3, 4]
+
+
+def test_policy_comes_from_the_settings(settings: Settings) -> None:
+    """SEATMAP_JOB_* settings become the worker's policy."""
+    tuned = replace(settings, job_concurrency=3, job_backoff=0.5, job_lease=9.0, job_poll_interval=0.25)
+    policy = jobs.policy_from(tuned)
+    assert (policy.concurrency, policy.backoff, policy.lease, policy.poll_interval) == (3, 0.5, 9.0, 0.25)
+    assert policy.max_attempts == tuned.job_max_attempts
