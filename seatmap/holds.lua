@@ -495,3 +495,51 @@ local payload = '{"type":"status","seq":' .. seq .. ',"status":' .. cjson.encode
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], seq .. '-1', 'd', payload)
 redis.call('PUBLISH', ARGV[1], payload)
 return {'ok', seq}
+
+--- free ---
+-- A refunded order's seats and GA units stop being sold (on sale again, unless the screening
+-- was cancelled), after PostgreSQL voided its tickets. Once per order: a marker makes a
+-- repeated call (a retried refund job) a no-op, so it never frees a seat sold again since.
+-- Not loaded ('noinit'): nothing to do, a load from PostgreSQL already shows the seats free.
+-- KEYS: meta seats ga seq log marker
+-- ARGV: channel loglen area qty marker_ttl_ms seat...
+local meta_key, seats_key, ga_key, seq_key, log_key, marker_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local channel, loglen, area, qty = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+if redis.call('EXISTS', meta_key) == 0 then return {'noinit'} end
+if not redis.call('SET', marker_key, '1', 'NX', 'PX', ARGV[5]) then return {'done'} end
+local changes = {}
+for i = 6, #ARGV do
+  if redis.call('HGET', seats_key, ARGV[i]) == 's' then
+    redis.call('HDEL', seats_key, ARGV[i])
+    changes[#changes + 1] = {seat = ARGV[i], state = 'free'}
+  end
+end
+if area ~= '' and qty > 0 then
+  local left = redis.call('HINCRBY', ga_key, area, -qty)
+  if left <= 0 then redis.call('HDEL', ga_key, area) end
+  changes[#changes + 1] = ga_change(meta_key, ga_key, area)
+end
+local seq = '0'
+if #changes > 0 then seq = emit(seq_key, log_key, channel, loglen, changes) end
+return {'ok', seq}
+
+--- drop_holds ---
+-- Every live hold of a cancelled screening goes at once, in one delta. Run after the status
+-- became `cancelled` (so no new hold can appear); the caller lists the holds from the expiry
+-- index, with each one's keys.
+-- KEYS: meta seats ga seq log expiry, then per hold: hold ttl user
+-- ARGV: channel loglen token...
+local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local channel, loglen = ARGV[1], ARGV[2]
+if redis.call('EXISTS', meta_key) == 0 then return {'noinit'} end
+local changes, dropped = {}, 0
+for i = 3, #ARGV do
+  local k = 7 + (i - 3) * 3
+  if redis.call('EXISTS', KEYS[k]) == 1 then dropped = dropped + 1 end
+  for _, c in ipairs(drop_hold(meta_key, seats_key, ga_key, expiry_key, KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[i])) do
+    changes[#changes + 1] = c
+  end
+end
+local seq = '0'
+if #changes > 0 then seq = emit(seq_key, log_key, channel, loglen, changes) end
+return {'ok', seq, dropped}
