@@ -22,15 +22,20 @@ from seatmap import (
     accounts,
     blocks,
     boxoffice,
+    cancellations,
     catalog,
     holds,
     live,
     metrics,
+    notifications,
     ops,
     orders,
     payments,
+    refund_admin,
+    refunds,
     simulated,
     tickets,
+    worker,
 )
 from seatmap.channels import Channels
 from seatmap.db import create_pool
@@ -92,6 +97,12 @@ def create_app(settings: Settings) -> Starlette:
                 await expiry.listen()
             tasks.append(asyncio.create_task(expiry.sweep_forever(), name="expiry.sweeper"))
             await stack.enter_async_context(payments.open_provider(rt))
+            if settings.inline_worker:
+                # Dev mode: this process runs the jobs too (refunds, notifications, order expiry),
+                # so one `seatmap serve` is the whole product; production runs `seatmap worker`.
+                inline = worker.background(rt, asyncio.Event(), concurrency=min(settings.job_concurrency, 8))
+                for task in await stack.enter_async_context(inline):
+                    task.add_done_callback(lambda t: _crashed(rt, t))
             tasks.append(asyncio.create_task(orders.sweep_forever(rt), name="orders.sweeper"))
             stack.push_async_callback(expiry.stop)
             stack.push_async_callback(_cancel, tasks)
@@ -116,6 +127,10 @@ def create_app(settings: Settings) -> Starlette:
                 *payments.routes,
                 *tickets.routes,
                 *boxoffice.routes,
+                *cancellations.routes,
+                *refunds.routes,
+                *refund_admin.routes,
+                *notifications.routes,
             ],
         ),
         Mount("/", app=StaticFiles(directory=web_dir(), html=True), name="web"),

@@ -1,11 +1,17 @@
-"""`seatmap worker`: the process that does work nobody waits for in a request.
+"""`seatmap worker`: the process that does the work nobody waits for in a request.
 
-Today that is mail delivery from the outbox, when `SEATMAP_SMTP_URL` is set. Without SMTP
-there is nothing for it to do (mails are stored and, in dev mode, logged by the web process),
-and it says so instead of pretending: refunds, notifications and order expiry arrive with
-later work. Either way it runs until SIGTERM or SIGINT, then lets the current batch finish
-and exits cleanly. Background tasks are named and watched: if one crashes, the worker stops
-and the exception ends the process, loudly, for the supervisor to restart it.
+- Jobs from the outbox (jobs.py), several at once: refunds (refunds.py), notifications
+  (notifications.py), the live-map half of a cancellation (cancellations.py).
+- Housekeeping every SEATMAP_JOB_POLL_INTERVAL: pending orders past their payment window
+  become `expired` and their holds are released (orders.expire_lapsed); money checkout marked
+  for refund without a refund yet gets one (a safety net: checkout queues it itself).
+- Mail delivery from the outbox, when `SEATMAP_SMTP_URL` is set.
+
+It runs until SIGTERM or SIGINT, then finishes the jobs it is running, gives back the ones it
+claimed but had not started, and exits cleanly. A worker killed with SIGKILL loses nothing:
+its jobs come due again when their lease runs out. Background tasks are named and watched: if
+one crashes, the worker stops and the exception ends the process, loudly, for the supervisor
+to restart it. In dev mode the web process runs the same jobs itself (`background`).
 """
 
 from __future__ import annotations
@@ -14,17 +20,100 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from typing import Final
 
+import asyncpg
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
-from seatmap import mail
+from seatmap import cancellations, jobs, mail, notifications, payments, refunds
 from seatmap.db import create_pool
 from seatmap.errors import ConfigError
+from seatmap.holds import Holds
+from seatmap.inventory import Inventory
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 
 log = logging.getLogger("seatmap.worker")
+
+# Connections beyond one per running job: the claim loop, lease renewal, housekeeping, mail.
+_SPARE_CONNECTIONS: Final = 4
+
+
+def handlers(rt: Runtime) -> dict[str, jobs.Handler]:
+    async def refund(job: jobs.Job) -> None:
+        await refunds.run_refund(rt, job)
+
+    async def notify(job: jobs.Job) -> None:
+        await notifications.deliver(rt, job)
+
+    async def cancelled(job: jobs.Job) -> None:
+        await cancellations.run_live_cancel(rt, job)
+
+    return {refunds.JOB: refund, notifications.JOB: notify, cancellations.JOB: cancelled}
+
+
+async def housekeeping_once(rt: Runtime) -> tuple[int, int]:
+    """(orders expired, payments given a refund) in one round."""
+    expired = await _expire_lapsed(rt)
+    async with rt.pool.acquire() as conn:
+        adopted = await refunds.refund_unused_payments(conn, rt.settings)
+    if adopted:
+        log.warning("%d payment(s) marked for refund had no refund yet; queued now", len(adopted))
+    return expired, len(adopted)
+
+
+# TEMPORARY until orders.py is free to edit (checkout is finishing it): moves to orders.expire_lapsed.
+_EXPIRE: Final = """
+UPDATE orders SET status = 'expired', closed_at = now()
+WHERE id IN (SELECT id FROM orders WHERE status = 'pending' AND expires_at <= now()
+             ORDER BY expires_at LIMIT 500 FOR UPDATE SKIP LOCKED)
+RETURNING id, hold_token, coalesce(user_id, sold_by) AS owner
+"""
+
+
+async def _expire_lapsed(rt: Runtime) -> int:
+    async with rt.pool.acquire() as conn:
+        rows = await conn.fetch(_EXPIRE)
+    return len(rows)
+
+
+async def _housekeeping(rt: Runtime, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await housekeeping_once(rt)
+        except (TimeoutError, OSError, asyncpg.PostgresError, RedisError) as exc:
+            log.warning("housekeeping failed, retrying: %s", exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), rt.settings.job_poll_interval)
+
+
+@contextlib.asynccontextmanager
+async def background(
+    rt: Runtime, stop: asyncio.Event, *, concurrency: int | None = None
+) -> AsyncIterator[list[asyncio.Task[None]]]:
+    """Run the jobs and the housekeeping in this process until `stop` is set; yields the tasks.
+
+    Needs the live holds (`rt.extras["holds"]`) and the payment provider open. On leaving, sets
+    `stop` and waits for the running jobs to finish.
+    """
+    assert rt.settings.database_url is not None
+    policy = jobs.policy_from(rt.settings)
+    if concurrency is not None:
+        policy = replace(policy, concurrency=concurrency)
+    worker = jobs.Worker(rt.pool, rt.settings.database_url, handlers(rt), policy)
+    rt.extras["jobs.worker"] = worker
+    tasks = [
+        asyncio.create_task(worker.run(stop), name="jobs.worker"),
+        asyncio.create_task(_housekeeping(rt, stop), name="jobs.housekeeping"),
+    ]
+    try:
+        yield tasks
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run(settings: Settings) -> None:
@@ -35,21 +124,29 @@ async def run(settings: Settings) -> None:
     stop = asyncio.Event()
     with _stop_on_signals(stop):
         async with contextlib.AsyncExitStack() as stack:
-            pool = await create_pool(settings.database_url, min_size=1, max_size=4)
+            pool = await create_pool(
+                settings.database_url, min_size=2, max_size=settings.job_concurrency + _SPARE_CONNECTIONS
+            )
             stack.push_async_callback(pool.close)
             redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
             stack.push_async_callback(redis.aclose)
             await redis.ping()
             rt = Runtime(settings=settings, pool=pool, redis=redis)
-            tasks: list[asyncio.Task[None]] = []
+            inventory = Inventory(
+                redis, pool, settings.redis_prefix, settings.recovery_log_length, settings.sweet_row
+            )
+            rt.extras["holds"] = Holds(inventory, settings)
+            await stack.enter_async_context(payments.open_provider(rt))
+            tasks = await stack.enter_async_context(background(rt, stop))
+            log.info(
+                "worker running jobs (%s), %d at once",
+                ", ".join(sorted(handlers(rt))),
+                settings.job_concurrency,
+            )
             if server is None:
                 async with pool.acquire() as conn:
                     pending = await mail.pending_count(conn)
-                log.info(
-                    "worker has nothing to do: SEATMAP_SMTP_URL is not set, so mails are stored "
-                    "(and shown in the log in dev mode) instead of sent. Refunds, notifications and "
-                    "order expiry arrive with later work. Waiting for SIGTERM/SIGINT."
-                )
+                log.info("mail is stored, not sent: SEATMAP_SMTP_URL is not set (dev mode logs it instead)")
                 if pending:
                     log.warning("%d mail(s) are pending; set SEATMAP_SMTP_URL to deliver them", pending)
             else:

@@ -1,0 +1,173 @@
+"""Helpers for the refund tests: many paid orders at once, real `seatmap worker` processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from seatmap.runtime import Runtime
+from seatmap.settings import Settings
+from tests.support import TIMEOUT_FACTOR, quick_users
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+
+# What checkout writes for a paid web order (orders.py, payments.py, tickets.py) and what the
+# simulated gateway keeps on its side (simulated.py), for many orders in one statement: one
+# seat each, at its own price so a refund of the wrong order's amount shows.
+PAID_ORDERS: Final = """
+WITH d AS (
+    SELECT * FROM unnest($2::bigint[], $3::text[], $4::bigint[])
+        WITH ORDINALITY AS d (user_id, seat, price, n)
+), o AS (
+    INSERT INTO orders (user_id, screening_id, hold_token, status, currency, total, expires_at, paid_at,
+                        seats_published)
+    SELECT d.user_id, $1, $1::bigint::text || '.bulk' || $5::text || d.n, 'paid', 'IDR', d.price,
+           now(), now(), true
+    FROM d ORDER BY d.n
+    RETURNING id, hold_token
+), od AS (
+    SELECT o.id, d.* FROM o JOIN d ON o.hold_token = $1::bigint::text || '.bulk' || $5::text || d.n
+), l AS (
+    INSERT INTO order_lines (order_id, position, seat_label, category, price)
+    SELECT id, 0, seat, 'standard', price FROM od
+), g AS (
+    INSERT INTO simulated_payments (id, reference, amount, currency, status, webhook_url, return_url,
+                                    expires_at, decided_at)
+    SELECT 'sim_bulk_' || $5::text || id, id::text, price, 'IDR', 'paid', 'http://127.0.0.1/none',
+           'http://127.0.0.1/none', now() + interval '1 hour', now()
+    FROM od
+), p AS (
+    INSERT INTO payments (order_id, provider, provider_ref, amount, currency, status)
+    SELECT id, 'simulated', 'sim_bulk_' || $5::text || id, price, 'IDR', 'paid' FROM od
+), t AS (
+    INSERT INTO tickets (code, order_id, screening_id, seat_label, category, price)
+    SELECT md5(random()::text || id), id, $1, seat, 'standard', price FROM od
+)
+SELECT id, seat, price FROM od ORDER BY n
+"""
+
+
+@dataclass(frozen=True)
+class PaidOrder:
+    id: int
+    user_id: int
+    seat: str
+    price: int
+
+
+async def seat_labels(rt: Runtime, screening: int) -> list[str]:
+    async with rt.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT label FROM seats WHERE auditorium_id = (SELECT auditorium_id FROM screenings"
+            " WHERE id = $1) ORDER BY y, x",
+            screening,
+        )
+    return [r["label"] for r in rows]
+
+
+async def paid_orders(rt: Runtime, screening: int, n: int, *, first_seat: int = 0) -> list[PaidOrder]:
+    """n paid web orders of one seat each (seats in layout order), by n distinct customers."""
+    users = await quick_users(rt, n)
+    seats = (await seat_labels(rt, screening))[first_seat : first_seat + n]
+    assert len(seats) == n, "the hall is too small"
+    prices = [10_000 + 100 * i for i in range(n)]
+    async with rt.pool.acquire() as conn:
+        rows = await conn.fetch(
+            PAID_ORDERS, screening, [u.id for u in users], seats, prices, uuid.uuid4().hex[:8]
+        )
+    by_seat = {r["seat"]: r for r in rows}
+    return [
+        PaidOrder(by_seat[seat]["id"], user.id, seat, by_seat[seat]["price"])
+        for user, seat in zip(users, seats, strict=True)
+    ]
+
+
+def worker_environ(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a worker process on the test's databases, with fast retries."""
+    assert settings.database_url is not None and settings.redis_url is not None
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SEATMAP_")}
+    environ.update(
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        SEATMAP_JWT_SECRET=settings.jwt_secret.reveal(),
+        SEATMAP_REDIS_PREFIX=settings.redis_prefix,
+        SEATMAP_DATA_DIR=str(settings.data_dir),
+        SEATMAP_LOG_JSON="0",
+        SEATMAP_JOB_BACKOFF="0.05",
+        SEATMAP_JOB_MAX_BACKOFF="0.3",
+        SEATMAP_JOB_POLL_INTERVAL="0.2",
+        SEATMAP_JOB_MAX_ATTEMPTS="40",
+        SEATMAP_REFUND_TIMEOUT="0.3",
+    )
+    environ.update(extra)
+    return environ
+
+
+class WorkerProcess:
+    """A `python -m seatmap worker` subprocess whose log goes to a file (it can be long)."""
+
+    def __init__(self, process: asyncio.subprocess.Process, log: Path) -> None:
+        self.process = process
+        self.log_path = log
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def wait_for_line(self, text: str, within: float = 15.0) -> None:
+        async with asyncio.timeout(within * TIMEOUT_FACTOR):
+            while text not in self.log:
+                if self.process.returncode is not None:
+                    raise AssertionError(f"the worker ended before saying {text!r}:\n{self.log}")
+                await asyncio.sleep(0.05)
+
+    async def kill(self) -> None:
+        """SIGKILL: no chance to finish or give anything back."""
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15 * TIMEOUT_FACTOR):
+            return await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def worker(settings: Settings, log: Path, **extra: str) -> AsyncIterator[WorkerProcess]:
+    """A real worker process; killed at the end if it is still running."""
+    with log.open("ab") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "seatmap", "worker",
+            cwd=ROOT, env=worker_environ(settings, **extra),
+            stdout=asyncio.subprocess.DEVNULL, stderr=out,
+        )  # fmt: skip
+    handle = WorkerProcess(process, log)
+    try:
+        await handle.wait_for_line("worker running jobs")
+        yield handle
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], within: float = 20.0) -> Any:
+    """Poll until `check()` returns something truthy; return it."""
+    async with asyncio.timeout(within * TIMEOUT_FACTOR):
+        while not (result := await check()):  # noqa: ASYNC110 (polling the database)
+            await asyncio.sleep(0.05)
+    return result
+
+
+async def count(rt: Runtime, sql: str, *args: Any) -> int:
+    async with rt.pool.acquire() as conn:
+        found: int = await conn.fetchval(sql, *args)
+    return found
