@@ -29,9 +29,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from seatmap import cancellations, jobs, mail, notifications, payments, refunds
+from seatmap.auth import Principal
 from seatmap.db import create_pool
-from seatmap.errors import ConfigError
-from seatmap.holds import Holds
+from seatmap.errors import ConfigError, NotFound
+from seatmap.holds import Holds, holds_of
 from seatmap.inventory import Inventory
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
@@ -77,6 +78,11 @@ RETURNING id, hold_token, coalesce(user_id, sold_by) AS owner
 async def _expire_lapsed(rt: Runtime) -> int:
     async with rt.pool.acquire() as conn:
         rows = await conn.fetch(_EXPIRE)
+    holds = holds_of(rt)
+    for row in rows:
+        owner = Principal(user_id=row["owner"], role="customer", jti="", expires_at=0)
+        with contextlib.suppress(NotFound):  # restocked already
+            await holds.release(owner, row["hold_token"])
     return len(rows)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
-from tests.support import TIMEOUT_FACTOR, quick_users
+from tests.support import TIMEOUT_FACTOR, User, quick_users
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 
@@ -58,9 +58,13 @@ SELECT id, seat, price FROM od ORDER BY n
 @dataclass(frozen=True)
 class PaidOrder:
     id: int
-    user_id: int
+    buyer: User  # with an access token
     seat: str
     price: int
+
+    @property
+    def user_id(self) -> int:
+        return self.buyer.id
 
 
 async def seat_labels(rt: Runtime, screening: int) -> list[str]:
@@ -85,7 +89,7 @@ async def paid_orders(rt: Runtime, screening: int, n: int, *, first_seat: int = 
         )
     by_seat = {r["seat"]: r for r in rows}
     return [
-        PaidOrder(by_seat[seat]["id"], user.id, seat, by_seat[seat]["price"])
+        PaidOrder(by_seat[seat]["id"], user, seat, by_seat[seat]["price"])
         for user, seat in zip(users, seats, strict=True)
     ]
 

@@ -11,11 +11,17 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
+
 from seatmap import mail
+from seatmap.app import create_app
 from seatmap.runtime import Runtime
 from seatmap.settings import Secret, Settings
+from tests import refunding
+from tests.conftest import running
+from tests.shopping import pending_order, seat_states
 from tests.smtp import SMTPSink
-from tests.support import TIMEOUT_FACTOR
+from tests.support import TIMEOUT_FACTOR, Server, logged_in, make_screening
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 10 * TIMEOUT_FACTOR
@@ -135,3 +141,93 @@ async def test_a_bad_smtp_url_stops_the_worker_at_once(settings: Settings) -> No
             _, err = await proc.process.communicate()
     assert proc.process.returncode == 2
     assert "SEATMAP_SMTP_URL must look like smtp://" in err.decode()
+
+
+# ---- the jobs and the housekeeping (refunds, order expiry) ------------------------------------
+
+
+async def test_the_worker_expires_a_lapsed_order_and_releases_its_hold(
+    server: Server, client: httpx.AsyncClient, rt: Runtime, tmp_path: Path
+) -> None:
+    """A pending order past its payment window becomes expired and its seats go back on sale."""
+    screening = await make_screening(rt, ["S" * 10], strand_rule=False)
+    buyer = await logged_in(rt, client)
+    made = await pending_order(client, buyer, screening, ["A3", "A4"])
+    async with rt.pool.acquire() as conn:
+        # The payment window is over; the hold itself would have lived on (extended, say).
+        await conn.execute(
+            "UPDATE orders SET expires_at = now() - interval '1 second' WHERE id = $1", made["id"]
+        )
+    assert await seat_states(rt, screening) == {"A3": "held", "A4": "held"}
+    async with refunding.worker(rt.settings, tmp_path / "worker.log"):
+        await refunding.eventually(lambda: _order_is(rt, made["id"], "expired"))
+        await refunding.eventually(lambda: _no_seats(rt, screening))
+    r = await client.post(f"/api/orders/{made['id']}/payments", headers=buyer.headers)
+    assert r.status_code == 409
+
+
+async def _order_is(rt: Runtime, order_id: int, status: str) -> bool:
+    async with rt.pool.acquire() as conn:
+        return bool(await conn.fetchval("SELECT status = $2 FROM orders WHERE id = $1", order_id, status))
+
+
+async def _no_seats(rt: Runtime, screening: int) -> bool:
+    return await seat_states(rt, screening) == {}
+
+
+async def test_money_marked_for_refund_without_a_refund_yet_is_refunded_by_the_worker(
+    server: Server, client: httpx.AsyncClient, rt: Runtime, tmp_path: Path
+) -> None:
+    """A late payment checkout marked `needs_refund` is refunded once; its order stays expired."""
+    screening = await make_screening(rt, ["S" * 10], strand_rule=False)
+    (order,) = await refunding.paid_orders(rt, screening, 1)
+    async with rt.pool.acquire() as conn:
+        # What checkout writes for a payment that arrived after its order expired.
+        await conn.execute("DELETE FROM tickets WHERE order_id = $1", order.id)
+        await conn.execute("UPDATE orders SET status = 'expired', paid_at = NULL WHERE id = $1", order.id)
+        await conn.execute(
+            "UPDATE payments SET needs_refund = true, refund_reason = 'order_expired' WHERE order_id = $1",
+            order.id,
+        )
+    async with refunding.worker(rt.settings, tmp_path / "worker.log") as proc:
+        await refunding.eventually(lambda: _refunded_payment(rt, order.id))
+        await proc.wait_for_line("had no refund yet; queued now")
+    async with rt.pool.acquire() as conn:
+        ledger = await conn.fetch("SELECT amount FROM simulated_refunds")
+        row = await conn.fetchrow(
+            "SELECT r.reason, r.closes_order, o.status FROM refunds r JOIN orders o ON o.id = r.order_id"
+        )
+    assert [r["amount"] for r in ledger] == [order.price]
+    assert row is not None and tuple(row) == ("order_expired", False, "expired")
+
+
+async def _refunded_payment(rt: Runtime, order_id: int) -> bool:
+    async with rt.pool.acquire() as conn:
+        return bool(
+            await conn.fetchval(
+                "SELECT NOT p.needs_refund AND r.status = 'succeeded' FROM payments p"
+                " JOIN refunds r ON r.payment_id = p.id WHERE p.order_id = $1",
+                order_id,
+            )
+        )
+
+
+async def test_in_dev_mode_the_web_process_runs_the_jobs_itself(settings: Settings, rt: Runtime) -> None:
+    """`seatmap serve` in dev mode needs no separate worker: a cancellation's refunds complete."""
+    screening = await make_screening(rt, ["S" * 10], strand_rule=False)
+    paid = await refunding.paid_orders(rt, screening, 3)
+    dev = replace(settings, inline_worker=True, job_poll_interval=0.1)
+    async with running(create_app(dev)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
+        admin = await logged_in(rt, client, "admin")
+        r = await client.post(
+            f"/api/admin/screenings/{screening}/cancel", json={"reason": "x"}, headers=admin.headers
+        )
+        assert r.status_code == 202
+        await refunding.eventually(lambda: _all_refunded(rt, len(paid)))
+        r = await client.get("/api/notifications", headers=paid[0].buyer.headers)
+        assert {n["kind"] for n in r.json()["items"]} >= {"screening_cancelled"}
+
+
+async def _all_refunded(rt: Runtime, n: int) -> bool:
+    async with rt.pool.acquire() as conn:
+        return bool(await conn.fetchval("SELECT count(*) = $1 FROM orders WHERE status = 'refunded'", n))
