@@ -93,7 +93,7 @@ class Run:
     async def connect(self, server: servers.Running, count: int) -> list[loadgen.Connected]:
         path = f"/ws/screenings/{self.stage.screening}"
         commands = [
-            loadgen.Connect("127.0.0.1", server.port, path, n, self.args.client)
+            loadgen.Connect("127.0.0.1", server.port, path, n, self.args.client, self.args.deflate)
             for n in self.gens.split(count)
         ]
         connected: list[loadgen.Connected] = await self.gens.ask(commands)
@@ -362,6 +362,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drain", type=float, default=20.0, help="max seconds to wait for the last delta")
     p.add_argument("--procs", type=int, default=2, help="load-generator processes")
     p.add_argument("--client", choices=("raw", "websockets"), default="raw", help="viewer client")
+    p.add_argument("--deflate", action="store_true", help="viewers offer permessage-deflate, as browsers do")
     p.add_argument(
         "--ws",
         type=lambda s: s.split(","),

@@ -48,6 +48,7 @@ class Connect:
     path: str
     count: int
     client: str = "raw"  # "raw" (bench.wire) or "websockets" (the library's asyncio client)
+    deflate: bool = False  # offer permessage-deflate, as browsers do
     concurrency: int = 64
 
 
@@ -219,7 +220,9 @@ class LoadGenerator:
                     if command.client == "websockets":
                         await self._library_socket(viewer, command)
                     else:
-                        socket = await wire.connect(command.host, command.port, command.path, viewer)
+                        socket = await wire.connect(
+                            command.host, command.port, command.path, viewer, command.deflate
+                        )
                         viewer.close = socket.close
                 except (OSError, TimeoutError) as exc:
                     errors[type(exc).__name__] += 1
@@ -234,7 +237,8 @@ class LoadGenerator:
         import websockets
 
         url = f"ws://{command.host}:{command.port}{command.path}"
-        conn = await websockets.connect(url, compression=None, open_timeout=30, max_queue=None)
+        compression = "deflate" if command.deflate else None
+        conn = await websockets.connect(url, compression=compression, open_timeout=30, max_queue=None)
 
         async def read() -> None:
             try:

@@ -10,8 +10,9 @@ one core or two of the machine's two. `python -m bench.live --client websockets`
 library client for cross-checking the figures.
 
 Covered: the opening handshake (checked), text/binary/continuation frames, ping -> pong,
-the closing handshake, masked client frames. Not covered (never used here): extensions
-(no compression is offered, as `compression=None` in `websockets`), subprotocols, TLS.
+the closing handshake, masked client frames, and, when asked (`deflate=True`, as browsers
+do), permessage-deflate for what the server sends (RFC 7692; the client itself sends
+uncompressed frames, which the extension allows). Not covered: subprotocols, TLS.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import asyncio
 import base64
 import hashlib
 import os
+import re
 import struct
 import time
-from typing import Final, Protocol
+import zlib
+from typing import Any, Final, Protocol
 
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TEXT: Final = 0x1
@@ -67,13 +70,16 @@ def frame(opcode: int, payload: bytes) -> bytes:
 class Socket(asyncio.Protocol):
     """One client WebSocket. `opened` resolves after the handshake; `done` when the TCP connection ends."""
 
-    def __init__(self, host: str, port: int, path: str, receiver: Receiver) -> None:
+    def __init__(self, host: str, port: int, path: str, receiver: Receiver, deflate: bool = False) -> None:
         self.receiver = receiver
         self.key = base64.b64encode(os.urandom(16))
+        offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if deflate else ""
         self.request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {self.key.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Sec-WebSocket-Key: {self.key.decode()}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
         ).encode()
+        self.inflate: Any = None  # a zlib decompressor once permessage-deflate is agreed
+        self._compressed = False
         loop = asyncio.get_running_loop()
         self.opened: asyncio.Future[None] = loop.create_future()
         self.done: asyncio.Future[int] = loop.create_future()
@@ -123,6 +129,11 @@ class Socket(asyncio.Protocol):
             self.transport.close()
             self.opened.set_exception(ConnectionError(f"handshake refused: {status}"))
             return False
+        extension = headers.get("sec-websocket-extensions", "")
+        if extension.startswith("permessage-deflate"):
+            bits = re.search(r"server_max_window_bits=(\d+)", extension)
+            # With context takeover (the default) one decompressor lives as long as the socket.
+            self.inflate = zlib.decompressobj(wbits=-int(bits[1]) if bits else -15)
         self.is_open = True
         self.opened.set_result(None)
         return True
@@ -158,18 +169,22 @@ class Socket(asyncio.Protocol):
             if key:
                 payload = _mask(payload, key)
             pos = end
-            self._frame(first & 0x80, first & 0x0F, payload, received)
+            self._frame(first & 0xC0, first & 0x0F, payload, received)
         if pos:
             del buffer[:pos]
 
-    def _frame(self, fin: int, opcode: int, payload: bytes, received: float) -> None:
+    def _frame(self, flags: int, opcode: int, payload: bytes, received: float) -> None:
         if opcode == TEXT or opcode == 0x2 or opcode == 0x0:
-            if not fin:
+            if opcode != 0x0:
+                self._compressed = bool(flags & 0x40)  # RSV1 on a message's first frame
+            if not flags & 0x80:
                 self._fragments.append(payload)
                 return
             if self._fragments:
                 payload = b"".join([*self._fragments, payload])
                 self._fragments.clear()
+            if self._compressed:
+                payload = self.inflate.decompress(payload + b"\x00\x00\xff\xff")
             self.receiver.text(payload, received)
         elif opcode == PING:
             self._write(frame(PONG, payload))
@@ -203,9 +218,11 @@ class Socket(asyncio.Protocol):
                 self.transport.abort()
 
 
-async def connect(host: str, port: int, path: str, receiver: Receiver) -> Socket:
+async def connect(host: str, port: int, path: str, receiver: Receiver, deflate: bool = False) -> Socket:
     loop = asyncio.get_running_loop()
-    transport, socket = await loop.create_connection(lambda: Socket(host, port, path, receiver), host, port)
+    transport, socket = await loop.create_connection(
+        lambda: Socket(host, port, path, receiver, deflate), host, port
+    )
     try:
         async with asyncio.timeout(_OPEN_WAIT):
             await socket.opened
