@@ -190,10 +190,12 @@ def ratios(rows: list[Watched], settings: dict[str, Any]) -> list[str]:
                 f"  CPU us per msg     {_n(r.cpu_us_per_msg, 2):>10} vs {_n(base.cpu_us_per_msg, 2):>10}"
                 f"   ratio {_n(cpu, 2):>5}  (target <= {TARGET_CPU:.2f})  {_check(cpu <= TARGET_CPU)}"
             )
+            # The latency target is set for N = 1,000 at 50 changes/s only.
+            applies = settings["viewers"] == 1000 and settings["rate"] == 50
             lines.append(
                 f"  p99 latency ms     {_n(r.p99_ms):>10} vs {_n(base.p99_ms):>10}"
                 f"   ratio {_n(r.p99_ms / base.p99_ms, 2):>5}  (target <= {TARGET_P99_MS:g} ms at N=1000, "
-                f"50 changes/s)  {_check(r.p99_ms <= TARGET_P99_MS)}"
+                f"50 changes/s)  {_check(r.p99_ms <= TARGET_P99_MS) if applies else 'n/a here'}"
             )
             lines.append(
                 f"  KB per idle viewer {_n(r.kb_per_viewer):>10} vs {_n(base.kb_per_viewer):>10}"
