@@ -80,11 +80,18 @@ def policy_from(settings: Settings) -> Policy:
     )
 
 
+# The NOTIFY rides in the same statement (one round trip); it is delivered when the
+# transaction commits, not before: workers never see an uncommitted job.
 _ENQUEUE: Final = """
-INSERT INTO jobs (kind, payload, max_attempts, run_at, dedupe_key)
-VALUES ($1, $2, $3, coalesce($4, now()), $5)
-ON CONFLICT (dedupe_key) DO NOTHING
-RETURNING id
+WITH new AS (
+    INSERT INTO jobs (kind, payload, max_attempts, run_at, dedupe_key)
+    VALUES ($1, $2, $3, coalesce($4, now()), $5)
+    ON CONFLICT (dedupe_key) DO NOTHING
+    RETURNING id
+), woken AS (
+    SELECT pg_notify($6, $1) FROM new
+)
+SELECT id, (SELECT count(*) FROM woken) FROM new
 """
 
 # Payloads come as JSON text (one array parameter), keys as a parallel array (NULL: no key).
@@ -94,18 +101,26 @@ WITH new AS (
     SELECT $1, t.payload::jsonb, $3, t.key FROM unnest($2::text[], $4::text[]) AS t (payload, key)
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING 1
+), added AS (
+    SELECT count(*) AS n FROM new
+), woken AS (
+    SELECT pg_notify($5, $1) FROM added WHERE n > 0
 )
-SELECT count(*) FROM new
+SELECT n, (SELECT count(*) FROM woken) FROM added
 """
 
+# Two index scans that stop after $1 rows each (jobs whose worker died first, then the queue in
+# order), instead of one OR over both: that sorted every due job on every claim, so a claim from
+# a queue of thousands (a cancellation) cost milliseconds of database time.
 _CLAIM: Final = """
-WITH due AS (
-    SELECT id FROM jobs
-    WHERE (status = 'queued' AND run_at <= now())
-       OR (status = 'running' AND locked_until < now())
-    ORDER BY run_at, id
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
+WITH stale AS (
+    SELECT id FROM jobs WHERE status = 'running' AND locked_until < now()
+    ORDER BY locked_until LIMIT $1 FOR UPDATE SKIP LOCKED
+), queued AS (
+    SELECT id FROM jobs WHERE status = 'queued' AND run_at <= now()
+    ORDER BY run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT id FROM stale UNION ALL SELECT id FROM queued LIMIT $1
 )
 UPDATE jobs j
 SET status = 'running', attempts = j.attempts + 1, locked_by = $2,
@@ -158,11 +173,8 @@ async def enqueue(
     """Add a job in the caller's transaction; None if a job with this dedupe key exists already."""
     # A dict: the pool's jsonb codec (db.py) encodes it.
     job_id: int | None = await conn.fetchval(
-        _ENQUEUE, kind, dict(payload or {}), max_attempts, run_at, dedupe_key
+        _ENQUEUE, kind, dict(payload or {}), max_attempts, run_at, dedupe_key, CHANNEL
     )
-    if job_id is not None:
-        # Delivered when the transaction commits, not before: workers never see an uncommitted job.
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, kind)
     return job_id
 
 
@@ -181,10 +193,8 @@ async def enqueue_many(
     if not payloads:
         return 0
     added: int = await conn.fetchval(
-        _ENQUEUE_MANY, kind, [json.dumps(dict(p)) for p in payloads], max_attempts, keys
+        _ENQUEUE_MANY, kind, [json.dumps(dict(p)) for p in payloads], max_attempts, keys, CHANNEL
     )
-    if added:
-        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, kind)
     return added
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -249,3 +251,25 @@ def test_policy_comes_from_the_settings(settings: Settings) -> None:
     policy = jobs.policy_from(tuned)
     assert (policy.concurrency, policy.backoff, policy.lease, policy.poll_interval) == (3, 0.5, 9.0, 0.25)
     assert policy.max_attempts == tuned.job_max_attempts
+
+
+class _Rollback(Exception):
+    pass
+
+
+async def test_a_claim_from_a_long_queue_reads_only_the_jobs_it_takes(rt: Runtime) -> None:
+    """With 5,000 jobs due, claiming one reads a handful of rows, not the whole queue."""
+    async with rt.pool.acquire() as conn:
+        await jobs.enqueue_many(conn, "bulk", [{"n": n} for n in range(5000)])
+        await conn.execute("ANALYZE jobs")
+        with contextlib.suppress(_Rollback):
+            async with conn.transaction():
+                # The worker's own claim statement, measured (and undone).
+                plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {jobs._CLAIM}", 1, "w", 60.0)
+                raise _Rollback
+
+    def rows_read(node: dict[str, Any]) -> int:
+        own = int(node["Actual Rows"]) if "Scan" in node["Node Type"] else 0
+        return own + sum(rows_read(child) for child in node.get("Plans", []))
+
+    assert rows_read(json.loads(plan)[0]["Plan"]) < 20
