@@ -10,6 +10,7 @@ job's dedupe key is the notification's key too: a job that runs twice tells the 
 
 from __future__ import annotations
 
+import contextlib
 import zoneinfo
 from collections.abc import Sequence
 from datetime import datetime
@@ -53,7 +54,8 @@ DETAILS: Final = """
 SELECT u.email, u.name, o.id AS order_id, o.total, o.currency, o.screening_id,
        s.starts_at, s.cancel_reason, m.title, c.name AS cinema, c.timezone,
        (SELECT count(*) FROM order_lines WHERE order_id = o.id) AS tickets,
-       (SELECT amount FROM refunds WHERE id = $3) AS refunded
+       (SELECT amount FROM refunds WHERE id = $3) AS refunded,
+       EXISTS (SELECT 1 FROM notifications WHERE dedupe_key = $4) AS told
 FROM users u, orders o
 JOIN screenings s ON s.id = o.screening_id
 JOIN movies m ON m.id = s.movie_id
@@ -62,12 +64,11 @@ JOIN cinemas c ON c.id = a.cinema_id
 WHERE u.id = $1 AND o.id = $2
 """
 RECORD: Final = """
-INSERT INTO notifications (user_id, kind, subject, body, order_id, screening_id, dedupe_key)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO notifications (user_id, kind, subject, body, order_id, screening_id, dedupe_key, mail_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (dedupe_key) DO NOTHING
 RETURNING id
 """
-LINK_MAIL: Final = "UPDATE notifications SET mail_id = $2 WHERE id = $1"
 LIST: Final = """
 SELECT id, kind, subject, body, created_at, order_id, screening_id FROM notifications
 WHERE user_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3
@@ -139,24 +140,29 @@ def render(kind: str, row: Any) -> tuple[str, str]:
     return subject, f"{greeting}\n\n{text}\n\nseatmap\n"
 
 
+class _ToldMeanwhile(Exception):
+    """Another run of the same job recorded it first: undo this run's mail."""
+
+
 async def deliver(rt: Runtime, job: jobs.Job) -> None:
     """The `notify` job: record the notification and queue its mail, once."""
     p = job.payload
     async with rt.pool.acquire() as conn:
-        row = await conn.fetchrow(DETAILS, p["user_id"], p["order_id"], p.get("refund_id"))
-        if row is None:
-            return  # the user or order is gone: nobody left to tell
+        row = await conn.fetchrow(DETAILS, p["user_id"], p["order_id"], p.get("refund_id"), p["key"])
+        if row is None or row["told"]:
+            return  # nobody left to tell (user or order gone), or told already (this job ran before)
         subject, body = render(p["kind"], row)
-        async with conn.transaction():
-            notification = await conn.fetchval(
-                RECORD, p["user_id"], p["kind"], subject, body, p["order_id"], row["screening_id"], p["key"]
-            )
-            if notification is None:
-                return  # told already (this job ran before)
-            mail_id = await mail.enqueue(
-                conn, rt.settings, to=row["email"], subject=subject, body=body, user_id=p["user_id"]
-            )
-            await conn.execute(LINK_MAIL, notification, mail_id)
+        with contextlib.suppress(_ToldMeanwhile):
+            async with conn.transaction():
+                mail_id = await mail.enqueue(
+                    conn, rt.settings, to=row["email"], subject=subject, body=body, user_id=p["user_id"]
+                )
+                recorded = await conn.fetchval(
+                    RECORD, p["user_id"], p["kind"], subject, body, p["order_id"], row["screening_id"],
+                    p["key"], mail_id,
+                )  # fmt: skip
+                if recorded is None:
+                    raise _ToldMeanwhile
 
 
 @documented(

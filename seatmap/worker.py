@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from seatmap import cancellations, jobs, mail, notifications, payments, refunds
 from seatmap.auth import Principal
-from seatmap.db import create_pool
+from seatmap.db import Connection, create_pool
 from seatmap.errors import ConfigError, NotFound
 from seatmap.holds import Holds, holds_of
 from seatmap.inventory import Inventory
@@ -41,6 +41,13 @@ log = logging.getLogger("seatmap.worker")
 
 # Connections beyond one per running job: the claim loop, lease renewal, housekeeping, mail.
 _SPARE_CONNECTIONS: Final = 4
+
+
+async def _keep_session(conn: Connection) -> None:
+    """The pool's reset on release, minus the reset query (a round trip and a RESET ALL each
+    time a job gives its connection back, several times per job). The jobs leave no session
+    state behind (no SET, no session locks, listeners removed); asyncpg still rolls back a
+    transaction left open before calling this."""
 
 
 def handlers(rt: Runtime) -> dict[str, jobs.Handler]:
@@ -131,7 +138,10 @@ async def run(settings: Settings) -> None:
     with _stop_on_signals(stop):
         async with contextlib.AsyncExitStack() as stack:
             pool = await create_pool(
-                settings.database_url, min_size=2, max_size=settings.job_concurrency + _SPARE_CONNECTIONS
+                settings.database_url,
+                min_size=2,
+                max_size=settings.job_concurrency + _SPARE_CONNECTIONS,
+                reset=_keep_session,
             )
             stack.push_async_callback(pool.close)
             redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
