@@ -21,13 +21,15 @@ from starlette.routing import BaseRoute, Route
 
 from seatmap.api import documented, read_body, respond
 from seatmap.auth import require
-from seatmap.errors import InvalidInput, NotFound, SeatTaken
+from seatmap.errors import NotFound, SeatTaken
 from seatmap.orders import (
     HolderName,
     LiveOrder,
     Order,
     checkout_holds,
+    holder_list,
     price_lines,
+    pricing,
     publish_sold,
     visible_order,
 )
@@ -84,17 +86,14 @@ async def sell(request: Request) -> Response:
     rt = runtime(request)
     holds = checkout_holds(rt)
     hold = await holds.create(staff, sale.screening_id, sale.seats, sale.ga)
-    sold: LiveOrder | None = None
     try:
-        currency, lines = await price_lines(rt, hold.screening_id, hold.seats, hold.ga)
-        if len(sale.holder_names) > len(lines):
-            raise InvalidInput(
-                f"This sale has {len(lines)} tickets; too many holder names.", path="$.holder_names"
-            )
-        holders = [n or None for n in sale.holder_names] + [None] * (len(lines) - len(sale.holder_names))
-        columns = list(zip(*lines, strict=True))
-        total = sum(line[3] for line in lines)
+        layout = await holds.inventory.layout(hold.screening_id)  # before taking a connection
         async with rt.pool.acquire() as conn:
+            row = await pricing(conn, hold.screening_id)
+            currency, lines = price_lines(layout, row, hold.seats, hold.ga)
+            holders = holder_list(sale.holder_names, len(lines))
+            columns = list(zip(*lines, strict=True))
+            total = sum(line[3] for line in lines)
             try:
                 async with conn.transaction():
                     order_id = await conn.fetchval(
@@ -114,18 +113,19 @@ async def sell(request: Request) -> Response:
                     f"Already sold: {', '.join(taken) or 'some of these seats'}.", seats=taken, taken=taken,
                     blocked=[],
                 ) from None  # fmt: skip
-        sold = LiveOrder(
-            id=order_id, user_id=None, sold_by=staff.user_id, screening_id=hold.screening_id,
-            hold_token=hold.token, status="paid", currency=currency, total=total,
-            expires_at=datetime.now(UTC), lapsed=False, seats=list(hold.seats), ga=hold.ga, lines=len(lines),
-        )  # fmt: skip
+            order = await visible_order(rt, staff, order_id, conn)
     except Exception:
         # Refused or failed: the seats go straight back on sale, and no row was written.
         with contextlib.suppress(NotFound):
             await holds.release(staff, hold.token)
         raise
+    sold = LiveOrder(
+        id=order_id, user_id=None, sold_by=staff.user_id, screening_id=hold.screening_id,
+        hold_token=hold.token, status="paid", currency=currency, total=total, expires_at=datetime.now(UTC),
+        lapsed=False, seats=list(hold.seats), ga=hold.ga, lines=len(lines),
+    )  # fmt: skip
     await publish_sold(rt, sold)
-    return respond(await visible_order(rt, staff, sold.id), 201)
+    return respond(order, 201)
 
 
 routes: list[BaseRoute] = [

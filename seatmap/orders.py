@@ -51,9 +51,10 @@ from seatmap.errors import (
     OrderExists,
 )
 from seatmap.holds import Holds, holds_of, parse_token
+from seatmap.inventory import Layout
 from seatmap.protocol import GASelection
 from seatmap.runtime import Runtime, runtime
-from seatmap.tickets import Ticket, order_tickets
+from seatmap.tickets import Ticket
 
 log = logging.getLogger("seatmap.orders")
 
@@ -131,41 +132,64 @@ _SUMMARY: Final = """
 o.id, CASE WHEN o.status = 'pending' AND o.expires_at <= now() THEN 'expired' ELSE o.status END AS status,
 o.screening_id, o.channel, o.currency, o.total, o.expires_at, o.created_at, o.paid_at
 """
-GET_ORDER: Final = f"SELECT {_SUMMARY}, o.user_id FROM orders o WHERE o.id = $1"
+_STATUS: Final = "CASE WHEN o.status = 'pending' AND o.expires_at <= now() THEN 'expired' ELSE o.status END"
+# The whole order as one JSON document (decoded straight into `Order`): one round trip.
+ORDER_DOCUMENT: Final = f"""
+SELECT o.user_id, jsonb_build_object(
+    'id', o.id, 'status', {_STATUS}, 'screening_id', o.screening_id, 'channel', o.channel,
+    'currency', o.currency, 'total', o.total, 'expires_at', o.expires_at, 'created_at', o.created_at,
+    'paid_at', o.paid_at,
+    'lines', coalesce((
+        SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+            'seat', seat_label, 'area', ga_area, 'category', category, 'price', price,
+            'holder_name', holder_name)) ORDER BY position)
+        FROM order_lines WHERE order_id = o.id), '[]'),
+    'tickets', coalesce((
+        SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+            'code', code, 'screening_id', screening_id, 'seat', seat_label, 'area', ga_area,
+            'category', category, 'price', price, 'holder_name', holder_name, 'status', status,
+            'checked_in_at', checked_in_at, 'qr_url', '/api/tickets/' || code || '/qr.svg')) ORDER BY id)
+        FROM tickets WHERE order_id = o.id), '[]'),
+    'payments', coalesce((
+        SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+            'id', id, 'order_id', order_id, 'provider', provider, 'status', status, 'amount', amount,
+            'currency', currency, 'redirect_url', redirect_url, 'needs_refund', needs_refund,
+            'refund_reason', refund_reason)) ORDER BY id)
+        FROM payments WHERE order_id = o.id), '[]'),
+    'needs_refund', EXISTS (SELECT 1 FROM payments WHERE order_id = o.id AND needs_refund)
+)::text AS doc
+FROM orders o WHERE o.id = $1
+"""
 LIST_ORDERS: Final = f"""
 SELECT {_SUMMARY} FROM orders o
 WHERE o.user_id = $1 AND o.id < $2 ORDER BY o.id DESC LIMIT $3
 """
-ORDER_LINES: Final = """
-SELECT seat_label, ga_area, category, price, holder_name FROM order_lines
-WHERE order_id = $1 ORDER BY position
-"""
-ORDER_PAYMENTS: Final = """
-SELECT id, order_id, provider, status, amount, currency, redirect_url, needs_refund, refund_reason
-FROM payments WHERE order_id = $1 ORDER BY id
-"""
 FIND_REQUEST: Final = "SELECT request_hash, order_id FROM order_requests WHERE user_id = $1 AND key = $2"
+# Prices, and (for an order) whether this idempotency key was used already: one round trip.
 PRICING: Final = """
 SELECT s.currency,
        coalesce((SELECT jsonb_object_agg(category, amount) FROM screening_prices
                  WHERE screening_id = s.id), '{}') AS prices,
        coalesce((SELECT jsonb_object_agg(name, category) FROM ga_areas
-                 WHERE auditorium_id = s.auditorium_id), '{}') AS ga_categories
-FROM screenings s WHERE s.id = $1
+                 WHERE auditorium_id = s.auditorium_id), '{}') AS ga_categories,
+       r.request_hash, r.order_id AS request_order
+FROM screenings s LEFT JOIN order_requests r ON r.user_id = $2 AND r.key = $3
+WHERE s.id = $1
 """
 # Order, lines and idempotency key in one statement: all of it is written, or none.
 INSERT_ORDER: Final = """
 WITH o AS (
     INSERT INTO orders (user_id, screening_id, hold_token, currency, total, expires_at)
-    VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
+    VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, created_at
 ), l AS (
     INSERT INTO order_lines (order_id, position, seat_label, ga_area, category, price, holder_name)
     SELECT o.id, t.n - 1, t.seat, t.area, t.category, t.price, t.holder
     FROM o, unnest($7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[])
          WITH ORDINALITY AS t(seat, area, category, price, holder, n)
+), r AS (
+    INSERT INTO order_requests (user_id, key, request_hash, order_id) SELECT $1, $12, $13, o.id FROM o
 )
-INSERT INTO order_requests (user_id, key, request_hash, order_id) SELECT $1, $12, $13, o.id FROM o
-RETURNING order_id
+SELECT id, created_at FROM o
 """
 LIVE_ORDER_OF_HOLD: Final = "SELECT id FROM orders WHERE hold_token = $1 AND status IN ('pending', 'paid')"
 CANCEL_ORDER: Final = """
@@ -192,7 +216,7 @@ SELECT {LIVE_ORDER_COLUMNS} FROM orders o
 WHERE o.status = 'paid' AND NOT o.seats_published AND o.paid_at < now() - interval '{_PUBLISH_GRACE}'
 ORDER BY o.paid_at LIMIT 100
 """
-MARK_PUBLISHED: Final = "UPDATE orders SET seats_published = true WHERE id = $1"
+MARK_PUBLISHED: Final = "UPDATE orders SET seats_published = true WHERE id = ANY($1::bigint[])"
 
 
 # ---- the order as confirmation sees it ------------------------------------------------------------
@@ -253,8 +277,23 @@ async def publish_sold(rt: Runtime, order: LiveOrder) -> None:
     """
     holds = holds_of(rt)
     await holds.sell(order.hold_token, order.hold_owner, order.seats, order.ga, str(order.id))
-    async with rt.pool.acquire() as conn:
-        await conn.execute(MARK_PUBLISHED, order.id)
+    _published(rt).add(order.id)
+
+
+def _published(rt: Runtime) -> set[int]:
+    """Orders shown sold by this process and not yet written down: the sweeper writes them in
+    one statement per round (well inside the grace period), instead of one per sale."""
+    published: set[int] = rt.extras.setdefault("orders.published", set())
+    return published
+
+
+async def flush_published(rt: Runtime) -> int:
+    done = set(_published(rt))
+    if done:
+        async with rt.pool.acquire() as conn:
+            await conn.execute(MARK_PUBLISHED, list(done))
+        _published(rt).difference_update(done)
+    return len(done)
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -268,35 +307,25 @@ def _summary(row: Any) -> OrderSummary:
     )  # fmt: skip
 
 
+_order_decoder: Final = msgspec.json.Decoder(Order)
+
+
 async def fetch_order(conn: AnyConnection, order_id: int) -> tuple[Order, int | None] | None:
     """The order with lines, tickets and payments, and its buyer's id (None: box office)."""
-    row = await conn.fetchrow(GET_ORDER, order_id)
+    row = await conn.fetchrow(ORDER_DOCUMENT, order_id)
     if row is None:
         return None
-    lines = [
-        OrderLine(
-            seat=r["seat_label"],
-            area=r["ga_area"],
-            category=r["category"],
-            price=r["price"],
-            holder_name=r["holder_name"],
-        )
-        for r in await conn.fetch(ORDER_LINES, order_id)
-    ]
-    payments = [Payment(**dict(r)) for r in await conn.fetch(ORDER_PAYMENTS, order_id)]
-    order = Order(
-        **msgspec.structs.asdict(_summary(row)),
-        lines=lines,
-        tickets=await order_tickets(conn, order_id),
-        payments=payments,
-        needs_refund=any(p.needs_refund for p in payments),
-    )
-    return order, row["user_id"]
+    return _order_decoder.decode(row["doc"]), row["user_id"]
 
 
-async def visible_order(rt: Runtime, who: Principal, order_id: int) -> Order:
+async def visible_order(
+    rt: Runtime, who: Principal, order_id: int, conn: AnyConnection | None = None
+) -> Order:
     """The order if `who` bought it or is staff; 404 otherwise (no hint that it exists)."""
-    async with rt.pool.acquire() as conn:
+    if conn is None:
+        async with rt.pool.acquire() as own:
+            found = await fetch_order(own, order_id)
+    else:
         found = await fetch_order(conn, order_id)
     if found is None or not (who.has_role("staff") or found[1] == who.user_id):
         raise NotFound("No such order.")
@@ -316,26 +345,29 @@ def _idempotency_key(request: Request) -> str:
     return key
 
 
-async def _replay(rt: Runtime, who: Principal, key: str, digest: bytes) -> Response | None:
-    async with rt.pool.acquire() as conn:
-        found = await conn.fetchrow(FIND_REQUEST, who.user_id, key)
-    if found is None:
+async def _replay(
+    rt: Runtime, conn: AnyConnection, who: Principal, digest: bytes, found: Any
+) -> Response | None:
+    """The earlier order made with this key (`found`: its request_hash and order), if any."""
+    if found is None or found["request_hash"] is None:
         return None
     if found["request_hash"] != digest:
         raise IdempotencyKeyReused()
-    order = await visible_order(rt, who, found["order_id"])
+    order = await visible_order(rt, who, found["request_order"], conn)
     return respond(order, 201, headers={"Idempotent-Replayed": "true"})
 
 
-async def price_lines(
-    rt: Runtime, screening: int, seats: list[str], ga: GASelection | None
-) -> tuple[str, list[Any]]:
-    """(currency, [(seat, area, category, price)...]): seats first, then one line per GA unit."""
-    layout = await holds_of(rt).inventory.layout(screening)
-    async with rt.pool.acquire() as conn:
-        row = await conn.fetchrow(PRICING, screening)
+async def pricing(
+    conn: AnyConnection, screening: int, user_id: int | None = None, key: str | None = None
+) -> Any:
+    row = await conn.fetchrow(PRICING, screening, user_id, key)
     if row is None:
         raise NotFound("No such screening.")
+    return row
+
+
+def price_lines(layout: Layout, row: Any, seats: list[str], ga: GASelection | None) -> tuple[str, list[Any]]:
+    """(currency, [(seat, area, category, price)...]): seats first, then one line per GA unit."""
     prices: dict[str, int] = row["prices"]
     lines: list[tuple[str | None, str | None, str]] = [(s, None, layout.categories[s]) for s in seats]
     if ga is not None:
@@ -344,6 +376,12 @@ async def price_lines(
     if missing:
         raise NotOnSale(f"This screening has no price for {', '.join(missing)}.")
     return row["currency"], [(seat, area, category, prices[category]) for seat, area, category in lines]
+
+
+def holder_list(names: list[str], lines: int) -> list[str | None]:
+    if len(names) > lines:
+        raise InvalidInput(f"There are {lines} tickets; too many holder names.", path="$.holder_names")
+    return [name or None for name in names] + [None] * (lines - len(names))
 
 
 @documented(
@@ -360,36 +398,54 @@ async def create_order(request: Request) -> Response:
     body = await read_body(request, OrderRequest)
     digest = hashlib.sha256(msgspec.json.encode(body)).digest()
     rt = runtime(request)
-    replayed = await _replay(rt, who, key, digest)
-    if replayed is not None:
-        return replayed
-    parse_token(body.hold_token)
     holds = checkout_holds(rt)
-    hold = await holds.get(who, body.hold_token)
-    currency, lines = await price_lines(rt, hold.screening_id, hold.seats, hold.ga)
-    if len(body.holder_names) > len(lines):
-        raise InvalidInput(
-            f"This hold has {len(lines)} tickets; too many holder names.", path="$.holder_names"
-        )
-    holders = [name or None for name in body.holder_names] + [None] * (len(lines) - len(body.holder_names))
-    extended = await holds.extend(who, body.hold_token)
-    columns = list(zip(*lines, strict=True))
-    try:
-        async with rt.pool.acquire() as conn:
-            order_id = await conn.fetchval(
-                INSERT_ORDER, who.user_id, hold.screening_id, body.hold_token, currency,
-                sum(line[3] for line in lines), datetime.fromisoformat(extended.expires_at),
-                list(columns[0]), list(columns[1]), list(columns[2]), list(columns[3]), holders, key, digest,
-            )  # fmt: skip
-    except asyncpg.UniqueViolationError:
-        # A concurrent request with this key won (replay it), or this hold already has an order.
-        replayed = await _replay(rt, who, key, digest)
+    screening = parse_token(body.hold_token)
+    # Never hold a PostgreSQL connection while Redis work may need one (a screening's state is
+    # loaded from PostgreSQL on first touch): under load that would exhaust the pool.
+    async with rt.pool.acquire() as conn:
+        row = await pricing(conn, screening, who.user_id, key)
+        replayed = await _replay(rt, conn, who, digest, row)
         if replayed is not None:
             return replayed
-        async with rt.pool.acquire() as conn:
+    # Extending checks that the hold is live and yours, and says what it holds.
+    hold = await holds.extend(who, body.hold_token)
+    layout = await holds.inventory.layout(screening)
+    currency, lines = price_lines(layout, row, hold.seats, hold.ga)
+    holders = holder_list(body.holder_names, len(lines))
+    expires_at = datetime.fromisoformat(hold.expires_at)
+    total = sum(line[3] for line in lines)
+    columns = list(zip(*lines, strict=True))
+    async with rt.pool.acquire() as conn:
+        try:
+            made = await conn.fetchrow(
+                INSERT_ORDER, who.user_id, hold.screening_id, body.hold_token, currency, total, expires_at,
+                list(columns[0]), list(columns[1]), list(columns[2]), list(columns[3]), holders, key, digest,
+            )  # fmt: skip
+        except asyncpg.UniqueViolationError:
+            # A concurrent request with this key won (replay it), or this hold already has an order.
+            replayed = await _replay(rt, conn, who, digest, await _request(conn, who, key))
+            if replayed is not None:
+                return replayed
             existing = await conn.fetchval(LIVE_ORDER_OF_HOLD, body.hold_token)
-        raise OrderExists(order_id=existing) from None
-    return respond(await visible_order(rt, who, order_id), 201)
+            raise OrderExists(order_id=existing) from None
+    assert made is not None
+    order = Order(
+        id=made["id"], status="pending", screening_id=hold.screening_id, channel="web", currency=currency,
+        total=total, expires_at=expires_at, created_at=made["created_at"], paid_at=None,
+        lines=[
+            OrderLine(seat=seat, area=area, category=category, price=price, holder_name=holder)
+            for (seat, area, category, price), holder in zip(lines, holders, strict=True)
+        ],
+        tickets=[], payments=[], needs_refund=False,
+    )  # fmt: skip
+    return respond(order, 201)
+
+
+async def _request(conn: AnyConnection, who: Principal, key: str) -> Any:
+    found = await conn.fetchrow(FIND_REQUEST, who.user_id, key)
+    return (
+        None if found is None else {"request_hash": found["request_hash"], "request_order": found["order_id"]}
+    )
 
 
 # ---- the other endpoints ------------------------------------------------------------------------------
@@ -434,9 +490,9 @@ async def cancel_order(request: Request) -> Response:
     order_id = path_int(request, "id")
     async with rt.pool.acquire() as conn:
         token = await conn.fetchval(CANCEL_ORDER, order_id, who.user_id)
-    if token is None:
-        order = await visible_order(rt, who, order_id)
-        raise OrderClosed(f"This order is {order.status}.", status=order.status)
+        if token is None:
+            order = await visible_order(rt, who, order_id, conn)
+            raise OrderClosed(f"This order is {order.status}.", status=order.status)
     try:
         await holds_of(rt).release(who, token)
     except NotFound:
@@ -449,6 +505,7 @@ async def cancel_order(request: Request) -> Response:
 
 async def sweep_once(rt: Runtime) -> tuple[int, int]:
     """Expire lapsed pending orders; publish paid orders a crash left unpublished. (expired, published)"""
+    await flush_published(rt)
     async with rt.pool.acquire() as conn:
         expired = int((await conn.execute(EXPIRE_ORDERS)).split()[-1])
         rows = await conn.fetch(UNPUBLISHED)

@@ -216,6 +216,7 @@ async def start_payment(request: Request) -> Response:
             raise OrderClosed(f"This order is {status}.", status=status)
         if order["open_payment"] is not None:
             return respond(_payment(await conn.fetchrow(GET_PAYMENT, order["open_payment"])))
+    # The gateway is another party (the simulated one uses our pool): no connection held meanwhile.
     provider = provider_of(rt)
     base = str(request.base_url).rstrip("/")
     created = await provider.create_payment(
@@ -239,11 +240,15 @@ def _payment(row: Any) -> Payment:
 # ---- applying a verified event ---------------------------------------------------------------------
 
 LOCK_ORDER: Final = f"SELECT {LIVE_ORDER_COLUMNS} FROM orders o WHERE o.id = $1 FOR UPDATE"
-SEEN_EVENT: Final = "SELECT outcome FROM payment_events WHERE provider = $1 AND event_id = $2"
+# Read after the order's lock is held, so a concurrent event of the same order is seen done.
+SEEN_AND_PAYMENT: Final = """
+SELECT (SELECT outcome FROM payment_events WHERE provider = $1 AND event_id = $2) AS seen,
+       p.id, p.order_id, p.status
+FROM (VALUES (1)) AS one LEFT JOIN payments p ON p.provider = $1 AND p.provider_ref = $3
+"""
 RECORD_EVENT: Final = """
 INSERT INTO payment_events (provider, event_id, type, provider_ref, outcome) VALUES ($1, $2, $3, $4, $5)
 """
-FIND_PAYMENT: Final = "SELECT id, order_id, status FROM payments WHERE provider = $1 AND provider_ref = $2"
 NEW_PAYMENT: Final = """
 INSERT INTO payments (order_id, provider, provider_ref, amount, currency) VALUES ($1, $2, $3, $4, $5)
 RETURNING id, order_id, status
@@ -251,7 +256,12 @@ RETURNING id, order_id, status
 SET_PAYMENT: Final = """
 UPDATE payments SET status = $2, needs_refund = $3, refund_reason = $4, updated_at = now() WHERE id = $1
 """
-MARK_PAID: Final = "UPDATE orders SET status = 'paid', paid_at = now() WHERE id = $1"
+# The order paid, the payment paid and the event recorded, in one statement (after the tickets).
+FINISH_PAID: Final = """
+WITH o AS (UPDATE orders SET status = 'paid', paid_at = now() WHERE id = $1),
+     p AS (UPDATE payments SET status = 'paid', updated_at = now() WHERE id = $2)
+INSERT INTO payment_events (provider, event_id, type, provider_ref, outcome) VALUES ($3, $4, $5, $6, 'paid')
+"""
 CLOSE_ORDER: Final = (
     "UPDATE orders SET status = 'expired', closed_at = now() WHERE id = $1 AND status = 'pending'"
 )
@@ -306,20 +316,20 @@ async def _apply(
 ) -> tuple[Receipt, LiveOrder | None]:
     """One transaction: the event is recorded with its outcome, or nothing happened at all."""
     receipt = Receipt(event=event.id, outcome="ignored", order_id=order_id)
-    sold: LiveOrder | None = None
     async with rt.pool.acquire() as conn, conn.transaction():
         # The order's row lock serialises every event of one order; the event log dedupes.
         row = await conn.fetchrow(LOCK_ORDER, order_id) if order_id is not None else None
-        seen = await conn.fetchval(SEEN_EVENT, provider, event.id)
-        if seen is not None:
-            return Receipt(event=event.id, outcome=seen, duplicate=True, order_id=order_id), None
+        data = event.data
+        found = await conn.fetchrow(SEEN_AND_PAYMENT, provider, event.id, data.payment_id)
+        assert found is not None
+        if found["seen"] is not None:
+            return Receipt(event=event.id, outcome=found["seen"], duplicate=True, order_id=order_id), None
         new_status = _STATUS_OF_EVENT.get(event.type)
         if row is None:
             receipt.outcome = "unknown_order"
         elif new_status is not None:
             order = LiveOrder.of(row)
-            data = event.data
-            payment = await conn.fetchrow(FIND_PAYMENT, provider, data.payment_id)
+            payment: Any = found if found["id"] is not None else None
             if payment is None:
                 payment = await conn.fetchrow(NEW_PAYMENT, order.id, provider, data.payment_id, data.amount,
                                               data.currency)  # fmt: skip
@@ -337,9 +347,9 @@ async def _apply(
                     reason = "seats_taken"
                 if reason is None:
                     await issue(conn, order.id, order.screening_id, order.lines, _ga(order))
-                    await conn.execute(MARK_PAID, order.id)
-                    await conn.execute(SET_PAYMENT, payment["id"], "paid", False, None)
-                    receipt.outcome, sold = "paid", order
+                    await conn.execute(FINISH_PAID, order.id, payment["id"], provider, event.id, event.type,
+                                       data.payment_id)  # fmt: skip
+                    return Receipt(event=event.id, outcome="paid", order_id=order_id), order
                 else:
                     await conn.execute(SET_PAYMENT, payment["id"], "paid", True, reason)
                     if reason != "amount_mismatch":  # a wrong amount may still be followed by a right one
@@ -349,7 +359,7 @@ async def _apply(
             receipt.outcome if receipt.refund_reason is None else f"refund_needed:{receipt.refund_reason}"
         )
         await conn.execute(RECORD_EVENT, provider, event.id, event.type, event.data.payment_id, outcome)
-    return receipt, sold
+    return receipt, None
 
 
 def _ga(order: LiveOrder) -> dict[str, int]:

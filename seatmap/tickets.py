@@ -126,10 +126,6 @@ SELECT seat_label, ga_area, count(*) AS n FROM tickets
 WHERE screening_id = $1 AND status = 'valid'
 GROUP BY seat_label, ga_area
 """
-ORDER_TICKETS: Final = """
-SELECT code, screening_id, seat_label, ga_area, category, price, holder_name, status, checked_in_at
-FROM tickets WHERE order_id = $1 ORDER BY id
-"""
 _INFO_COLUMNS: Final = """
 t.code, t.order_id, t.status, t.seat_label, t.ga_area, t.category, t.holder_name, t.screening_id,
 t.checked_in_at, t.checked_in_by, t.checked_in_gate,
@@ -183,24 +179,6 @@ async def issue(
         if remaining is None or remaining < units:
             raise SoldOut(f"Only {remaining or 0} left in {area}.", remaining=remaining or 0)
     await conn.execute(ISSUE_TICKETS, order_id, screening_id, [new_code() for _ in range(lines)])
-
-
-async def order_tickets(conn: AnyConnection, order_id: int) -> list[Ticket]:
-    return [
-        Ticket(
-            code=r["code"],
-            screening_id=r["screening_id"],
-            seat=r["seat_label"],
-            area=r["ga_area"],
-            category=r["category"],
-            price=r["price"],
-            holder_name=r["holder_name"],
-            status=r["status"],
-            checked_in_at=r["checked_in_at"],
-            qr_url=f"/api/tickets/{r['code']}/qr.svg",
-        )
-        for r in await conn.fetch(ORDER_TICKETS, order_id)
-    ]
 
 
 async def sold_inventory(conn: Any, screening_id: int) -> tuple[list[str], dict[str, int]]:
