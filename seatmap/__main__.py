@@ -68,7 +68,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             os.environ["SEATMAP_DEV"] = "1"
         os.environ["SEATMAP_DATA_DIR"] = str(ready.data_dir)
         host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0") else args.host
-        print(f"\n  seatmap is starting on http://{host}:{args.port}  (ready in {time.monotonic() - started:.1f}s)")
+        ready_in = time.monotonic() - started
+        print(f"\n  seatmap is starting on http://{host}:{args.port}  (ready in {ready_in:.1f}s)")
         if accounts:
             print("  demo accounts:")
             for role, email, password in accounts:
@@ -83,6 +84,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             proxy_headers=True,
             forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
             ws_max_size=ready.ws_max_message,
+            # Measured (bench/README.md): the sans-I/O implementation needs less CPU and memory
+            # per viewer; per-message deflate would double the memory per socket and compress
+            # every delta once per socket, for deltas of a few hundred bytes.
+            ws="websockets-sansio",
+            ws_per_message_deflate=False,
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=5,
@@ -133,7 +139,12 @@ def cmd_createuser(args: argparse.Namespace, settings: Settings) -> int:
             async with pool.acquire() as conn:
                 await migrate(conn)
                 return await accounts.create_user(
-                    conn, email=args.email, password=password, name=args.name or "", role=args.role, verified=True
+                    conn,
+                    email=args.email,
+                    password=password,
+                    name=args.name or "",
+                    role=args.role,
+                    verified=True,
                 )
         finally:
             await pool.close()
@@ -154,12 +165,16 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seatmap", description="Real-time seat maps for cinemas and events.")
+    parser = argparse.ArgumentParser(
+        prog="seatmap", description="Real-time seat maps for cinemas and events."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the web server (embedded PostgreSQL/Redis when URLs are unset)")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    serve.add_argument("--workers", type=int, default=1, help="web processes sharing one Redis and PostgreSQL")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="web processes sharing one Redis and PostgreSQL"
+    )
     serve.add_argument("--no-demo", action="store_true", help="do not load demo data into an empty database")
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply the SQL migrations").set_defaults(func=cmd_migrate)

@@ -45,25 +45,50 @@ _incoming: Final = msgspec.json.Decoder(Delta | Status)
 
 
 class Subscriber:
-    """One socket on one channel: a bounded queue of (seq, text) that the socket's writer drains."""
+    """One socket on one channel: a bounded backlog of (seq, text) that the socket's writer drains.
 
-    __slots__ = ("channel", "last_sent", "queue", "resyncs")
+    A deque and a single waiter rather than an asyncio.Queue: a writer that is busy sending is
+    not woken per message, and offering is an append (this runs once per socket per delta).
+    """
+
+    __slots__ = ("_waiter", "channel", "last_sent", "maxsize", "pending", "resyncs")
 
     def __init__(self, channel: Channel, maxsize: int) -> None:
         self.channel = channel
-        self.queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue(maxsize)
+        self.maxsize = maxsize
+        self.pending: collections.deque[tuple[int, str]] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
         self.resyncs = 0
         self.last_sent = time.monotonic()
 
     def offer(self, seq: int, text: str) -> None:
-        try:
-            self.queue.put_nowait((seq, text))
-        except asyncio.QueueFull:
+        if len(self.pending) >= self.maxsize:
             # Drop what is queued: a snapshot replaces all of it.
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            self.queue.put_nowait(RESYNC)
-            self.resyncs += 1
+            self.reset()
+            return
+        self.pending.append((seq, text))
+        self._wake()
+
+    def reset(self) -> None:
+        """Forget the backlog; the writer sends a fresh snapshot next."""
+        self.pending.clear()
+        self.pending.append(RESYNC)
+        self.resyncs += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def next(self) -> tuple[int, str]:
+        while not self.pending:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.pending.popleft()
 
 
 class Channel:
@@ -134,9 +159,7 @@ class Channel:
 
     def resync_all(self) -> None:
         for sub in self.subscribers:
-            while not sub.queue.empty():
-                sub.queue.get_nowait()
-            sub.queue.put_nowait(RESYNC)
+            sub.reset()
 
     def replay_since(self, since: int) -> list[str] | None:
         """Deltas after `since` from memory, or None if the ring does not reach back."""

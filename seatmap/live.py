@@ -126,10 +126,10 @@ class Session:
         return True
 
     async def write(self) -> None:
-        queue = self.sub.queue
+        sub = self.sub
         resyncs_in_a_row = 0
         while True:
-            seq, text = await queue.get()
+            seq, text = await sub.next()
             if (seq, text) == RESYNC:
                 resyncs_in_a_row += 1
                 if resyncs_in_a_row > _MAX_RESYNCS:

@@ -155,7 +155,8 @@ class Settings:
     # `seatmap serve` does everything); production runs `seatmap worker` beside the web.
     inline_worker: bool = False
     ws_max_message: int = 16 * 1024
-    ws_queue_size: int = 64
+    # Deltas queued for one socket before it is reset to a snapshot (~5 s at 50 changes/s).
+    ws_queue_size: int = 256
     ws_heartbeat: float = 20.0
     ws_commands_per_second: float = 10.0
     ws_command_burst: int = 20
@@ -253,7 +254,7 @@ class Settings:
             job_poll_interval=_float(environ, "SEATMAP_JOB_POLL_INTERVAL", 1.0),
             inline_worker=_bool(environ, "SEATMAP_INLINE_WORKER", dev),
             ws_max_message=_int(environ, "SEATMAP_WS_MAX_MESSAGE", 16 * 1024, minimum=256),
-            ws_queue_size=_int(environ, "SEATMAP_WS_QUEUE_SIZE", 64, minimum=1),
+            ws_queue_size=_int(environ, "SEATMAP_WS_QUEUE_SIZE", 256, minimum=1),
             ws_heartbeat=_float(environ, "SEATMAP_WS_HEARTBEAT", 20.0),
             ws_commands_per_second=_float(environ, "SEATMAP_WS_COMMANDS_PER_SECOND", 10.0),
             ws_command_burst=_int(environ, "SEATMAP_WS_COMMAND_BURST", 20, minimum=1),
