@@ -16,6 +16,7 @@ process died between the commit and the Redis update (design invariant 5).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import re
@@ -518,12 +519,18 @@ async def sweep_once(rt: Runtime) -> tuple[int, int]:
 
 async def sweep_forever(rt: Runtime) -> None:
     """Runs in every web process (the work is idempotent); a failed round is retried next time."""
-    while True:
-        await asyncio.sleep(_SWEEP_INTERVAL)
-        try:
-            await sweep_once(rt)
-        except (TimeoutError, asyncpg.PostgresError, OSError, RedisError) as exc:
-            log.warning("order sweep failed, retrying: %s", exc)
+    try:
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL)
+            try:
+                await sweep_once(rt)
+            except (TimeoutError, asyncpg.PostgresError, OSError, RedisError) as exc:
+                log.warning("order sweep failed, retrying: %s", exc)
+    finally:
+        # On a clean shutdown, write down what this process showed sold (else the next sweep
+        # of any process finds those orders and runs the idempotent `sell` again).
+        with contextlib.suppress(Exception):
+            await flush_published(rt)
 
 
 routes: list[BaseRoute] = [
