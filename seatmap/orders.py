@@ -9,8 +9,9 @@ another body is 422.
 
 Payment confirmation (payments.py) makes an order `paid` in one transaction with its tickets;
 `publish_sold` then shows the seats sold in Redis. `sweep_forever` runs in every web process:
-it expires pending orders past their window and re-runs `publish_sold` for paid orders whose
-process died between the commit and the Redis update (design invariant 5).
+it re-runs `publish_sold` for paid orders whose process died between the commit and the Redis
+update (design invariant 5). Pending orders past their window are closed by the worker
+(`expire_lapsed`, see docs/topics/refunds.md); until then every read shows them expired.
 """
 
 from __future__ import annotations
@@ -208,9 +209,12 @@ o.expires_at, o.expires_at <= now() AS lapsed,
 (SELECT count(*) FROM order_lines WHERE order_id = o.id AND ga_area IS NOT NULL) AS ga_units,
 (SELECT count(*) FROM order_lines WHERE order_id = o.id) AS line_count
 """
+# SKIP LOCKED: an order whose payment is being confirmed right now is left for the next round.
 EXPIRE_ORDERS: Final = """
 UPDATE orders SET status = 'expired', closed_at = now()
-WHERE id IN (SELECT id FROM orders WHERE status = 'pending' AND expires_at <= now() LIMIT 500)
+WHERE id IN (SELECT id FROM orders WHERE status = 'pending' AND expires_at <= now()
+             ORDER BY expires_at LIMIT 500 FOR UPDATE SKIP LOCKED)
+RETURNING id, hold_token, coalesce(user_id, sold_by) AS owner
 """
 UNPUBLISHED: Final = f"""
 SELECT {LIVE_ORDER_COLUMNS} FROM orders o
@@ -504,17 +508,31 @@ async def cancel_order(request: Request) -> Response:
 # ---- housekeeping ---------------------------------------------------------------------------------------
 
 
-async def sweep_once(rt: Runtime) -> tuple[int, int]:
-    """Expire lapsed pending orders; publish paid orders a crash left unpublished. (expired, published)"""
+async def expire_lapsed(rt: Runtime) -> int:
+    """Close pending orders past their payment window and release their holds, if still alive
+    (a hold can outlive its order when it was extended); returns how many. Run by the worker."""
+    async with rt.pool.acquire() as conn:
+        rows = await conn.fetch(EXPIRE_ORDERS)
+    holds = holds_of(rt)
+    for row in rows:
+        owner = Principal(user_id=row["owner"], role="customer", jti="", expires_at=0)
+        try:
+            await holds.release(owner, row["hold_token"])
+        except NotFound:
+            pass  # restocked already
+    return len(rows)
+
+
+async def sweep_once(rt: Runtime) -> int:
+    """Publish paid orders a crash left unpublished; returns how many."""
     await flush_published(rt)
     async with rt.pool.acquire() as conn:
-        expired = int((await conn.execute(EXPIRE_ORDERS)).split()[-1])
         rows = await conn.fetch(UNPUBLISHED)
     for row in rows:
         order = LiveOrder.of(row)
         log.warning("order %s was paid but not shown sold; publishing it now", order.id)
         await publish_sold(rt, order)
-    return expired, len(rows)
+    return len(rows)
 
 
 async def sweep_forever(rt: Runtime) -> None:

@@ -28,11 +28,10 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from seatmap import cancellations, jobs, mail, notifications, payments, refunds
-from seatmap.auth import Principal
+from seatmap import cancellations, jobs, mail, notifications, orders, payments, refunds
 from seatmap.db import Connection, create_pool
-from seatmap.errors import ConfigError, NotFound
-from seatmap.holds import Holds, holds_of
+from seatmap.errors import ConfigError
+from seatmap.holds import Holds
 from seatmap.inventory import Inventory
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
@@ -65,32 +64,12 @@ def handlers(rt: Runtime) -> dict[str, jobs.Handler]:
 
 async def housekeeping_once(rt: Runtime) -> tuple[int, int]:
     """(orders expired, payments given a refund) in one round."""
-    expired = await _expire_lapsed(rt)
-    async with rt.pool.acquire() as conn:
+    expired = await orders.expire_lapsed(rt)
+    async with rt.pool.acquire() as conn, conn.transaction():
         adopted = await refunds.refund_unused_payments(conn, rt.settings)
     if adopted:
         log.warning("%d payment(s) marked for refund had no refund yet; queued now", len(adopted))
     return expired, len(adopted)
-
-
-# TEMPORARY until orders.py is free to edit (checkout is finishing it): moves to orders.expire_lapsed.
-_EXPIRE: Final = """
-UPDATE orders SET status = 'expired', closed_at = now()
-WHERE id IN (SELECT id FROM orders WHERE status = 'pending' AND expires_at <= now()
-             ORDER BY expires_at LIMIT 500 FOR UPDATE SKIP LOCKED)
-RETURNING id, hold_token, coalesce(user_id, sold_by) AS owner
-"""
-
-
-async def _expire_lapsed(rt: Runtime) -> int:
-    async with rt.pool.acquire() as conn:
-        rows = await conn.fetch(_EXPIRE)
-    holds = holds_of(rt)
-    for row in rows:
-        owner = Principal(user_id=row["owner"], role="customer", jti="", expires_at=0)
-        with contextlib.suppress(NotFound):  # restocked already
-            await holds.release(owner, row["hold_token"])
-    return len(rows)
 
 
 async def _housekeeping(rt: Runtime, stop: asyncio.Event) -> None:
