@@ -15,7 +15,9 @@ On a verified "paid" event, one PostgreSQL transaction marks the order paid, rec
 payment and writes one ticket per line; the partial unique index on live tickets refuses a
 seat sold twice. Money that cannot become tickets (the order expired or was cancelled, its
 hold was lost, its seats were sold meanwhile, it was paid already, the amount is wrong) is
-recorded with `needs_refund` and the reason, and the receipt says `refund_needed`.
+recorded with `needs_refund` and the reason, and the receipt says `refund_needed`; a refund of
+it is queued in the same transaction (refunds.py returns the money). A confirmed booking queues
+the buyer's `booking_confirmed` notification in its transaction too.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from seatmap import notifications, refunds
 from seatmap.api import decode, documented, path_int, respond
 from seatmap.auth import require
 from seatmap.errors import (
@@ -349,9 +352,15 @@ async def _apply(
                     await issue(conn, order.id, order.screening_id, order.lines, _ga(order))
                     await conn.execute(FINISH_PAID, order.id, payment["id"], provider, event.id, event.type,
                                        data.payment_id)  # fmt: skip
+                    if order.user_id is not None:
+                        await notifications.notify(
+                            conn, rt.settings, "booking_confirmed", user_id=order.user_id, order_id=order.id
+                        )
                     return Receipt(event=event.id, outcome="paid", order_id=order_id), order
                 else:
                     await conn.execute(SET_PAYMENT, payment["id"], "paid", True, reason)
+                    # The money goes back through the refunds worker (a refund row and its job).
+                    await refunds.refund_unused_payments(conn, rt.settings, payment["id"])
                     if reason != "amount_mismatch":  # a wrong amount may still be followed by a right one
                         await conn.execute(CLOSE_ORDER, order.id)
                     receipt.outcome, receipt.refund_reason = "refund_needed", reason

@@ -109,11 +109,11 @@ async def queue(conn: AnyConnection, settings: Settings, refund_ids: list[int]) 
 async def refund_unused_payments(
     conn: AnyConnection, settings: Settings, payment_id: int | None = None
 ) -> list[int]:
-    """Refund money that will not become tickets: one payment (checkout calls this in the
-    transaction that marks it `needs_refund`), or every such payment without a refund yet."""
-    async with conn.transaction():
-        ids = [r["id"] for r in await conn.fetch(REFUND_UNUSED_PAYMENTS, payment_id)]
-        await queue(conn, settings, ids)
+    """Refund money that will not become tickets, in the caller's transaction: one payment
+    (checkout calls this in the transaction that marks it `needs_refund`), or every such payment
+    without a refund yet (the worker's safety net)."""
+    ids = [r["id"] for r in await conn.fetch(REFUND_UNUSED_PAYMENTS, payment_id)]
+    await queue(conn, settings, ids)
     return ids
 
 

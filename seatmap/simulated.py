@@ -6,7 +6,10 @@ buttons) and tells the merchant (us) the outcome with webhooks over real HTTP, s
 as a real gateway's would be. Settings make it misbehave the ways real gateways do: decline
 every payment, deliver each webhook several times at once, send a payment's events in the
 wrong order, or late; it retries a delivery that failed, with back-off. Refunds are keyed by
-the merchant's idempotency key and remembered, like a real gateway's.
+the merchant's idempotency key and remembered, like a real gateway's: the same key again returns
+the refund already made and moves no more money. Refunds can be made to fail (before any money
+moves) or to lose their answer (the money moved, the caller times out), and every call can take
+`simulated_latency` seconds, so the merchant's retries are exercised for real.
 
 It is the provider a deployment runs until it plugs in a real one (payments.PaymentProvider),
 like hostedapi's in-app GitHub fake: the only thing faked is the outside party.
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import html
 import logging
+import random
 import secrets
 import ssl
 import time
@@ -32,7 +36,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap.api import documented
-from seatmap.errors import Conflict, IdempotencyKeyReused, NotFound
+from seatmap.errors import Conflict, IdempotencyKeyReused, NotFound, Unavailable
 from seatmap.payments import (
     SIGNATURE_HEADER,
     CreatedPayment,
@@ -63,8 +67,13 @@ UPDATE simulated_payments SET status = $2, decided_at = now()
 WHERE id = $1 AND status = 'open' AND expires_at > now() RETURNING *
 """
 LOCK_PAYMENT: Final = "SELECT id, amount, status FROM simulated_payments WHERE id = $1 FOR UPDATE"
-FIND_REFUND: Final = "SELECT id, payment_id, amount FROM simulated_refunds WHERE idempotency_key = $1"
-REFUNDED: Final = "SELECT coalesce(sum(amount), 0) FROM simulated_refunds WHERE payment_id = $1"
+# After the payment's lock (a new statement, so refunds committed meanwhile are seen): the refund
+# made with this key before, if any, and how much of the payment is refunded already.
+FIND_REFUND: Final = """
+SELECT r.id, r.payment_id, r.amount,
+       (SELECT coalesce(sum(amount), 0) FROM simulated_refunds WHERE payment_id = $1) AS refunded
+FROM (VALUES (1)) AS one LEFT JOIN simulated_refunds r ON r.idempotency_key = $2
+"""
 INSERT_REFUND: Final = """
 INSERT INTO simulated_refunds (id, payment_id, idempotency_key, amount) VALUES ($1, $2, $3, $4)
 """
@@ -97,6 +106,8 @@ class SimulatedGateway:
         self, *, reference: str, amount: int, currency: str, description: str, expires_at: datetime,
         notify_url: str, return_url: str,
     ) -> CreatedPayment:  # fmt: skip
+        if self.settings.simulated_latency > 0:
+            await asyncio.sleep(self.settings.simulated_latency)
         payment_id = f"sim_{secrets.token_urlsafe(16)}"
         notify = self.settings.simulated_webhook_url or notify_url
         async with self.pool.acquire() as conn:
@@ -112,18 +123,35 @@ class SimulatedGateway:
         return verify_event(self.key, headers, body, self.settings.webhook_tolerance)
 
     async def refund(self, provider_ref: str, amount: int, idempotency_key: str) -> Refund:
+        s = self.settings
+        if s.simulated_latency > 0:
+            await asyncio.sleep(s.simulated_latency)
+        roll = random.random()
+        if roll < s.simulated_refund_failure_rate:
+            raise Unavailable(
+                "The payment gateway failed to refund (simulated failure); nothing was refunded."
+            )
+        done = await self._refund(provider_ref, amount, idempotency_key)
+        if roll < s.simulated_refund_failure_rate + s.simulated_refund_timeout_rate:
+            # The money moved but the answer is lost: the caller gives up waiting first.
+            await asyncio.sleep(s.refund_timeout + 1.0)
+            raise TimeoutError("the payment gateway's answer was lost (simulated)")
+        return done
+
+    async def _refund(self, provider_ref: str, amount: int, idempotency_key: str) -> Refund:
         async with self.pool.acquire() as conn, conn.transaction():
             payment = await conn.fetchrow(LOCK_PAYMENT, provider_ref)
             if payment is None:
                 raise NotFound("The gateway knows no such payment.")
-            prior = await conn.fetchrow(FIND_REFUND, idempotency_key)
-            if prior is not None:
+            prior = await conn.fetchrow(FIND_REFUND, provider_ref, idempotency_key)
+            assert prior is not None
+            if prior["id"] is not None:
                 if prior["payment_id"] != provider_ref or prior["amount"] != amount:
                     raise IdempotencyKeyReused()
                 return Refund(id=prior["id"], payment_id=provider_ref, amount=amount, replayed=True)
             if payment["status"] != "paid":
                 raise Conflict("Only a paid payment can be refunded.")
-            if amount <= 0 or await conn.fetchval(REFUNDED, provider_ref) + amount > payment["amount"]:
+            if amount <= 0 or prior["refunded"] + amount > payment["amount"]:
                 raise Conflict("That is more than is left to refund.")
             refund_id = f"sim_re_{secrets.token_urlsafe(12)}"
             await conn.execute(INSERT_REFUND, refund_id, provider_ref, idempotency_key, amount)
