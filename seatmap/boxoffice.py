@@ -30,7 +30,7 @@ from seatmap.orders import (
     holder_list,
     price_lines,
     pricing,
-    publish_sold,
+    publish_sold_or_defer,
     visible_order,
 )
 from seatmap.protocol import GASelection, SeatLabel
@@ -124,7 +124,7 @@ async def sell(request: Request) -> Response:
         hold_token=hold.token, status="paid", currency=currency, total=total, expires_at=datetime.now(UTC),
         lapsed=False, seats=list(hold.seats), ga=hold.ga, lines=len(lines),
     )  # fmt: skip
-    await publish_sold(rt, sold)
+    await publish_sold_or_defer(rt, sold)
     return respond(order, 201)
 
 

@@ -285,6 +285,17 @@ async def publish_sold(rt: Runtime, order: LiveOrder) -> None:
     _published(rt).add(order.id)
 
 
+async def publish_sold_or_defer(rt: Runtime, order: LiveOrder) -> None:
+    """`publish_sold` right after a sale's commit. If Redis fails now, the sale stands (it is
+    committed) and the sweeper publishes it within seconds; the request still succeeds."""
+    try:
+        await publish_sold(rt, order)
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning(
+            "order %s is paid; showing its seats sold failed (%s), the sweeper retries", order.id, exc
+        )
+
+
 def _published(rt: Runtime) -> set[int]:
     """Orders shown sold by this process and not yet written down: the sweeper writes them in
     one statement per round (well inside the grace period), instead of one per sale."""

@@ -48,7 +48,7 @@ from seatmap.errors import (
     SoldOut,
 )
 from seatmap.holds import holds_of
-from seatmap.orders import LIVE_ORDER_COLUMNS, LiveOrder, Payment, publish_sold
+from seatmap.orders import LIVE_ORDER_COLUMNS, LiveOrder, Payment, publish_sold_or_defer
 from seatmap.runtime import Runtime, runtime
 from seatmap.settings import Settings
 from seatmap.tickets import issue
@@ -390,7 +390,7 @@ async def apply_event(rt: Runtime, provider: str, event: WebhookEvent) -> Receip
     if receipt.duplicate and receipt.outcome.startswith("refund_needed:"):
         receipt.outcome, receipt.refund_reason = receipt.outcome.split(":", 1)
     if sold is not None:
-        await publish_sold(rt, sold)
+        await publish_sold_or_defer(rt, sold)
     return receipt
 
 
