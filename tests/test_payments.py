@@ -340,3 +340,35 @@ async def test_standing_places_paid_online_become_tickets(rt: Runtime, client: h
     await decide(client, await start_payment(client, bob, made["id"]))
     refused = await get_order(client, bob, made["id"])
     assert refused["tickets"] == [] and refused["payments"][0]["refund_reason"] == "seats_taken"
+
+
+def test_checkout_settings_come_from_the_environment() -> None:
+    """Every checkout variable is read; a short webhook secret is refused at start-up."""
+    from seatmap.errors import ConfigError
+
+    base = {"DATABASE_URL": "postgresql://db/x", "REDIS_URL": "redis://r", "SEATMAP_JWT_SECRET": "j" * 40}
+    settings = Settings.from_environ(
+        {
+            **base,
+            "SEATMAP_PAYMENT_WINDOW": "600",
+            "SEATMAP_WEBHOOK_SECRET": "w" * 40,
+            "SEATMAP_WEBHOOK_TOLERANCE": "60",
+            "SEATMAP_SIMULATED_DECLINE": "1",
+            "SEATMAP_SIMULATED_WEBHOOK_COPIES": "2",
+            "SEATMAP_SIMULATED_OUT_OF_ORDER": "yes",
+            "SEATMAP_SIMULATED_WEBHOOK_DELAY": "1.5",
+            "SEATMAP_SIMULATED_WEBHOOK_URL": "http://hooks.internal/api/payments/webhooks/simulated",
+            "SEATMAP_CHECKIN_OPENS_BEFORE": "1800",
+        }
+    )
+    assert (settings.payment_window, settings.webhook_tolerance, settings.checkin_opens_before) == (
+        600,
+        60,
+        1800,
+    )
+    assert settings.webhook_secret == Secret("w" * 40) and "w" * 40 not in repr(settings)
+    assert settings.simulated_decline and settings.simulated_out_of_order
+    assert (settings.simulated_webhook_copies, settings.simulated_webhook_delay) == (2, 1.5)
+    assert settings.simulated_webhook_url == "http://hooks.internal/api/payments/webhooks/simulated"
+    with pytest.raises(ConfigError):
+        Settings.from_environ({**base, "SEATMAP_WEBHOOK_SECRET": "short"})

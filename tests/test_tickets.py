@@ -174,3 +174,16 @@ async def test_crash_before_redis_then_flush_still_shows_sold(
         "/api/holds", json={"screening_id": screening, "seats": ["C8"]}, headers=bob.headers
     )
     assert (r.status_code, r.json()["error"]["code"]) == (409, "seat_taken")
+
+
+async def test_a_screening_with_tickets_cannot_be_deleted(
+    rt: Runtime, client: httpx.AsyncClient, screening: int
+) -> None:
+    """Once a ticket exists the admin's delete is 409 has_tickets (the foreign key restricts it)."""
+    (alice,) = await quick_users(rt, 1)
+    (admin,) = await quick_users(rt, 1, "admin")
+    await buy(client, alice, screening, ["A3", "A4"])
+    r = await client.delete(f"/api/admin/screenings/{screening}", headers=admin.headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "has_tickets")
+    async with rt.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM screenings WHERE id = $1", screening) == 1
