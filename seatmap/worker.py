@@ -38,7 +38,10 @@ from seatmap.settings import Settings
 
 log = logging.getLogger("seatmap.worker")
 
-# Connections beyond one per running job: the claim loop, lease renewal, housekeeping, mail.
+# A job holds a connection only while it talks to PostgreSQL, not while it waits for the gateway,
+# so many jobs share fewer connections (PostgreSQL allows 100 by default, for every process);
+# a few more serve the claim loop, lease renewal, housekeeping and mail.
+_MAX_JOB_CONNECTIONS: Final = 20
 _SPARE_CONNECTIONS: Final = 4
 
 
@@ -119,7 +122,7 @@ async def run(settings: Settings) -> None:
             pool = await create_pool(
                 settings.database_url,
                 min_size=2,
-                max_size=settings.job_concurrency + _SPARE_CONNECTIONS,
+                max_size=min(settings.job_concurrency, _MAX_JOB_CONNECTIONS) + _SPARE_CONNECTIONS,
                 reset=_keep_session,
             )
             stack.push_async_callback(pool.close)
