@@ -471,7 +471,7 @@ _INSIDE: Final = (
     ("  of which returning connections (reset query)", "PoolConnectionHolder.release"),
     ("Redis client (redis-py)", "redis/"),
     ("the confirmation transaction", "_apply (seatmap/payments.py"),
-    ("showing seats sold (Holds.sell)", "publish_sold (seatmap/orders.py"),
+    ("showing seats sold (Holds.sell)", "publish_sold (seatmap/sales.py"),
     ("request/metrics middleware", "RequestLog.__call__ (seatmap/logs.py"),
     ("socket writes (syscalls, leaf frames)", "Transport.write"),
 )

@@ -33,6 +33,7 @@ from seatmap import (
     payments,
     refund_admin,
     refunds,
+    sales,
     simulated,
     tickets,
     worker,
@@ -103,7 +104,7 @@ def create_app(settings: Settings) -> Starlette:
                 inline = worker.background(rt, asyncio.Event(), concurrency=min(settings.job_concurrency, 8))
                 for task in await stack.enter_async_context(inline):
                     task.add_done_callback(lambda t: _crashed(rt, t))
-            tasks.append(asyncio.create_task(orders.sweep_forever(rt), name="orders.sweeper"))
+            tasks.append(asyncio.create_task(sales.sweep_forever(rt), name="sales.sweeper"))
             stack.push_async_callback(expiry.stop)
             stack.push_async_callback(_cancel, tasks)
             for task in tasks:

@@ -22,19 +22,10 @@ from starlette.routing import BaseRoute, Route
 from seatmap.api import documented, read_body, respond
 from seatmap.auth import require
 from seatmap.errors import NotFound, SeatTaken
-from seatmap.orders import (
-    HolderName,
-    LiveOrder,
-    Order,
-    checkout_holds,
-    holder_list,
-    price_lines,
-    pricing,
-    publish_sold_or_defer,
-    visible_order,
-)
+from seatmap.orders import HolderName, Order, holder_list, price_lines, pricing, visible_order
 from seatmap.protocol import GASelection, SeatLabel
 from seatmap.runtime import runtime
+from seatmap.sales import LiveOrder, checkout_holds, publish_sold_or_defer
 from seatmap.tickets import issue
 
 TAGS: Final = ("box office",)

@@ -48,8 +48,9 @@ from seatmap.errors import (
     SoldOut,
 )
 from seatmap.holds import holds_of
-from seatmap.orders import LIVE_ORDER_COLUMNS, LiveOrder, Payment, publish_sold_or_defer
+from seatmap.orders import Payment
 from seatmap.runtime import Runtime, runtime
+from seatmap.sales import LIVE_ORDER_COLUMNS, LiveOrder, publish_sold_or_defer
 from seatmap.settings import Settings
 from seatmap.tickets import issue
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from seatmap.orders import LIVE_ORDER_COLUMNS, LiveOrder, sweep_once
 from seatmap.runtime import Runtime
+from seatmap.sales import LIVE_ORDER_COLUMNS, LiveOrder, sweep_once
 from seatmap.settings import Settings
 from tests.conftest import running
 from tests.shopping import buy, get_order, hold, order, pending_order, seat_states, start_payment
