@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import httpx
+
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
-from tests.support import TIMEOUT_FACTOR, User, quick_users
+from tests.support import TIMEOUT_FACTOR, User, logged_in, quick_users
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 
@@ -175,3 +177,51 @@ async def count(rt: Runtime, sql: str, *args: Any) -> int:
     async with rt.pool.acquire() as conn:
         found: int = await conn.fetchval(sql, *args)
     return found
+
+
+async def cancel_screening(client: httpx.AsyncClient, rt: Runtime, screening: int) -> dict[str, int]:
+    """An admin cancels the screening over the API (202)."""
+    admin = await logged_in(rt, client, "admin")
+    r = await client.post(
+        f"/api/admin/screenings/{screening}/cancel", json={"reason": "Flooded hall"}, headers=admin.headers
+    )
+    assert r.status_code == 202, r.text
+    result: dict[str, int] = r.json()
+    return result
+
+
+async def refunded(rt: Runtime) -> int:
+    return await count(rt, "SELECT count(*) FROM refunds WHERE status = 'succeeded'")
+
+
+async def all_jobs_done(rt: Runtime) -> bool:
+    return await count(rt, "SELECT count(*) FROM jobs WHERE status <> 'done'") == 0
+
+
+async def assert_each_refunded_exactly_once(rt: Runtime, paid: list[PaidOrder]) -> None:
+    """The gateway's own ledger: one refund per order, of its amount; our side agrees."""
+    async with rt.pool.acquire() as conn:
+        ledger = await conn.fetch(
+            "SELECT sp.reference::bigint AS order_id, sp.amount, count(sr.id) AS refunds,"
+            " coalesce(sum(sr.amount), 0) AS refunded, min(sr.id) AS refund_id"
+            " FROM simulated_payments sp LEFT JOIN simulated_refunds sr ON sr.payment_id = sp.id"
+            " GROUP BY sp.id"
+        )
+        ours = await conn.fetch(
+            "SELECT r.order_id, r.status, r.provider_refund_id, o.status AS order_status,"
+            " (SELECT count(*) FROM tickets t WHERE t.order_id = o.id AND t.status = 'valid') AS live"
+            " FROM refunds r JOIN orders o ON o.id = r.order_id"
+        )
+    expected = {p.id: p.price for p in paid}
+    assert {r["order_id"]: (r["refunds"], r["refunded"]) for r in ledger} == {
+        order: (1, price) for order, price in expected.items()
+    }
+    gateway_ids = {r["order_id"]: r["refund_id"] for r in ledger}
+    assert len(ours) == len(paid)
+    for row in ours:
+        assert (row["status"], row["order_status"], row["live"]) == ("succeeded", "refunded", 0), dict(row)
+        assert row["provider_refund_id"] == gateway_ids[row["order_id"]]
+
+
+async def refunded_at_least(rt: Runtime, n: int) -> bool:
+    return await refunded(rt) >= n

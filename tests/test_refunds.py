@@ -10,7 +10,18 @@ import httpx
 
 from seatmap import jobs, refunds
 from seatmap.runtime import Runtime
-from tests.refunding import PaidOrder, count, eventually, paid_orders, worker
+from tests.refunding import (
+    PaidOrder,
+    all_jobs_done,
+    assert_each_refunded_exactly_once,
+    cancel_screening,
+    count,
+    eventually,
+    paid_orders,
+    refunded,
+    refunded_at_least,
+    worker,
+)
 from tests.shopping import buy, decide, get_order, hold, pending_order, seat_states, start_payment
 from tests.support import Server, Viewer, logged_in, make_screening
 
@@ -22,54 +33,11 @@ FLAKY = {
 }
 
 
-async def _cancel(client: httpx.AsyncClient, rt: Runtime, screening: int) -> dict[str, int]:
-    admin = await logged_in(rt, client, "admin")
-    r = await client.post(
-        f"/api/admin/screenings/{screening}/cancel", json={"reason": "Flooded hall"}, headers=admin.headers
-    )
-    assert r.status_code == 202, r.text
-    result: dict[str, int] = r.json()
-    return result
-
-
 async def _big_cancelled_screening(client: httpx.AsyncClient, rt: Runtime) -> list[PaidOrder]:
     screening = await make_screening(rt, ["S" * 25] * 20, strand_rule=False)
     paid = await paid_orders(rt, screening, MANY)
-    assert (await _cancel(client, rt, screening))["refunds_queued"] == MANY
+    assert (await cancel_screening(client, rt, screening))["refunds_queued"] == MANY
     return paid
-
-
-async def _refunded(rt: Runtime) -> int:
-    return await count(rt, "SELECT count(*) FROM refunds WHERE status = 'succeeded'")
-
-
-async def _all_jobs_done(rt: Runtime) -> bool:
-    return await count(rt, "SELECT count(*) FROM jobs WHERE status <> 'done'") == 0
-
-
-async def _assert_each_refunded_exactly_once(rt: Runtime, paid: list[PaidOrder]) -> None:
-    """The gateway's own ledger: one refund per order, of its amount; our side agrees."""
-    async with rt.pool.acquire() as conn:
-        ledger = await conn.fetch(
-            "SELECT sp.reference::bigint AS order_id, sp.amount, count(sr.id) AS refunds,"
-            " coalesce(sum(sr.amount), 0) AS refunded, min(sr.id) AS refund_id"
-            " FROM simulated_payments sp LEFT JOIN simulated_refunds sr ON sr.payment_id = sp.id"
-            " GROUP BY sp.id"
-        )
-        ours = await conn.fetch(
-            "SELECT r.order_id, r.status, r.provider_refund_id, o.status AS order_status,"
-            " (SELECT count(*) FROM tickets t WHERE t.order_id = o.id AND t.status = 'valid') AS live"
-            " FROM refunds r JOIN orders o ON o.id = r.order_id"
-        )
-    expected = {p.id: p.price for p in paid}
-    assert {r["order_id"]: (r["refunds"], r["refunded"]) for r in ledger} == {
-        order: (1, price) for order, price in expected.items()
-    }
-    gateway_ids = {r["order_id"]: r["refund_id"] for r in ledger}
-    assert len(ours) == len(paid)
-    for row in ours:
-        assert (row["status"], row["order_status"], row["live"]) == ("succeeded", "refunded", 0), dict(row)
-        assert row["provider_refund_id"] == gateway_ids[row["order_id"]]
 
 
 async def test_a_cancelled_screening_refunds_500_orders_once_despite_a_flaky_gateway(
@@ -78,9 +46,9 @@ async def test_a_cancelled_screening_refunds_500_orders_once_despite_a_flaky_gat
     """30% of gateway calls fail and some time out after refunding: each order is refunded once."""
     paid = await _big_cancelled_screening(client, rt)
     async with worker(rt.settings, tmp_path / "worker.log", **FLAKY) as proc:
-        await eventually(lambda: _all_jobs_done(rt), within=40)
+        await eventually(lambda: all_jobs_done(rt), within=40)
         assert await proc.stop() == 0
-    await _assert_each_refunded_exactly_once(rt, paid)
+    await assert_each_refunded_exactly_once(rt, paid)
     # The failures really happened, including answers lost after the gateway refunded.
     assert await count(rt, "SELECT count(*) FROM jobs WHERE kind = 'refund' AND attempts > 1") > 50
     assert "was already made at the gateway" in proc.log
@@ -100,21 +68,17 @@ async def test_a_worker_killed_mid_way_and_restarted_loses_and_doubles_nothing(
     paid = await _big_cancelled_screening(client, rt)
     slow = {**FLAKY, "SEATMAP_SIMULATED_LATENCY": "0.02", "SEATMAP_JOB_LEASE": "1.5"}
     async with worker(rt.settings, tmp_path / "first.log", **slow) as first:
-        await eventually(lambda: _refunded_at_least(rt, MANY // 4))
+        await eventually(lambda: refunded_at_least(rt, MANY // 4))
         await first.kill()
-    done_before = await _refunded(rt)
+    done_before = await refunded(rt)
     assert done_before < MANY, "the worker finished before it could be killed"
     stuck = await count(rt, "SELECT count(*) FROM jobs WHERE status = 'running'")
     async with worker(rt.settings, tmp_path / "second.log", **slow) as second:
-        await eventually(lambda: _all_jobs_done(rt), within=40)
+        await eventually(lambda: all_jobs_done(rt), within=40)
         assert await second.stop() == 0
-    await _assert_each_refunded_exactly_once(rt, paid)
+    await assert_each_refunded_exactly_once(rt, paid)
     assert stuck > 0  # the killed worker held jobs; the second one ran them after their lease
     assert "Traceback" not in second.log
-
-
-async def _refunded_at_least(rt: Runtime, n: int) -> bool:
-    return await _refunded(rt) >= n
 
 
 async def test_two_workers_at_once_share_the_refunds_without_doubling_any(
@@ -127,78 +91,12 @@ async def test_two_workers_at_once_share_the_refunds_without_doubling_any(
         worker(rt.settings, tmp_path / "a.log", **slow) as a,
         worker(rt.settings, tmp_path / "b.log", **slow) as b,
     ):
-        await eventually(lambda: _all_jobs_done(rt), within=40)
+        await eventually(lambda: all_jobs_done(rt), within=40)
         assert await a.stop() == 0 and await b.stop() == 0
-    await _assert_each_refunded_exactly_once(rt, paid)
+    await assert_each_refunded_exactly_once(rt, paid)
     done = [set(re.findall(r"refund (\d+) of order", w.log)) for w in (a, b)]
     assert done[0] and done[1], "one worker did everything"
     assert len(done[0] | done[1]) == MANY
-
-
-async def test_an_always_failing_refund_ends_dead_visible_to_the_admin_who_retries_it(
-    server: Server, client: httpx.AsyncClient, rt: Runtime, tmp_path: Path
-) -> None:
-    """After N failed attempts the refund is dead with its last error; a retry then succeeds."""
-    screening = await make_screening(rt, ["S" * 10], strand_rule=False)
-    (order,) = await paid_orders(rt, screening, 1)
-    await _cancel(client, rt, screening)
-    admin = await logged_in(rt, client, "admin")
-    broken = {"SEATMAP_SIMULATED_REFUND_FAILURE_RATE": "1"}
-    async with worker(rt.settings, tmp_path / "broken.log", **broken):
-        await eventually(lambda: _dead_refunds(client, admin.headers))
-    (dead,) = await _dead_refunds(client, admin.headers)
-    # SEATMAP_JOB_MAX_ATTEMPTS of the process that queued it (the web, here the default 10).
-    attempts = rt.settings.job_max_attempts
-    assert (dead["order_id"], dead["amount"], dead["attempts"]) == (order.id, order.price, attempts)
-    assert "gateway" in dead["last_error"]
-    r = await client.get("/api/admin/refunds?status=succeeded", headers=admin.headers)
-    assert r.json()["items"] == []
-    customer = await logged_in(rt, client)
-    r = await client.get("/api/admin/refunds", headers=customer.headers)
-    assert r.status_code == 403
-
-    r = await client.post(f"/api/admin/refunds/{dead['id']}/retry", headers=admin.headers)
-    assert r.status_code == 202, r.text
-    r = await client.post(f"/api/admin/refunds/{dead['id']}/retry", headers=admin.headers)
-    assert r.status_code == 409  # not dead any more
-    async with worker(rt.settings, tmp_path / "fixed.log"):
-        await eventually(lambda: _refunded_at_least(rt, 1))
-    r = await client.get("/api/admin/refunds", headers=admin.headers)
-    (item,) = r.json()["items"]
-    assert (item["status"], item["order_id"]) == ("succeeded", order.id)
-    await _assert_each_refunded_exactly_once(rt, [order])
-
-
-async def _dead_refunds(client: httpx.AsyncClient, headers: dict[str, str]) -> list[dict[str, object]]:
-    r = await client.get("/api/admin/refunds?status=dead", headers=headers)
-    assert r.status_code == 200, r.text
-    items: list[dict[str, object]] = r.json()["items"]
-    return items
-
-
-async def test_refunds_are_paged_and_filtered_for_the_admin(
-    server: Server, client: httpx.AsyncClient, rt: Runtime
-) -> None:
-    """The admin pages through refunds newest first; an unknown status filter is 422."""
-    screening = await make_screening(rt, ["S" * 10], strand_rule=False)
-    paid = await paid_orders(rt, screening, 5)
-    await _cancel(client, rt, screening)
-    admin = await logged_in(rt, client, "admin")
-    seen: list[int] = []
-    url = "/api/admin/refunds?status=pending&limit=2"
-    while True:
-        r = await client.get(url, headers=admin.headers)
-        assert r.status_code == 200, r.text
-        page = r.json()
-        seen += [item["order_id"] for item in page["items"]]
-        if not page.get("next_cursor"):
-            break
-        url = f"/api/admin/refunds?status=pending&limit=2&cursor={page['next_cursor']}"
-    assert seen == [p.id for p in reversed(paid)]
-    r = await client.get("/api/admin/refunds?status=lost", headers=admin.headers)
-    assert r.status_code == 422
-    r = await client.post("/api/admin/refunds/999999/retry", headers=admin.headers)
-    assert r.status_code == 404
 
 
 # ---- the customer's refund ---------------------------------------------------------------------
@@ -227,7 +125,7 @@ async def test_a_customer_refunds_in_time_their_seats_are_on_sale_at_once_and_mo
     assert r.status_code == 409 and r.json()["error"]["code"] == "order_closed"
 
     async with worker(rt.settings, tmp_path / "worker.log"):
-        await eventually(lambda: _all_jobs_done(rt))
+        await eventually(lambda: all_jobs_done(rt))
     refunded = await get_order(client, buyer, order["id"])
     assert refunded["status"] == "refunded"
     async with rt.pool.acquire() as conn:
@@ -302,7 +200,7 @@ async def test_a_box_office_sale_of_a_cancelled_screening_is_refunded_at_the_cou
     )
     assert r.status_code == 201, r.text
     sale = r.json()
-    await _cancel(client, rt, screening)
+    await cancel_screening(client, rt, screening)
     async with rt.pool.acquire() as conn:
         refund_id = await conn.fetchval("SELECT id FROM refunds WHERE order_id = $1", sale["id"])
     assert server.runtime is not None
@@ -341,7 +239,7 @@ async def test_a_payment_after_its_order_expired_is_refunded_by_the_same_job(
         )
     assert queued is not None and tuple(queued) == ("order_expired", made["total"], "refund")
     async with worker(rt.settings, tmp_path / "worker.log") as proc:
-        await eventually(lambda: _all_jobs_done(rt))
+        await eventually(lambda: all_jobs_done(rt))
     after = await get_order(client, buyer, made["id"])
     assert (after["status"], after["needs_refund"], after["tickets"]) == ("expired", False, [])
     async with rt.pool.acquire() as conn:
