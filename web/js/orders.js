@@ -34,6 +34,8 @@ const STATUS_WORDS = {
   paid: "Paid",
   expired: "Expired: the payment did not arrive in time",
   cancelled: "Cancelled",
+  refund_pending: "Refunded: the money is on its way back",
+  refunded: "Refunded",
 };
 
 export async function showOrder(main, id) {
