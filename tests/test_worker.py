@@ -231,3 +231,16 @@ async def test_in_dev_mode_the_web_process_runs_the_jobs_itself(settings: Settin
 async def _all_refunded(rt: Runtime, n: int) -> bool:
     async with rt.pool.acquire() as conn:
         return bool(await conn.fetchval("SELECT count(*) = $1 FROM orders WHERE status = 'refunded'", n))
+
+
+def test_dev_mode_runs_the_jobs_in_the_web_process_unless_told_otherwise(tmp_path: Path) -> None:
+    """Embedded (dev) servers run the jobs inline; a production web process leaves them to workers."""
+    dev = Settings.from_environ({"SEATMAP_DATA_DIR": str(tmp_path)})
+    production = {
+        "DATABASE_URL": "postgresql://db/seatmap",
+        "REDIS_URL": "redis://cache",
+        "SEATMAP_JWT_SECRET": "s" * 40,
+    }
+    assert dev.inline_worker is True
+    assert Settings.from_environ(production).inline_worker is False
+    assert Settings.from_environ({**production, "SEATMAP_INLINE_WORKER": "1"}).inline_worker is True
