@@ -195,7 +195,12 @@ async def refunded(rt: Runtime) -> int:
 
 
 async def all_jobs_done(rt: Runtime) -> bool:
-    return await count(rt, "SELECT count(*) FROM jobs WHERE status <> 'done'") == 0
+    """True once every job is done; a dead one fails the test at once, with its error."""
+    async with rt.pool.acquire() as conn:
+        dead = await conn.fetch("SELECT kind, attempts, last_error FROM jobs WHERE status = 'dead'")
+        left: int = await conn.fetchval("SELECT count(*) FROM jobs WHERE status <> 'done'")
+    assert not dead, f"dead jobs: {[dict(r) for r in dead]}"
+    return left == 0
 
 
 async def assert_each_refunded_exactly_once(rt: Runtime, paid: list[PaidOrder]) -> None:
