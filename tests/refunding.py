@@ -128,7 +128,7 @@ class WorkerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    async def wait_for_line(self, text: str, within: float = 15.0) -> None:
+    async def wait_for_line(self, text: str, within: float = 30.0) -> None:
         async with asyncio.timeout(within * TIMEOUT_FACTOR):
             while text not in self.log:
                 if self.process.returncode is not None:
