@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -41,8 +43,16 @@ def with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("servers")
+def servers_dir() -> Iterator[Path]:
+    """The embedded servers' data, outside pytest's temp root.
+
+    pytest prunes old session directories and resets the permissions of its root when a session
+    starts; another pytest session running at the same time would pull the data directory out
+    from under a PostgreSQL that runs as another user (pgserver drops root).
+    """
+    path = Path(tempfile.mkdtemp(prefix="seatmap-test-servers-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
