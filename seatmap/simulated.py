@@ -54,7 +54,9 @@ log = logging.getLogger("seatmap.simulated")
 
 TAGS: Final = ("simulated gateway",)
 _RETRIES: Final = (0.2, 0.5, 1.0, 2.0)  # seconds between delivery attempts
-_ZERO_DECIMAL: Final = frozenset({"JPY", "KRW", "VND", "CLP", "ISK"})
+# Currencies whose amounts are whole units. IDR is listed by ISO with 2 decimals, but prices are
+# quoted (and gateways charge) in whole rupiah; the web UI (web/js/format.js) uses the same list.
+_ZERO_DECIMAL: Final = frozenset({"IDR", "JPY", "KRW", "VND", "CLP", "ISK"})
 
 CREATE: Final = """
 INSERT INTO simulated_payments
