@@ -75,6 +75,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             for role, email, password in accounts:
                 print(f"    {role:<9} {email:<28} {password}")
         print("  press Ctrl-C to stop\n", flush=True)
+        # uvicorn handles Ctrl-C itself (graceful shutdown), then re-raises the signal once it is
+        # done; answering that with KeyboardInterrupt inside its event loop only prints a
+        # traceback. Remember it instead, and stop the embedded servers on the way out.
+        interrupted: list[int] = []
+        signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
         uvicorn.run(
             "seatmap.app:app_from_environ",
             factory=True,
@@ -93,7 +98,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             access_log=False,
             timeout_graceful_shutdown=5,
         )
-    return 0
+    return 130 if interrupted else 0
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:

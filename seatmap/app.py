@@ -112,6 +112,8 @@ def create_app(settings: Settings) -> Starlette:
             # Also on app.state, for code that holds the app rather than a request (tests, tools).
             app.state.runtime = rt
             yield {"runtime": rt}
+            # From here on, background tasks end because we stop them: not a crash.
+            rt.extras["stopping"] = True
 
     routes: list[BaseRoute] = [
         *ops.routes,
@@ -163,7 +165,7 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
 
 def _crashed(rt: Runtime, task: asyncio.Task[None]) -> None:
     """A background task must never end while the process serves: say so loudly, fail /readyz."""
-    if task.cancelled():
+    if task.cancelled() or (rt.extras.get("stopping") and task.exception() is None):
         return
     rt.extras.setdefault("failed", []).append(task.get_name())
     log.critical(
