@@ -41,17 +41,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import msgspec
 
 from bench.servers import cpu_seconds, free_port, machine_busy_seconds
-from seatmap.auditoriums import insert_auditorium
+from bench.stage import hall, new_database
 from seatmap.auth import issue_access_token
-from seatmap.db import migrate
 from seatmap.embedded import Urls, embedded_servers
-from seatmap.layouts import LayoutSpec
 from seatmap.settings import Secret, Settings
 
 ROWS: Final = ["S" * 40] * 25  # 1,000 seats per screening: 500 pairs
@@ -140,28 +138,14 @@ class Stage:
 
 
 async def build(urls: Urls, buyers: int, web_screenings: int, bare_screenings: int) -> Stage:
-    database = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(urls.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await admin.close()
-    database_url = urlunsplit(urlsplit(urls.database_url)._replace(path="/" + database))
+    database, database_url = await new_database(urls.database_url)
     secret = secrets.token_urlsafe(48)
     settings = Settings(database_url=database_url, redis_url=urls.redis_url, data_dir=Path("."), dev=True,
                         jwt_secret=Secret(secret), access_token_ttl=24 * 3600)  # fmt: skip
     conn = await asyncpg.connect(database_url)
     try:
-        await migrate(conn)
         async with conn.transaction():
-            cinema = await conn.fetchval(
-                "INSERT INTO cinemas (name, city, timezone) VALUES ('Bench', 'Jakarta', 'Asia/Jakarta')"
-                " RETURNING id"
-            )
-            hall = await insert_auditorium(conn, cinema, "Hall 1", LayoutSpec(rows=ROWS))
-            movie = await conn.fetchval(
-                "INSERT INTO movies (title, duration_minutes) VALUES ('Bench', 100) RETURNING id"
-            )
+            auditorium, movie = await hall(conn, ROWS, "Hall 1")
             first = datetime.now(UTC) + timedelta(days=1)
             screenings: list[int] = []
             for i in range(web_screenings + bare_screenings):
@@ -169,7 +153,7 @@ async def build(urls: Urls, buyers: int, web_screenings: int, bare_screenings: i
                 screening = await conn.fetchval(
                     "INSERT INTO screenings (auditorium_id, movie_id, starts_at, ends_at)"
                     " VALUES ($1, $2, $3, $4) RETURNING id",
-                    hall.id, movie, starts, starts + timedelta(hours=2),
+                    auditorium.id, movie, starts, starts + timedelta(hours=2),
                 )  # fmt: skip
                 await conn.execute(
                     "INSERT INTO screening_prices (screening_id, category, amount)"
@@ -190,7 +174,7 @@ async def build(urls: Urls, buyers: int, web_screenings: int, bare_screenings: i
         prefix=f"bench{uuid.uuid4().hex[:8]}", jwt_secret=secret, users=users,
         tokens=[issue_access_token(settings, u, "customer")[0] for u in users],
         web=screenings[:web_screenings], bare=screenings[web_screenings:],
-        labels=[s.label for s in hall.layout.seats],
+        labels=[s.label for s in auditorium.layout.seats],
     )  # fmt: skip
 
 

@@ -38,17 +38,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 
 from bench.servers import REPO, Backing, Kind, cpu_seconds, running
-from seatmap.auditoriums import insert_auditorium
+from bench.stage import hall, new_database
 from seatmap.auth import issue_access_token
-from seatmap.db import migrate
 from seatmap.embedded import Urls, embedded_servers
-from seatmap.layouts import LayoutSpec
 from seatmap.settings import Secret, Settings
 
 # What checkout writes for a paid web order, and the simulated gateway's record of its payment.
@@ -119,33 +116,15 @@ class Result:
         return self.orders / self.seconds
 
 
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
-
-
 async def build(urls: Urls, orders: int) -> Stage:
-    database = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(urls.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{database}"')
-    finally:
-        await admin.close()
-    database_url = _with_database(urls.database_url, database)
+    database, database_url = await new_database(urls.database_url)
     jwt_secret = secrets.token_urlsafe(48)
     width = 50
     rows = ["S" * width] * -(-orders // width)
     conn = await asyncpg.connect(database_url)
     try:
-        await migrate(conn)
         async with conn.transaction():
-            cinema = await conn.fetchval(
-                "INSERT INTO cinemas (name, city, timezone)"
-                " VALUES ('Bench', 'Jakarta', 'Asia/Jakarta') RETURNING id"
-            )
-            hall = await insert_auditorium(conn, cinema, "Big hall", LayoutSpec(rows=rows))
-            movie = await conn.fetchval(
-                "INSERT INTO movies (title, duration_minutes) VALUES ('Bench film', 100) RETURNING id"
-            )
+            auditorium, movie = await hall(conn, rows, "Big hall")
             customers = await conn.fetch(
                 "INSERT INTO users (email, name, password_hash, role)"
                 " SELECT 'refund' || g || '@example.com', 'Buyer ' || g, 'x', 'customer'"
@@ -173,10 +152,10 @@ async def build(urls: Urls, orders: int) -> Stage:
         redis_url=urls.redis_url,
         prefix=f"bench{uuid.uuid4().hex[:8]}",
         jwt_secret=jwt_secret,
-        hall=hall.id,
+        hall=auditorium.id,
         movie=movie,
         customers=[int(r["id"]) for r in customers],
-        seats=[seat.label for seat in hall.layout.seats][:orders],
+        seats=[seat.label for seat in auditorium.layout.seats][:orders],
         admin_token=issue_access_token(settings, admin_id, "admin")[0],
     )
 

@@ -21,7 +21,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from bench.servers import Backing
-from seatmap.auditoriums import insert_auditorium
+from seatmap.auditoriums import AuditoriumDetail, insert_auditorium
 from seatmap.auth import issue_access_token
 from seatmap.db import migrate
 from seatmap.embedded import Urls
@@ -59,14 +59,40 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
-async def build(urls: Urls, *, hold_screenings: int, users: int) -> Stage:
+async def new_database(admin_url: str) -> tuple[str, str]:
+    """A fresh, migrated `bench_<hex>` database: (name, URL). Every benchmark runs in its own."""
     database = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(urls.database_url)
+    admin = await asyncpg.connect(admin_url)
     try:
         await admin.execute(f'CREATE DATABASE "{database}"')
     finally:
         await admin.close()
-    database_url = _with_database(urls.database_url, database)
+    url = _with_database(admin_url, database)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return database, url
+
+
+async def hall(
+    conn: asyncpg.Connection, rows: list[str], name: str = "Studio 1"
+) -> tuple[AuditoriumDetail, int]:
+    """A cinema with one auditorium of these compact rows and a film: (auditorium, movie id)."""
+    cinema = await conn.fetchval(
+        "INSERT INTO cinemas (name, city, timezone)"
+        " VALUES ('Bench Cinema', 'Jakarta', 'Asia/Jakarta') RETURNING id"
+    )
+    auditorium = await insert_auditorium(conn, cinema, name, LayoutSpec(rows=rows))
+    movie: int = await conn.fetchval(
+        "INSERT INTO movies (title, duration_minutes) VALUES ('Bench film', 100) RETURNING id"
+    )
+    return auditorium, movie
+
+
+async def build(urls: Urls, *, hold_screenings: int, users: int) -> Stage:
+    database, database_url = await new_database(urls.database_url)
     jwt_secret = secrets.token_urlsafe(48)
     settings = Settings(
         database_url=database_url,
@@ -78,16 +104,8 @@ async def build(urls: Urls, *, hold_screenings: int, users: int) -> Stage:
     )
     conn = await asyncpg.connect(database_url)
     try:
-        await migrate(conn)
         async with conn.transaction():
-            cinema = await conn.fetchval(
-                "INSERT INTO cinemas (name, city, timezone)"
-                " VALUES ('Bench Cinema', 'Jakarta', 'Asia/Jakarta') RETURNING id"
-            )
-            hall = await insert_auditorium(conn, cinema, "Studio 1", LayoutSpec(rows=ROWS))
-            movie = await conn.fetchval(
-                "INSERT INTO movies (title, duration_minutes) VALUES ('Bench film', 100) RETURNING id"
-            )
+            auditorium, movie = await hall(conn, ROWS)
             first = datetime.now(UTC) + timedelta(days=1)
             screenings: list[int] = []
             for i in range(1 + hold_screenings):
@@ -96,7 +114,7 @@ async def build(urls: Urls, *, hold_screenings: int, users: int) -> Stage:
                     await conn.fetchval(
                         "INSERT INTO screenings (auditorium_id, movie_id, starts_at, ends_at, status)"
                         " VALUES ($1, $2, $3, $4, 'scheduled') RETURNING id",
-                        hall.id,
+                        auditorium.id,
                         movie,
                         starts,
                         starts + timedelta(hours=2),
@@ -122,7 +140,7 @@ async def build(urls: Urls, *, hold_screenings: int, users: int) -> Stage:
         hold_screenings=screenings[1:],
         users=user_ids,
         tokens=[issue_access_token(settings, uid, "customer")[0] for uid in user_ids],
-        rows=_rows(hall.layout.seats),
+        rows=_rows(auditorium.layout.seats),
     )
 
 
