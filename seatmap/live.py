@@ -40,6 +40,7 @@ from seatmap.protocol import (
     Result,
     Resume,
     ServerMessage,
+    decode_client,
     encode,
 )
 from seatmap.runtime import Runtime, runtime
@@ -241,8 +242,6 @@ def _error(exc: SeatmapError, ref: str | None) -> Error:
 
 
 def _decode(data: str | bytes) -> ClientMessage:
-    from seatmap.protocol import decode_client
-
     if isinstance(data, bytes):
         raise ProtocolError("text_only", "Send JSON in text frames.")
     return decode_client(data)
