@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import uuid
@@ -17,7 +16,7 @@ import httpx
 
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
-from tests.support import TIMEOUT_FACTOR, User, logged_in, quick_users
+from tests.support import TIMEOUT_FACTOR, User, logged_in, process_environ, quick_users
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 
@@ -98,23 +97,14 @@ async def paid_orders(rt: Runtime, screening: int, n: int, *, first_seat: int = 
 
 def worker_environ(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment of a worker process on the test's databases, with fast retries."""
-    assert settings.database_url is not None and settings.redis_url is not None
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SEATMAP_")}
-    environ.update(
-        DATABASE_URL=settings.database_url,
-        REDIS_URL=settings.redis_url,
-        SEATMAP_JWT_SECRET=settings.jwt_secret.reveal(),
-        SEATMAP_REDIS_PREFIX=settings.redis_prefix,
-        SEATMAP_DATA_DIR=str(settings.data_dir),
-        SEATMAP_LOG_JSON="0",
-        SEATMAP_JOB_BACKOFF="0.05",
-        SEATMAP_JOB_MAX_BACKOFF="0.3",
-        SEATMAP_JOB_POLL_INTERVAL="0.2",
-        SEATMAP_JOB_MAX_ATTEMPTS="40",
-        SEATMAP_REFUND_TIMEOUT="0.3",
-    )
-    environ.update(extra)
-    return environ
+    fast = {
+        "SEATMAP_JOB_BACKOFF": "0.05",
+        "SEATMAP_JOB_MAX_BACKOFF": "0.3",
+        "SEATMAP_JOB_POLL_INTERVAL": "0.2",
+        "SEATMAP_JOB_MAX_ATTEMPTS": "40",
+        "SEATMAP_REFUND_TIMEOUT": "0.3",
+    }
+    return process_environ(settings, **{**fast, **extra})
 
 
 class WorkerProcess:

@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection
 from seatmap import accounts
 from seatmap.auth import Role
 from seatmap.runtime import Runtime
+from seatmap.settings import Settings
 
 # Slow machines (or PYTHONASYNCIODEBUG=1) scale every timeout by this factor.
 TIMEOUT_FACTOR: Final = float(os.environ.get("SEATMAP_TESTS_TIMEOUT_FACTOR", "1"))
@@ -166,3 +167,19 @@ async def quick_users(rt: Runtime, n: int, role: Role = "customer") -> list[User
     return [
         User(r["id"], r["email"], "", role, issue_access_token(rt.settings, r["id"], role)[0]) for r in rows
     ]
+
+
+def process_environ(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment for a seatmap subprocess (worker, web) on this test's databases."""
+    assert settings.database_url is not None and settings.redis_url is not None
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SEATMAP_")}
+    environ.update(
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        SEATMAP_JWT_SECRET=settings.jwt_secret.reveal(),
+        SEATMAP_REDIS_PREFIX=settings.redis_prefix,
+        SEATMAP_DATA_DIR=str(settings.data_dir),
+        SEATMAP_LOG_JSON="0",
+    )
+    environ.update(extra)
+    return environ

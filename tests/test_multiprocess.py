@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
-from tests.support import TIMEOUT_FACTOR, Server, Viewer, make_screening, quick_users
+from tests.support import TIMEOUT_FACTOR, Server, Viewer, make_screening, process_environ, quick_users
 
 
 def _free_port() -> int:
@@ -37,16 +36,7 @@ def _start(port: int, environ: dict[str, str]) -> subprocess.Popen[bytes]:
 @contextlib.asynccontextmanager
 async def web_processes(settings: Settings, count: int, **env: str) -> AsyncIterator[list[Server]]:
     """`count` separate `uvicorn seatmap.app:app_from_environ` processes, as the Procfile runs them."""
-    assert settings.database_url and settings.redis_url
-    environ = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "SEATMAP_REDIS_PREFIX": settings.redis_prefix,
-        "SEATMAP_JWT_SECRET": settings.jwt_secret.reveal(),
-        "SEATMAP_LOG_LEVEL": "WARNING",
-        **env,
-    }
+    environ = process_environ(settings, SEATMAP_LOG_LEVEL="WARNING", **env)
     procs: list[subprocess.Popen[bytes]] = []
     servers: list[Server] = []
     try:

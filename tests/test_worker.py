@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -21,7 +20,7 @@ from tests import refunding
 from tests.conftest import running
 from tests.shopping import pending_order, seat_states
 from tests.smtp import SMTPSink
-from tests.support import TIMEOUT_FACTOR, Server, logged_in, make_screening
+from tests.support import TIMEOUT_FACTOR, Server, logged_in, make_screening, process_environ
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 10 * TIMEOUT_FACTOR
@@ -58,21 +57,6 @@ class Worker:
         return self.process.returncode
 
 
-def worker_environ(settings: Settings, **extra: str) -> dict[str, str]:
-    assert settings.database_url is not None and settings.redis_url is not None
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("SEATMAP_")}
-    environ.update(
-        DATABASE_URL=settings.database_url,
-        REDIS_URL=settings.redis_url,
-        SEATMAP_JWT_SECRET=settings.jwt_secret.reveal(),
-        SEATMAP_REDIS_PREFIX=settings.redis_prefix,
-        SEATMAP_DATA_DIR=str(settings.data_dir),
-        SEATMAP_LOG_JSON="0",
-        **extra,
-    )
-    return environ
-
-
 @asynccontextmanager
 async def worker(settings: Settings, **extra: str) -> AsyncIterator[Worker]:
     process = await asyncio.create_subprocess_exec(
@@ -81,7 +65,7 @@ async def worker(settings: Settings, **extra: str) -> AsyncIterator[Worker]:
         "seatmap",
         "worker",
         cwd=ROOT,
-        env=worker_environ(settings, **extra),
+        env=process_environ(settings, **extra),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
