@@ -157,7 +157,12 @@ def best_blocks(
     strand_rule: bool = True,
     limit: int = 8,
 ) -> list[tuple[str, ...]]:
-    """The best `limit` blocks of `count` adjacent free seats, best first (no overlap check between them)."""
+    """The best `limit` blocks of `count` adjacent free seats on this map, best first.
+
+    The reference for what best-available must pick: the hold script walks `ranked_blocks`
+    against live state instead, and the tests check the two agree (no block this finds may be
+    left when a request was refused).
+    """
     choices = _windows(p, taken, count, _eligible(category, accessible), strand_rule)
     if accessible and not choices:
         # Not enough accessible places together: seat the party on the best ordinary seats.
