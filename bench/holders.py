@@ -36,6 +36,10 @@ class _Head(msgspec.Struct):
     ref: str | None = None
 
 
+class _Batch(msgspec.Struct):
+    messages: list[msgspec.Raw]
+
+
 class _HoldInfo(msgspec.Struct):
     token: str
     seats: list[str]
@@ -65,6 +69,7 @@ class _Snapshot(msgspec.Struct):
 
 
 _head: Final = msgspec.json.Decoder(_Head)
+_batch: Final = msgspec.json.Decoder(_Batch)
 _reply: Final = msgspec.json.Decoder(_Reply)
 _delta: Final = msgspec.json.Decoder(_Delta)
 _snapshot: Final = msgspec.json.Decoder(_Snapshot)
@@ -81,6 +86,7 @@ class Join:
     host: str
     port: int
     holders: list[tuple[int, str]]
+    batch: bool = True  # ?batch=1, as the web UI asks
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,9 @@ class Holder:
                 future.set_result((_reply.decode(payload), time.monotonic()))
         elif self.replay is not None and head.type in ("delta", "snapshot"):
             self.replay.feed(head.type, payload)
+        elif head.type == "batch":
+            for raw in _batch.decode(payload).messages:
+                self.text(bytes(raw), received)
 
     def closed(self, code: int) -> None:
         self.closed_with = code
@@ -250,7 +259,7 @@ class HolderGroup:
             if screening not in replays:
                 replay = replays[screening] = Replay(self.replayed)
             holder = Holder(screening, token, replay)
-            path = f"/ws/screenings/{screening}"
+            path = f"/ws/screenings/{screening}?batch=1" if command.batch else f"/ws/screenings/{screening}"
             holder.socket = await wire.connect(command.host, command.port, path, holder)
             reply, _ = await holder.command(type="auth", token=token)
             if reply.type != "result":

@@ -91,7 +91,8 @@ class Run:
     logs: Path
 
     async def connect(self, server: servers.Running, count: int) -> list[loadgen.Connected]:
-        path = f"/ws/screenings/{self.stage.screening}"
+        # The baselines ignore ?batch=1; seatmap then packs what queued up for a socket in one frame.
+        path = f"/ws/screenings/{self.stage.screening}" + ("" if self.args.no_batch else "?batch=1")
         commands = [
             loadgen.Connect("127.0.0.1", server.port, path, n, self.args.client, self.args.deflate)
             for n in self.gens.split(count)
@@ -167,7 +168,8 @@ class Run:
             shares = self.gens.split(len(assignments))
             chunks, at = [], 0
             for share in shares:
-                chunks.append(holders.Join("127.0.0.1", server.port, assignments[at : at + share]))
+                mine = assignments[at : at + share]
+                chunks.append(holders.Join("127.0.0.1", server.port, mine, batch=not args.no_batch))
                 at += share
             await self.gens.ask(chunks)
             start_at = time.time() + 1.0
@@ -379,6 +381,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hold-screenings", type=int, default=1, help="screenings the holders spread over")
     p.add_argument("--hold-seats", type=int, default=2, help="at most this many seats per hold")
     p.add_argument("--hold-duration", type=float, default=15.0)
+    p.add_argument("--no-batch", action="store_true", help="no ?batch=1: one message per frame")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--database-url", help="PostgreSQL to create the bench database in (default: embedded)")
     p.add_argument("--redis-url", help="Redis to use (default: embedded)")

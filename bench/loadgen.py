@@ -33,6 +33,7 @@ class Envelope(msgspec.Struct):
     type: str
     seq: int = 0
     ts: float = 0.0
+    messages: list[Envelope] = []  # a `batch` (seatmap with ?batch=1): several messages in one frame
 
 
 envelope: Final = msgspec.json.Decoder(Envelope)
@@ -130,6 +131,13 @@ class Viewer:
         if tally is None:
             return
         message = envelope.decode(payload)
+        if message.type == "batch":
+            for inner in message.messages:
+                self._one(tally, inner, received)
+        else:
+            self._one(tally, message, received)
+
+    def _one(self, tally: Tally, message: Envelope, received: float) -> None:
         kind = message.type
         if kind == "delta" or kind == "status":
             seq = message.seq

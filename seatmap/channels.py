@@ -90,6 +90,14 @@ class Subscriber:
                 self._waiter = None
         return self.pending.popleft()
 
+    def more(self, limit: int) -> list[tuple[int, str]]:
+        """Messages already queued behind the one just taken, up to the next control item."""
+        taken: list[tuple[int, str]] = []
+        pending = self.pending
+        while pending and len(taken) < limit and pending[0][0] >= 0:
+            taken.append(pending.popleft())
+        return taken
+
 
 class Channel:
     """The live state of one screening in this process, and its local subscribers."""

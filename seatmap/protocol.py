@@ -124,6 +124,19 @@ class Heartbeat(msgspec.Struct, tag="heartbeat"):
     seq: int
 
 
+class Batch(msgspec.Struct, tag="batch"):
+    """Several of the above in one frame, in order (only to clients that asked with `?batch=1`).
+
+    Never built from Structs: the writer joins texts that are already encoded (batch_text).
+    """
+
+    messages: list[Snapshot | Delta | Status | Presence | Heartbeat]
+
+
+def batch_text(texts: list[str]) -> str:
+    return '{"type":"batch","messages":[' + ",".join(texts) + "]}"
+
+
 class Pong(msgspec.Struct, tag="pong", omit_defaults=True):
     ref: str | None = None
 
@@ -162,7 +175,7 @@ class Error(msgspec.Struct, tag="error", kw_only=True, omit_defaults=True):
     retry_after: float | None = None
 
 
-ServerMessage = Snapshot | Delta | Status | Presence | Heartbeat | Pong | Result | Error
+ServerMessage = Snapshot | Delta | Status | Presence | Heartbeat | Batch | Pong | Result | Error
 
 _decoder: Final = msgspec.json.Decoder(ClientMessage)
 encoder: Final = msgspec.json.Encoder()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import uuid
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
+from urllib.parse import urlencode
 
 import httpx
 import websockets
@@ -111,16 +113,35 @@ class Viewer:
 
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
-        self.messages: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []  # every message, batches unpacked
+        self.frames = 0
+        self.batches = 0
+        self._unread: collections.deque[dict[str, Any]] = collections.deque()
 
     @classmethod
-    async def connect(cls, server: Server, screening: int, *, since: int | None = None, **kw: Any) -> Viewer:
-        url = f"{server.ws}/ws/screenings/{screening}" + (f"?since={since}" if since is not None else "")
+    async def connect(
+        cls, server: Server, screening: int, *, since: int | None = None, batch: bool = False, **kw: Any
+    ) -> Viewer:
+        params = {"since": since} if since is not None else {}
+        if batch:
+            params["batch"] = 1
+        query = urlencode(params)
+        url = f"{server.ws}/ws/screenings/{screening}" + (f"?{query}" if query else "")
         return cls(await websockets.connect(url, open_timeout=5 * TIMEOUT_FACTOR, **kw))
 
     async def recv(self, within: float = 2.0) -> dict[str, Any]:
-        raw = await asyncio.wait_for(self.conn.recv(), within * TIMEOUT_FACTOR)
-        message: dict[str, Any] = json.loads(raw)
+        """The next message; a `batch` frame's messages come one by one, in order."""
+        if not self._unread:
+            raw = await asyncio.wait_for(self.conn.recv(), within * TIMEOUT_FACTOR)
+            frame: dict[str, Any] = json.loads(raw)
+            self.frames += 1
+            if frame["type"] == "batch":
+                self.batches += 1
+                assert len(frame["messages"]) > 1, "a batch carries at least two messages"
+                self._unread.extend(frame["messages"])
+            else:
+                self._unread.append(frame)
+        message = self._unread.popleft()
         self.messages.append(message)
         return message
 

@@ -336,3 +336,23 @@ async def test_sell_marks_seats_sold_once(rt: Runtime, server: object, client: h
     }  # fmt: skip
     assert (await client.get(f"/api/holds/{hold['token']}", headers=alice.headers)).status_code == 404
     await viewer.close()
+
+
+async def test_holds_go_on_after_redis_forgets_the_scripts(
+    rt: Runtime, client: httpx.AsyncClient, screening: int
+) -> None:
+    """After SCRIPT FLUSH (or a Redis restart) every call of a pipelined batch still gets its own answer."""
+    users = await quick_users(rt, 6)
+    await rt.redis.script_flush()
+    replies = await asyncio.gather(
+        *(
+            client.post("/api/holds", json={"screening_id": screening, "seats": [seat]}, headers=u.headers)
+            for u, seat in zip(users, ["A1", "A2", "A3", "A3", "B1", "B2"], strict=True)
+        )
+    )
+    codes = sorted(r.status_code for r in replies)
+    assert codes == [201] * 5 + [409]
+    tokens = {r.json()["token"] for r in replies if r.status_code == 201}
+    assert len(tokens) == 5
+    snap = await seat_map(rt, screening)
+    assert snap["seats"] == {s: "held" for s in ["A1", "A2", "A3", "B1", "B2"]}

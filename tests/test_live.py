@@ -9,6 +9,8 @@ import httpx
 import pytest
 import websockets
 
+from seatmap.auth import Principal
+from seatmap.holds import holds_of
 from seatmap.protocol import CLOSE_ABUSE, CLOSE_NOT_FOUND
 from seatmap.runtime import Runtime
 from tests.support import Server, Viewer, make_screening, quick_users
@@ -315,3 +317,43 @@ async def test_screening_detail_shows_live_seats_and_status_changes_reach_viewer
     )
     assert (r.status_code, r.json()["error"]["reason"]) == (409, "draft")
     await viewer.close()
+
+
+async def test_a_batching_client_gets_the_same_messages_in_fewer_frames(
+    rt: Runtime, server: Server, client: httpx.AsyncClient, screening: int
+) -> None:
+    """With `?batch=1`, what queues up for a socket arrives packed; nothing is lost, reordered or doubled.
+
+    The 80 changes are made at once (their scripts go to Redis in one pipeline and are
+    published back to back), so they queue behind each other on every socket: the plain
+    viewer gets one frame per delta, the batching one far fewer frames with the same deltas.
+    """
+    users = await quick_users(rt, 40)
+    assert server.runtime is not None
+    holds = holds_of(server.runtime)
+    plain = await Viewer.connect(server, screening)
+    packed = await Viewer.connect(server, screening, batch=True)
+    start = (await plain.next("snapshot"))["seq"]
+    assert (await packed.next("snapshot"))["seq"] == start
+    who = [Principal(user_id=u.id, role="customer", jti="x", expires_at=0) for u in users]
+    # Pairs from the aisle (A1-A2, A3-A4, …): in any order, no seat is left alone between holds.
+    pairs = [[f"{'ABCDEFGH'[i // 5]}{2 * (i % 5) + n}" for n in (1, 2)] for i in range(40)]
+    made = await asyncio.gather(*(holds.create(p, screening, s) for p, s in zip(who, pairs, strict=True)))
+    await asyncio.gather(*(holds.release(p, h.token) for p, h in zip(who, made, strict=True)))
+    expected = list(range(start + 1, start + 81))
+    got = {}
+    for name, viewer in (("plain", plain), ("packed", packed)):
+        got[name] = [await viewer.next("delta", within=5) for _ in expected]
+        assert [d["seq"] for d in got[name]] == expected
+        with pytest.raises(TimeoutError):
+            await viewer.next("delta", within=0.3)
+    assert got["plain"] == got["packed"]
+    assert plain.batches == 0
+    assert packed.batches >= 1 and packed.frames < plain.frames
+    # Resuming from before all of it: the 80 missed deltas come back packed, in order.
+    await packed.close()
+    back = await Viewer.connect(server, screening, since=start, batch=True)
+    assert [(await back.next("delta"))["seq"] for _ in expected] == expected
+    assert back.frames == 1
+    await back.close()
+    await plain.close()

@@ -67,8 +67,9 @@ export class LiveMap {
 
   url() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const since = this.seq > 0 ? `?since=${this.seq}` : "";
-    return `${scheme}://${location.host}/ws/screenings/${this.screeningId}${since}`;
+    // batch=1: when this tab falls behind, the server may pack queued messages into one frame.
+    const since = this.seq > 0 ? `&since=${this.seq}` : "";
+    return `${scheme}://${location.host}/ws/screenings/${this.screeningId}?batch=1${since}`;
   }
 
   _setConnection(state, detail = {}) {
@@ -147,7 +148,14 @@ export class LiveMap {
       return;
     }
     this._alive();
+    this._handle(message);
+  }
+
+  _handle(message) {
     switch (message.type) {
+      case "batch":
+        for (const inner of message.messages) this._handle(inner);
+        break;
       case "snapshot":
         this._snapshot(message);
         break;
