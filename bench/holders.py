@@ -70,6 +70,7 @@ class _Snapshot(msgspec.Struct):
 
 _head: Final = msgspec.json.Decoder(_Head)
 _batch: Final = msgspec.json.Decoder(_Batch)
+_BATCH_PREFIX: Final = b'{"type":"batch",'
 _reply: Final = msgspec.json.Decoder(_Reply)
 _delta: Final = msgspec.json.Decoder(_Delta)
 _snapshot: Final = msgspec.json.Decoder(_Snapshot)
@@ -182,6 +183,8 @@ class Holder:
         self.closed_with: int | None = None
 
     def text(self, payload: bytes, received: float) -> None:
+        if self.replay is None and payload.startswith(_BATCH_PREFIX):
+            return  # seat-map messages only (never a result): nothing for a holder that does not replay
         head = _head.decode(payload)
         if head.type in ("result", "error", "pong"):
             # Errors the server cannot tie to a command (rate limit, undecodable) carry no ref;

@@ -69,6 +69,13 @@ class Subscriber:
         self.pending.append((seq, text))
         self._wake()
 
+    def offer_many(self, items: list[tuple[int, str]]) -> None:
+        if len(self.pending) + len(items) > self.maxsize:
+            self.reset()
+            return
+        self.pending.extend(items)
+        self._wake()
+
     def reset(self) -> None:
         """Forget the backlog; the writer sends a fresh snapshot next."""
         self.pending.clear()
@@ -114,6 +121,7 @@ class Channel:
         self.ready = asyncio.Event()
         self.ring: collections.deque[tuple[int, str]] = collections.deque(maxlen=_RING)
         self._pending: list[tuple[int, Delta | Status, str]] = []
+        self._outbox: list[tuple[int, str]] = []  # applied, not yet handed to the subscribers
         self._catching_up = False
         self._snapshot: tuple[int, int, str] | None = None
         self.linger: asyncio.TimerHandle | None = None
@@ -157,8 +165,19 @@ class Channel:
             self.status = message.status
         self.seq = message.seq
         self.ring.append((message.seq, text))
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._deliver)
+        self._outbox.append((message.seq, text))
+
+    def _deliver(self) -> None:
+        """Hand the deltas applied in this loop turn to every local socket, in one go per socket.
+
+        Per delta and socket this was the hottest line of a busy screening (100 holders on one
+        map: 400,000 offers a second); per turn it is one extend per socket.
+        """
+        items, self._outbox = self._outbox, []
         for sub in self.subscribers:
-            sub.offer(message.seq, text)
+            sub.offer_many(items)
 
     def broadcast(self, text: str) -> None:
         """A message outside the seq order (presence, heartbeat): always delivered."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, NamedTuple, NewType
 
+import hiredis
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -130,8 +131,10 @@ class Scripts:
             _fail(calls, exc)
             return
         try:
-            packed = conn.pack_commands(
-                [("EVALSHA", self._sha[c.name], len(c.keys), *c.keys, *c.args) for c in calls]
+            packed = b"".join(
+                # hiredis packs a command in C, ~8x faster than redis-py's asyncio connection.
+                hiredis.pack_command(("EVALSHA", self._sha[c.name], len(c.keys), *c.keys, *c.args))
+                for c in calls
             )
             await conn.send_packed_command(packed, check_health=False)
             for call in calls:

@@ -136,6 +136,12 @@ class Session:
         resyncs_in_a_row = 0
         while True:
             seq, text = await sub.next()
+            if self.batching:
+                # Nagle for seat maps: on a busy screening, wait out the window so that what
+                # arrives meanwhile shares the frame. A quiet socket is not delayed at all.
+                wait = sub.last_sent + self.rt.settings.ws_batch_window - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             if (seq, text) == RESYNC:
                 resyncs_in_a_row += 1
                 if resyncs_in_a_row > _MAX_RESYNCS:

@@ -158,6 +158,7 @@ class Settings:
     # Deltas queued for one socket before it is reset to a snapshot (~5 s at 50 changes/s).
     ws_queue_size: int = 256
     ws_heartbeat: float = 20.0
+    ws_batch_window: float = 0.01
     ws_commands_per_second: float = 10.0
     ws_command_burst: int = 20
     sweep_interval: float = 0.5
@@ -256,6 +257,7 @@ class Settings:
             ws_max_message=_int(environ, "SEATMAP_WS_MAX_MESSAGE", 16 * 1024, minimum=256),
             ws_queue_size=_int(environ, "SEATMAP_WS_QUEUE_SIZE", 256, minimum=1),
             ws_heartbeat=_float(environ, "SEATMAP_WS_HEARTBEAT", 20.0),
+            ws_batch_window=_int(environ, "SEATMAP_WS_BATCH_WINDOW_MS", 10, minimum=0) / 1000,
             ws_commands_per_second=_float(environ, "SEATMAP_WS_COMMANDS_PER_SECOND", 10.0),
             ws_command_burst=_int(environ, "SEATMAP_WS_COMMAND_BURST", 20, minimum=1),
             sweep_interval=_float(environ, "SEATMAP_SWEEP_INTERVAL", 0.5),
