@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from seatmap import cancellations, jobs, mail, notifications, orders, payments, refunds
-from seatmap.db import Connection, create_pool
+from seatmap.db import create_pool
 from seatmap.errors import ConfigError
 from seatmap.holds import Holds
 from seatmap.inventory import Inventory
@@ -43,13 +43,6 @@ log = logging.getLogger("seatmap.worker")
 # a few more serve the claim loop, lease renewal, housekeeping and mail.
 _MAX_JOB_CONNECTIONS: Final = 20
 _SPARE_CONNECTIONS: Final = 4
-
-
-async def _keep_session(conn: Connection) -> None:
-    """The pool's reset on release, minus the reset query (a round trip and a RESET ALL each
-    time a job gives its connection back, several times per job). The jobs leave no session
-    state behind (no SET, no session locks, listeners removed); asyncpg still rolls back a
-    transaction left open before calling this."""
 
 
 def handlers(rt: Runtime) -> dict[str, jobs.Handler]:
@@ -123,7 +116,6 @@ async def run(settings: Settings) -> None:
                 settings.database_url,
                 min_size=2,
                 max_size=min(settings.job_concurrency, _MAX_JOB_CONNECTIONS) + _SPARE_CONNECTIONS,
-                reset=_keep_session,
             )
             stack.push_async_callback(pool.close)
             redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
