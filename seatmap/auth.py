@@ -3,7 +3,8 @@
 Access tokens are short-lived HS256 JWTs (`sub`, `role`, `exp`, `iat`, `jti`). API clients
 send them as `Authorization: Bearer`; browsers get the same token in an HttpOnly SameSite
 cookie so the web UI and the WebSocket can use it. Logout puts the token's `jti` on a
-deny-list in Redis until the token would have expired anyway.
+deny-list in Redis until the token would have expired anyway; other processes see it within a
+second (they trust a token they checked for that long).
 """
 
 from __future__ import annotations
@@ -89,10 +90,31 @@ def _revoked_key(rt: Runtime, jti: str) -> str:
     return rt.key("revoked", jti)
 
 
+# A token verified (signature and deny-list) is trusted by this process for this long: a buyer
+# sends the same token five times in a few hundred milliseconds, and each check was a JWT decode
+# and a Redis round trip. A logout takes effect at once in the process that served it, and
+# within this long in the others.
+_TRUSTED_FOR: Final = 1.0
+_TRUSTED_MAX: Final = 10_000
+
+
+def _trusted(rt: Runtime) -> dict[str, tuple[Principal, float]]:
+    trusted: dict[str, tuple[Principal, float]] = rt.extras.setdefault("trusted_tokens", {})
+    return trusted
+
+
 async def principal_from_token(rt: Runtime, token: str) -> Principal:
+    trusted = _trusted(rt)
+    now = time.monotonic()
+    known = trusted.get(token)
+    if known is not None and now - known[1] < _TRUSTED_FOR and known[0].expires_at > time.time():
+        return known[0]
     principal = decode_access_token(rt.settings, token)
     if await rt.redis.exists(_revoked_key(rt, principal.jti)):
         raise InvalidToken("The token has been revoked.")
+    if len(trusted) >= _TRUSTED_MAX:
+        trusted.clear()
+    trusted[token] = (principal, now)
     return principal
 
 
@@ -118,6 +140,9 @@ async def revoke_access_token(rt: Runtime, principal: Principal) -> None:
     remaining = principal.expires_at - int(time.time())
     if remaining > 0:
         await rt.redis.set(_revoked_key(rt, principal.jti), "1", ex=remaining)
+    trusted = _trusted(rt)
+    for token in [t for t, (p, _) in trusted.items() if p.jti == principal.jti]:
+        del trusted[token]
 
 
 def set_session_cookies(response: Response, settings: Settings, access: str, refresh: str) -> None:

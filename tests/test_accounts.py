@@ -272,6 +272,26 @@ async def test_logout_revokes_the_access_and_the_refresh_token(
     assert (await refresh(client, tokens["refresh_token"])).status_code == 401
 
 
+async def test_a_logout_reaches_the_other_processes_within_a_second(
+    client: httpx.AsyncClient, rt: Runtime, settings: Settings
+) -> None:
+    """Another process, which trusted the token a moment ago, refuses it about a second after logout."""
+    user = await create_user(rt)
+    tokens = (await client.post("/api/auth/login", json={"email": user.email, "password": PASSWORD})).json()
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    async with running(create_app(settings)) as other, httpx.AsyncClient(base_url=other.http) as there:
+        assert (await there.get("/api/me", headers=headers)).status_code == 200
+        out = await client.post(
+            "/api/auth/logout", json={"refresh_token": tokens["refresh_token"]}, headers=headers
+        )
+        assert out.status_code == 204
+        assert (await client.get("/api/me", headers=headers)).status_code == 401  # this process: at once
+        logged_out = time.monotonic()
+        while (await there.get("/api/me", headers=headers)).status_code == 200:
+            assert time.monotonic() - logged_out < 1.5, "the other process still accepts the token"
+            await asyncio.sleep(0.05)
+
+
 async def test_logout_needs_a_login(client: httpx.AsyncClient) -> None:
     """Logging out without a token is 401."""
     assert (await client.post("/api/auth/logout")).status_code == 401
