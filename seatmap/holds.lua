@@ -336,7 +336,8 @@ redis.call('HSET', hold_key, 'expires_ms', tostring(expires))
 redis.call('PEXPIREAT', ttl_key, expires)
 redis.call('ZADD', expiry_key, expires, token)
 redis.call('ZADD', user_key, expires, token)
-return {'ok', tostring(expires), tostring(max)}
+local seats, area, qty = unpack(redis.call('HMGET', hold_key, 'seats', 'area', 'qty'))
+return {'ok', '0', tostring(expires), tostring(max), seats or '', area or '', qty or ''}
 
 --- release ---
 -- The owner gives a hold back.

@@ -272,7 +272,8 @@ class Holds:
         )
         if result[0] != "ok":
             raise _refusal(result)
-        return await self.get(who, token)
+        area, qty = result[5], result[6]
+        return _hold_result(token, screening, GASelection(area, int(qty)) if area else None, result)
 
     async def release(self, who: Principal, token: str) -> None:
         screening = parse_token(token)
@@ -321,7 +322,7 @@ class Holds:
 
 
 def _hold_result(token: str, screening: int, ga: GASelection | None, result: list[Any]) -> HoldResult:
-    """From a successful hold script: ['ok', seq, expires_ms, max_ms, 'A1,A2']."""
+    """From a successful hold or extend script: ['ok', seq, expires_ms, max_ms, 'A1,A2', …]."""
     return HoldResult(
         token=token,
         screening_id=screening,
