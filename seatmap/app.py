@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TypedDict
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -74,9 +76,13 @@ def create_app(settings: Settings) -> Starlette:
             stack.push_async_callback(pool.close)
             # A blocking pool: under a burst, requests wait briefly for a connection instead
             # of failing with "Too many connections".
+            # A command that meets a dead pooled connection (Redis restarted, an idle connection
+            # dropped) reconnects and is sent again, twice at most; without `retry` on the pool,
+            # redis-py would raise at once.
             redis_pool = aioredis.BlockingConnectionPool.from_url(
-                redis_url, max_connections=64, timeout=10, decode_responses=True
-            )
+                redis_url, max_connections=64, timeout=10, decode_responses=True,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.01), 2),
+            )  # fmt: skip
             redis = aioredis.Redis.from_pool(redis_pool)  # owns the pool: aclose() closes it
             stack.push_async_callback(redis.aclose)
             rt = Runtime(settings=settings, pool=pool, redis=redis)

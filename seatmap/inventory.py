@@ -19,7 +19,7 @@ from typing import Any, Final, NamedTuple, NewType
 
 import hiredis
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, ResponseError
 
 from seatmap.db import Pool
 from seatmap.errors import NotFound
@@ -99,8 +99,9 @@ class Scripts:
     batch to fill, so a lone call goes out on the next turn. EVALSHA, falling back to EVAL
     for scripts the server does not know (a restart, SCRIPT FLUSH).
 
-    A connection that fails mid-batch fails the calls whose replies were not read: whether
-    such a script ran is unknown, as with any command, and it is not sent again.
+    A connection that fails before the first reply is read is replaced and the batch sent once
+    more (as redis-py retries a command); one that fails mid-batch fails the calls whose replies
+    were not read: whether such a script ran is unknown, and it is not sent again.
     """
 
     def __init__(self, redis: Redis) -> None:
@@ -121,7 +122,7 @@ class Scripts:
         _sending.add(task)
         task.add_done_callback(_sending.discard)
 
-    async def _send(self, calls: list[_Call]) -> None:
+    async def _send(self, calls: list[_Call], attempt: int = 1) -> None:
         pool = self.redis.connection_pool
         unknown: list[_Call] = []
         read = 0
@@ -150,11 +151,22 @@ class Scripts:
         except BaseException as exc:
             # The connection is out of step with its replies: it must not be reused as it is.
             await conn.disconnect(nowait=True)
-            _fail(calls[read:], exc)
-            if not isinstance(exc, Exception):
-                raise
+            if read == 0 and attempt == 1 and isinstance(exc, RedisConnectionError | OSError):
+                # A pooled connection that died idle (Redis restarted, a proxy dropped it):
+                # once more on a fresh one, as redis-py retries its own commands.
+                retry = True
+            else:
+                retry = False
+                _fail(calls[read:], exc)
+                if not isinstance(exc, Exception):
+                    raise
+        else:
+            retry = False
         finally:
             await pool.release(conn)
+        if retry:
+            await self._send(calls, attempt=2)
+            return
         for call in unknown:
             try:
                 source = SCRIPT_SOURCES[call.name]

@@ -356,3 +356,24 @@ async def test_holds_go_on_after_redis_forgets_the_scripts(
     assert len(tokens) == 5
     snap = await seat_map(rt, screening)
     assert snap["seats"] == {s: "held" for s in ["A1", "A2", "A3", "B1", "B2"]}
+
+
+async def test_holds_go_on_after_redis_drops_the_idle_connections(
+    rt: Runtime, client: httpx.AsyncClient, screening: int
+) -> None:
+    """Pooled connections killed while idle (a Redis restart, a proxy) are replaced: nobody gets an error."""
+    users = await quick_users(rt, 4)
+    first = await client.post(
+        "/api/holds", json={"screening_id": screening, "seats": ["A1"]}, headers=users[0].headers
+    )
+    assert first.status_code == 201
+    killed = await rt.redis.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    replies = await asyncio.gather(
+        *(
+            client.post("/api/holds", json={"screening_id": screening, "seats": [seat]}, headers=u.headers)
+            for u, seat in zip(users[1:], ["B1", "B2", "B3"], strict=True)
+        )
+    )
+    assert [r.status_code for r in replies] == [201, 201, 201]
+    assert (await seat_map(rt, screening))["seats"] == {s: "held" for s in ["A1", "B1", "B2", "B3"]}
