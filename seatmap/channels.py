@@ -31,79 +31,17 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError, RedisError
 
+from seatmap.backlog import Subscriber
 from seatmap.inventory import Inventory, Keys, SeatMap
 from seatmap.protocol import Delta, Heartbeat, Presence, Snapshot, Status, encoder
 
 log = logging.getLogger("seatmap.channels")
 
-RESYNC: Final = (-1, "")  # queue item: "send this socket a fresh snapshot"
 _RING: Final = 512  # recent deltas kept per channel, to serve resumes without Redis
 _LINGER: Final = 2.0  # seconds a channel stays subscribed after its last viewer leaves
 _PRESENCE_FRESH_MS: Final = 5000
 
 _incoming: Final = msgspec.json.Decoder(Delta | Status)
-
-
-class Subscriber:
-    """One socket on one channel: a bounded backlog of (seq, text) that the socket's writer drains.
-
-    A deque and a single waiter rather than an asyncio.Queue: a writer that is busy sending is
-    not woken per message, and offering is an append (this runs once per socket per delta).
-    """
-
-    __slots__ = ("_waiter", "channel", "last_sent", "maxsize", "pending", "resyncs")
-
-    def __init__(self, channel: Channel, maxsize: int) -> None:
-        self.channel = channel
-        self.maxsize = maxsize
-        self.pending: collections.deque[tuple[int, str]] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self.resyncs = 0
-        self.last_sent = time.monotonic()
-
-    def offer(self, seq: int, text: str) -> None:
-        if len(self.pending) >= self.maxsize:
-            # Drop what is queued: a snapshot replaces all of it.
-            self.reset()
-            return
-        self.pending.append((seq, text))
-        self._wake()
-
-    def offer_many(self, items: list[tuple[int, str]]) -> None:
-        if len(self.pending) + len(items) > self.maxsize:
-            self.reset()
-            return
-        self.pending.extend(items)
-        self._wake()
-
-    def reset(self) -> None:
-        """Forget the backlog; the writer sends a fresh snapshot next."""
-        self.pending.clear()
-        self.pending.append(RESYNC)
-        self.resyncs += 1
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def next(self) -> tuple[int, str]:
-        while not self.pending:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self.pending.popleft()
-
-    def more(self, limit: int) -> list[tuple[int, str]]:
-        """Messages already queued behind the one just taken, up to the next control item."""
-        taken: list[tuple[int, str]] = []
-        pending = self.pending
-        while pending and len(taken) < limit and pending[0][0] >= 0:
-            taken.append(pending.popleft())
-        return taken
 
 
 class Channel:

@@ -20,7 +20,8 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from seatmap.auth import ACCESS_COOKIE, Principal, principal_from_token
-from seatmap.channels import RESYNC, Channels, Subscriber
+from seatmap.backlog import RESYNC, Subscriber
+from seatmap.channels import Channels
 from seatmap.errors import NotFound, SeatmapError, Unauthorized
 from seatmap.holds import Holds, holds_of
 from seatmap.protocol import (

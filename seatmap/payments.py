@@ -5,11 +5,10 @@ built-in `simulated` gateway (simulated.py, a configuration choice, not a test b
 the real gateways a deployment plugs in. A provider creates payments, verifies and parses the
 webhooks it sends, and refunds.
 
-Webhooks are signed with HMAC-SHA256 over `<timestamp>.<body>` and carry the signature as
-`Seatmap-Signature: t=<unix seconds>,v1=<hex>`. A bad signature or a timestamp further than
-`webhook_tolerance` from our clock is refused (400) before anything is read or written.
-Handling is idempotent: each event id is recorded once (`payment_events`), a payment's status
-only moves forward, so duplicates, replays and out-of-order deliveries change nothing twice.
+Webhooks are signed (webhooks.py); a bad signature or a stale timestamp is refused (400)
+before anything is read or written. Handling is idempotent: each event id is recorded once
+(`payment_events`), a payment's status only moves forward, so duplicates, replays and
+out-of-order deliveries change nothing twice.
 
 On a verified "paid" event, one PostgreSQL transaction marks the order paid, records the
 payment and writes one ticket per line; the partial unique index on live tickets refuses a
@@ -23,8 +22,6 @@ the buyer's `booking_confirmed` notification in its transaction too.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
@@ -41,7 +38,6 @@ from seatmap.api import decode, documented, path_int, respond
 from seatmap.auth import require
 from seatmap.errors import (
     ConfigError,
-    InvalidSignature,
     NotFound,
     OrderClosed,
     PayloadTooLarge,
@@ -51,10 +47,9 @@ from seatmap.holds import holds_of
 from seatmap.orders import Payment
 from seatmap.runtime import Runtime, runtime
 from seatmap.sales import LIVE_ORDER_COLUMNS, LiveOrder, publish_sold_or_defer
-from seatmap.settings import Settings
 from seatmap.tickets import issue
+from seatmap.webhooks import SIGNATURE_HEADER, verify_signature
 
-SIGNATURE_HEADER: Final = "Seatmap-Signature"
 TAGS: Final = ("payments",)
 _MAX_WEBHOOK: Final = 64 * 1024
 # Forward-only payment statuses: an event that would move a payment back is stale.
@@ -139,42 +134,7 @@ def provider_of(rt: Runtime) -> PaymentProvider:
     return provider
 
 
-# ---- signatures ----------------------------------------------------------------------------------
-
-
-def webhook_key(settings: Settings) -> bytes:
-    """SEATMAP_WEBHOOK_SECRET, or a key derived from the JWT secret (never the JWT key itself)."""
-    if settings.webhook_secret is not None:
-        return settings.webhook_secret.reveal().encode()
-    return hmac.new(
-        settings.jwt_secret.reveal().encode(), b"seatmap webhook signing v1", hashlib.sha256
-    ).digest()
-
-
-def sign(key: bytes, body: bytes, timestamp: int) -> str:
-    mac = hmac.new(key, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={mac}"
-
-
-def verify_signature(key: bytes, header: str | None, body: bytes, *, tolerance: int, now: float) -> None:
-    """Accept `t=…,v1=…` (several v1 while a secret rotates) signed with `key` within `tolerance` s."""
-    if not header:
-        raise InvalidSignature("The webhook has no signature.", reason="missing")
-    timestamp: int | None = None
-    candidates: list[str] = []
-    for part in header.split(","):
-        name, _, value = part.strip().partition("=")
-        if name == "t" and value.isdigit():
-            timestamp = int(value)
-        elif name == "v1":
-            candidates.append(value)
-    if timestamp is None or not candidates:
-        raise InvalidSignature("The webhook signature is malformed.", reason="malformed")
-    expected = sign(key, body, timestamp).rpartition("v1=")[2]
-    if not any(hmac.compare_digest(expected, c) for c in candidates):
-        raise InvalidSignature("The webhook signature does not match.", reason="mismatch")
-    if abs(now - timestamp) > tolerance:
-        raise InvalidSignature("The webhook is too old (or from the future): a replay?", reason="stale")
+# ---- verifying a webhook ---------------------------------------------------------------------------
 
 
 def verify_event(key: bytes, headers: Mapping[str, str], body: bytes, tolerance: int) -> WebhookEvent:

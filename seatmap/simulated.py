@@ -23,7 +23,6 @@ import html
 import logging
 import random
 import secrets
-import ssl
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -37,18 +36,9 @@ from starlette.routing import BaseRoute, Route
 
 from seatmap.api import documented
 from seatmap.errors import Conflict, IdempotencyKeyReused, NotFound, Unavailable
-from seatmap.payments import (
-    SIGNATURE_HEADER,
-    CreatedPayment,
-    PaymentData,
-    Refund,
-    WebhookEvent,
-    provider_of,
-    sign,
-    verify_event,
-    webhook_key,
-)
+from seatmap.payments import CreatedPayment, PaymentData, Refund, WebhookEvent, provider_of, verify_event
 from seatmap.runtime import Runtime, runtime
+from seatmap.webhooks import SIGNATURE_HEADER, Courier, sign, webhook_key
 
 log = logging.getLogger("seatmap.simulated")
 
@@ -91,7 +81,7 @@ class SimulatedGateway:
         self.pool = rt.pool
         self.settings = rt.settings
         self.key = webhook_key(rt.settings)
-        self.courier = _Courier(timeout=10.0)
+        self.courier = Courier(timeout=10.0)
         self._deliveries: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
@@ -236,89 +226,6 @@ class SimulatedGateway:
             await asyncio.sleep(pause)
         log.error("webhook to %s given up after %d attempts", url, len(_RETRIES) + 1)
         return status
-
-
-class _Courier:
-    """POSTs webhooks over kept-alive HTTP/1.1 connections, one request at a time each.
-
-    All a gateway needs: small JSON bodies to a few origins, the status and body back. httpx
-    did this too, at a fifth of a web worker's CPU in the checkout benchmark; a request here
-    is one write and a few reads on asyncio streams.
-    """
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._idle: dict[tuple[str, str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
-
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"cannot deliver to {url!r}")
-        origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        head = [f"POST {target} HTTP/1.1", f"host: {parts.netloc}", f"content-length: {len(body)}"]
-        request = ("\r\n".join(head + [f"{k}: {v}" for k, v in headers.items()]) + "\r\n\r\n").encode() + body
-        idle = self._idle.setdefault(origin, [])
-        while True:
-            reused = bool(idle)
-            reader, writer = idle.pop() if reused else await self._open(origin)
-            try:
-                async with asyncio.timeout(self.timeout):
-                    writer.write(request)
-                    status, answer, keep = await _response(reader)
-            except (OSError, asyncio.IncompleteReadError, ValueError):
-                writer.close()
-                if reused:
-                    continue  # the server had closed this idle connection: try a fresh one
-                raise
-            except BaseException:
-                writer.close()
-                raise
-            if keep:
-                idle.append((reader, writer))
-            else:
-                writer.close()
-            return status, answer
-
-    async def _open(self, origin: tuple[str, str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        scheme, host, port = origin
-        context = ssl.create_default_context() if scheme == "https" else None
-        async with asyncio.timeout(self.timeout):
-            return await asyncio.open_connection(host, port, ssl=context)
-
-    def close(self) -> None:
-        for connections in self._idle.values():
-            for _, writer in connections:
-                writer.close()
-        self._idle.clear()
-
-
-async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    """(status, body, whether the connection may be reused) of one HTTP/1.1 response."""
-    line = await reader.readline()
-    if not line.startswith(b"HTTP/1."):
-        raise ValueError(f"not an HTTP response: {line[:50]!r}")
-    status = int(line.split(b" ", 2)[1])
-    length, chunked, keep = -1, False, line.startswith(b"HTTP/1.1")
-    while (header := await reader.readline()) not in (b"\r\n", b"\n", b""):
-        name, _, value = header.decode("latin-1").partition(":")
-        name, value = name.strip().lower(), value.strip().lower()
-        if name == "content-length":
-            length = int(value)
-        elif name == "transfer-encoding":
-            chunked = "chunked" in value
-        elif name == "connection":
-            keep = "close" not in value
-    if chunked:
-        parts = []
-        while size := int((await reader.readline()).split(b";")[0], 16):
-            parts.append(await reader.readexactly(size))
-            await reader.readline()
-        await reader.readline()
-        return status, b"".join(parts), keep
-    if length >= 0:
-        return status, await reader.readexactly(length), keep
-    return status, await reader.read(), False
 
 
 # ---- the payment page -----------------------------------------------------------------------------

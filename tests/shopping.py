@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from seatmap.payments import SIGNATURE_HEADER, sign, webhook_key
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
+from seatmap.webhooks import SIGNATURE_HEADER, sign, webhook_key
 from tests.support import User
 
 

@@ -13,7 +13,8 @@ import websockets
 
 from seatmap.app import create_app
 from seatmap.auth import Principal
-from seatmap.channels import RESYNC, Channel, Subscriber
+from seatmap.backlog import RESYNC, Subscriber
+from seatmap.channels import Channel
 from seatmap.holds import Holds
 from seatmap.inventory import Keys
 from seatmap.runtime import Runtime

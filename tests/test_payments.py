@@ -16,9 +16,10 @@ import pytest
 
 from seatmap.app import create_app
 from seatmap.errors import Conflict, IdempotencyKeyReused, InvalidSignature
-from seatmap.payments import provider_of, sign, verify_signature, webhook_key
+from seatmap.payments import provider_of
 from seatmap.runtime import Runtime
 from seatmap.settings import Secret, Settings
+from seatmap.webhooks import sign, verify_signature, webhook_key
 from tests.conftest import running
 from tests.shopping import (
     buy,
