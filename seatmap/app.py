@@ -85,14 +85,19 @@ def create_app(settings: Settings) -> Starlette:
             )  # fmt: skip
             redis = aioredis.Redis.from_pool(redis_pool)  # owns the pool: aclose() closes it
             stack.push_async_callback(redis.aclose)
+            # The pub/sub connection without that retry: redis-py would reconnect it silently,
+            # and Channels must see the drop to bring its viewers up to date (channels.py).
+            listener = aioredis.Redis.from_url(redis_url, decode_responses=True, max_connections=2)
+            stack.push_async_callback(listener.aclose)
             rt = Runtime(settings=settings, pool=pool, redis=redis)
             inventory = Inventory(
                 redis, pool, settings.redis_prefix, settings.recovery_log_length, settings.sweet_row
             )
             rt.extras["holds"] = holds.Holds(inventory, settings)
             channels = Channels(
-                redis, inventory, queue_size=settings.ws_queue_size, heartbeat=settings.ws_heartbeat
-            )
+                redis, inventory, queue_size=settings.ws_queue_size, heartbeat=settings.ws_heartbeat,
+                listener=listener,
+            )  # fmt: skip
             rt.channels = channels
             tasks = await channels.start()
             stack.push_async_callback(channels.stop)

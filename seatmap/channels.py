@@ -138,8 +138,18 @@ class Channel:
 class Channels:
     """The process's pub/sub connection and its channels. Started and stopped by the lifespan."""
 
-    def __init__(self, redis: Redis, inventory: Inventory, *, queue_size: int, heartbeat: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        inventory: Inventory,
+        *,
+        queue_size: int,
+        heartbeat: float,
+        listener: Redis | None = None,
+    ) -> None:
         self.redis = redis
+        # The client the pub/sub connection comes from: one that does not reconnect behind our back.
+        self.listener = listener or redis
         self.inventory = inventory
         self.queue_size = queue_size
         self.heartbeat = heartbeat
@@ -194,7 +204,7 @@ class Channels:
         backoff = 0.1
         first = True
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.listener.pubsub(ignore_subscribe_messages=True)
             try:
                 # The control channel keeps the connection subscribed even with no viewers.
                 await pubsub.subscribe(self._control, *self.handlers, *self._by_name)
