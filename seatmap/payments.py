@@ -121,6 +121,7 @@ async def open_provider(rt: Runtime) -> AsyncIterator[PaymentProvider]:
     from seatmap.simulated import SimulatedGateway
 
     gateway = SimulatedGateway(rt)
+    gateway.start()
     rt.extras["payments"] = gateway
     try:
         yield gateway

@@ -5,7 +5,8 @@ serves the buyer a payment page on our server (`GET /pay/{id}`, with Approve and
 buttons) and tells the merchant (us) the outcome with webhooks over real HTTP, signed exactly
 as a real gateway's would be. Settings make it misbehave the ways real gateways do: decline
 every payment, deliver each webhook several times at once, send a payment's events in the
-wrong order, or late; it retries a delivery that failed, with back-off. Refunds are keyed by
+wrong order, or late; it retries a delivery that failed, with back-off, until the merchant takes
+it, across restarts (simulated_webhooks.py). Refunds are keyed by
 the merchant's idempotency key and remembered, like a real gateway's: the same key again returns
 the refund already made and moves no more money. Refunds can be made to fail (before any money
 moves) or to lose their answer (the money moved, the caller times out), and every call can take
@@ -18,9 +19,7 @@ like hostedapi's in-app GitHub fake: the only thing faked is the outside party.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
-import logging
 import random
 import secrets
 import time
@@ -38,12 +37,10 @@ from seatmap.api import documented
 from seatmap.errors import Conflict, IdempotencyKeyReused, NotFound, Unavailable
 from seatmap.payments import CreatedPayment, PaymentData, Refund, WebhookEvent, provider_of, verify_event
 from seatmap.runtime import Runtime, runtime
-from seatmap.webhooks import SIGNATURE_HEADER, Courier, sign, webhook_key
-
-log = logging.getLogger("seatmap.simulated")
+from seatmap.simulated_webhooks import Outbox
+from seatmap.webhooks import webhook_key
 
 TAGS: Final = ("simulated gateway",)
-_RETRIES: Final = (0.2, 0.5, 1.0, 2.0)  # seconds between delivery attempts
 # Currencies whose amounts are whole units. IDR is listed by ISO with 2 decimals, but prices are
 # quoted (and gateways charge) in whole rupiah; the web UI (web/js/format.js) uses the same list.
 _ZERO_DECIMAL: Final = frozenset({"IDR", "JPY", "KRW", "VND", "CLP", "ISK"})
@@ -81,16 +78,13 @@ class SimulatedGateway:
         self.pool = rt.pool
         self.settings = rt.settings
         self.key = webhook_key(rt.settings)
-        self.courier = Courier(timeout=10.0)
-        self._deliveries: set[asyncio.Task[None]] = set()
+        self.outbox = Outbox(rt.pool, self.key, copies=rt.settings.simulated_webhook_copies)
+
+    def start(self) -> None:
+        self.outbox.start()
 
     async def aclose(self) -> None:
-        for task in self._deliveries:
-            task.cancel()
-        for task in list(self._deliveries):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.courier.close()
+        await self.outbox.aclose()
 
     # -- the provider interface ---------------------------------------------------------------
 
@@ -154,14 +148,21 @@ class SimulatedGateway:
     async def decide(self, payment_id: str, approve: bool) -> Any:
         """Record the buyer's choice (final; a configured decline wins) and tell the merchant.
 
-        Returns the decided row, or None if the payment was already decided or has expired.
+        The events are written with the decision (simulated_webhooks.py) and, unless they are
+        configured to come late, delivered before the buyer's page answers, so the order is
+        settled when they return. Returns the decided row, or None if the payment was already
+        decided or has expired.
         """
         status = "paid" if approve and not self.settings.simulated_decline else "declined"
-        async with self.pool.acquire() as conn:
+        delay = self.settings.simulated_webhook_delay
+        async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(DECIDE, payment_id, status)
-        if row is None:
-            return None
-        await self._notify(row)
+            if row is None:
+                return None
+            bodies = self.events(row)
+            ids = await self.outbox.queue(conn, row["id"], row["webhook_url"], bodies, delay)
+        if delay <= 0:
+            await self.outbox.deliver_now(row["webhook_url"], list(zip(ids, bodies, strict=True)))
         return row
 
     def events(self, row: Any) -> list[bytes]:
@@ -181,51 +182,6 @@ class SimulatedGateway:
             )
             for kind in kinds
         ]
-
-    async def _notify(self, row: Any) -> None:
-        bodies = self.events(row)
-        copies = self.settings.simulated_webhook_copies
-        url = row["webhook_url"]
-
-        async def deliver_all() -> None:
-            for body in bodies:
-                # Copies of one event go out at the same moment, as a retrying gateway's may.
-                await asyncio.gather(*(self.deliver(url, body) for _ in range(copies)))
-
-        if self.settings.simulated_webhook_delay <= 0:
-            # Delivered before the buyer's page answers, so the order is settled when they return.
-            await deliver_all()
-            return
-
-        async def later() -> None:
-            await asyncio.sleep(self.settings.simulated_webhook_delay)
-            await deliver_all()
-
-        task = asyncio.create_task(later(), name="simulated.webhook")
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
-
-    async def deliver(self, url: str, body: bytes) -> int | None:
-        """POST one signed event; retried on network errors and 5xx. The last status, or None."""
-        status: int | None = None
-        for pause in (*_RETRIES, None):
-            headers = {
-                SIGNATURE_HEADER: sign(self.key, body, int(time.time())),
-                "content-type": "application/json",
-            }
-            try:
-                status, answer = await self.courier.post(url, body, headers)
-                if status < 500:
-                    if status >= 400:
-                        log.warning("webhook to %s refused: %s %r", url, status, answer[:200])
-                    return status
-            except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
-                log.warning("webhook to %s failed: %r", url, exc)
-            if pause is None:
-                break
-            await asyncio.sleep(pause)
-        log.error("webhook to %s given up after %d attempts", url, len(_RETRIES) + 1)
-        return status
 
 
 # ---- the payment page -----------------------------------------------------------------------------

@@ -147,12 +147,12 @@ async def rt(settings: Settings) -> AsyncIterator[Runtime]:
 
 
 @contextlib.asynccontextmanager
-async def running(app: Starlette, ws_max_size: int = 16 * 1024) -> AsyncIterator[Server]:
-    """Uvicorn in this event loop on a free port, as websockets' own tests do."""
+async def running(app: Starlette, ws_max_size: int = 16 * 1024, port: int = 0) -> AsyncIterator[Server]:
+    """Uvicorn in this event loop on a free port (or `port`), as websockets' own tests do."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=0,
+        port=port,
         log_config=None,
         lifespan="on",
         access_log=False,

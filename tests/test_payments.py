@@ -4,6 +4,7 @@ out of order or late; the simulated gateway's page and refunds."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -373,3 +374,91 @@ def test_checkout_settings_come_from_the_environment() -> None:
     assert settings.simulated_webhook_url == "http://hooks.internal/api/payments/webhooks/simulated"
     with pytest.raises(ConfigError):
         Settings.from_environ({**base, "SEATMAP_WEBHOOK_SECRET": "short"})
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _webhooks(rt: Runtime) -> list[dict[str, Any]]:
+    async with rt.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT attempts, last_status, delivered_at IS NOT NULL AS delivered,"
+            " extract(epoch FROM due_at - now()) AS due_in FROM simulated_webhooks ORDER BY id"
+        )
+    return [dict(r) for r in rows]
+
+
+def _state(webhook: dict[str, Any]) -> tuple[int, int | None, bool]:
+    return webhook["attempts"], webhook["last_status"], webhook["delivered"]
+
+
+async def test_a_late_webhook_survives_a_restart_of_the_gateway(rt: Runtime, settings: Settings) -> None:
+    """The buyer approves; before the (late) webhook leaves, the server stops. The next server
+    delivers it: the order is paid with its tickets, from what the gateway wrote down."""
+    screening = await make_screening(rt, ["SSSS"])
+    (alice,) = await quick_users(rt, 1)
+    port = _free_port()
+    merchant = f"http://127.0.0.1:{port}/api/payments/webhooks/simulated"
+    async with serving(settings, simulated_webhook_delay=1.0, simulated_webhook_url=merchant) as (_, client):
+        made = await pending_order(client, alice, screening, ["A1", "A2"])
+        payment = await start_payment(client, alice, made["id"])
+        assert (await decide(client, payment)).status_code == 303
+    assert [(w["attempts"], w["delivered"]) for w in await _webhooks(rt)] == [(0, False)]
+    async with (
+        running(create_app(settings), port=port) as srv,
+        httpx.AsyncClient(base_url=srv.http, timeout=10 * TIMEOUT_FACTOR) as client,
+    ):
+
+        async def paid() -> dict[str, Any] | None:
+            found = await get_order(client, alice, made["id"])
+            return found if found["status"] == "paid" else None
+
+        settled = await wait_for(paid)
+        assert [t["seat"] for t in settled["tickets"]] == ["A1", "A2"]
+    assert [(w["attempts"], w["last_status"], w["delivered"]) for w in await _webhooks(rt)] == [
+        (1, 200, True)
+    ]
+
+
+async def test_a_refused_webhook_is_kept_and_delivered_once_the_merchant_takes_it(
+    rt: Runtime, settings: Settings
+) -> None:
+    """The merchant answers 400 (here: it checks signatures with another secret). The gateway keeps
+    the event and tries again later with back-off; once the merchant is fixed, the order is paid."""
+    screening = await make_screening(rt, ["SSSS"])
+    (alice,) = await quick_users(rt, 1)
+    port = _free_port()
+    merchant = f"http://127.0.0.1:{port}/api/payments/webhooks/simulated"
+    gateway = replace(settings, webhook_secret=Secret("the gateway's secret"), simulated_webhook_url=merchant)
+    wrong = replace(settings, webhook_secret=Secret("a stale secret"))
+    right = replace(settings, webhook_secret=Secret("the gateway's secret"))
+    async with (
+        serving(gateway) as (_, client),
+        running(create_app(wrong), port=port),
+    ):
+        made = await pending_order(client, alice, screening, ["A1", "A2"])
+        payment = await start_payment(client, alice, made["id"])
+        assert (await decide(client, payment)).status_code == 303
+        (refused,) = await _webhooks(rt)
+        assert _state(refused) == (1, 400, False)
+        assert 25 < refused["due_in"] <= 30  # the first back-off
+        assert (await get_order(client, alice, made["id"]))["status"] == "pending"
+    async with (
+        running(create_app(right), port=port) as srv,
+        httpx.AsyncClient(base_url=srv.http, timeout=10 * TIMEOUT_FACTOR) as client,
+    ):
+        async with rt.pool.acquire() as conn:  # the back-off has passed
+            await conn.execute("UPDATE simulated_webhooks SET due_at = now()")
+
+        async def paid() -> dict[str, Any] | None:
+            found = await get_order(client, alice, made["id"])
+            return found if found["status"] == "paid" else None
+
+        assert len((await wait_for(paid))["tickets"]) == 2
+    assert [(w["attempts"], w["last_status"], w["delivered"]) for w in await _webhooks(rt)] == [
+        (2, 200, True)
+    ]
