@@ -65,7 +65,9 @@ async def test_admin_schedules_a_screening_and_blocks_a_seat_from_the_ui(
     await screenshot(page, "admin-screenings")
 
     await page.locator('button[data-tab="refunds"]').click()
-    await expect(page.locator("#main h2")).to_have_text("Refunds")
+    # `.first`: until the tab has rendered, #main still holds the screenings page with its two
+    # headings, and a strict locator fails at once on two matches instead of waiting.
+    await expect(page.locator("#main h2").first).to_have_text("Refunds")
     await page.locator('button[data-tab="cinemas"]').click()
     rows_box = page.locator("#layout-rows")
     await rows_box.fill("WC_SS_CW\nSSSSSSSS\n\nPPPP_PPPP")
