@@ -37,7 +37,7 @@ from seatmap.api import documented
 from seatmap.errors import Conflict, IdempotencyKeyReused, NotFound, Unavailable
 from seatmap.payments import CreatedPayment, PaymentData, Refund, WebhookEvent, provider_of, verify_event
 from seatmap.runtime import Runtime, runtime
-from seatmap.simulated_webhooks import Outbox
+from seatmap.simulated_webhooks import LEASE, Outbox
 from seatmap.webhooks import webhook_key
 
 TAGS: Final = ("simulated gateway",)
@@ -51,9 +51,18 @@ INSERT INTO simulated_payments
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 """
 GET: Final = "SELECT *, expires_at <= now() AS lapsed FROM simulated_payments WHERE id = $1"
+# The decision and the webhooks it causes, in one statement: both are written, or neither.
 DECIDE: Final = """
-UPDATE simulated_payments SET status = $2, decided_at = now()
-WHERE id = $1 AND status = 'open' AND expires_at > now() RETURNING *
+WITH decided AS (
+    UPDATE simulated_payments SET status = $2, decided_at = now()
+    WHERE id = $1 AND status = 'open' AND expires_at > now() RETURNING *
+), queued AS (
+    INSERT INTO simulated_webhooks (payment_id, url, body, due_at)
+    SELECT d.id, d.webhook_url, b.body, now() + make_interval(secs => $4)
+    FROM decided d, unnest($3::bytea[]) WITH ORDINALITY AS b(body, n) ORDER BY b.n
+    RETURNING id
+)
+SELECT d.*, (SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM queued) AS webhooks FROM decided d
 """
 LOCK_PAYMENT: Final = "SELECT id, amount, status FROM simulated_payments WHERE id = $1 FOR UPDATE"
 # After the payment's lock (a new statement, so refunds committed meanwhile are seen): the refund
@@ -155,23 +164,25 @@ class SimulatedGateway:
         """
         status = "paid" if approve and not self.settings.simulated_decline else "declined"
         delay = self.settings.simulated_webhook_delay
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(DECIDE, payment_id, status)
-            if row is None:
+        async with self.pool.acquire() as conn:
+            current = await conn.fetchrow(GET, payment_id)
+            if current is None or current["status"] != "open" or current["lapsed"]:
                 return None
-            bodies = self.events(row)
-            ids = await self.outbox.queue(conn, row["id"], row["webhook_url"], bodies, delay)
+            bodies = self.events(current, status)
+            row = await conn.fetchrow(DECIDE, payment_id, status, bodies, delay if delay > 0 else LEASE)
+        if row is None:
+            return None  # decided by someone else meanwhile, or expired
         if delay <= 0:
-            await self.outbox.deliver_now(row["webhook_url"], list(zip(ids, bodies, strict=True)))
+            await self.outbox.deliver_now(row["webhook_url"], list(zip(row["webhooks"], bodies, strict=True)))
         return row
 
-    def events(self, row: Any) -> list[bytes]:
-        """The webhook bodies for a decided payment, in the order this gateway sends them."""
+    def events(self, row: Any, status: str) -> list[bytes]:
+        """The webhook bodies for a payment decided `status`, in the order this gateway sends them."""
         data = PaymentData(
             payment_id=row["id"], reference=row["reference"], amount=row["amount"], currency=row["currency"]
         )
         now = int(time.time())
-        final = "payment.paid" if row["status"] == "paid" else "payment.declined"
+        final = "payment.paid" if status == "paid" else "payment.declined"
         kinds = [final]
         if self.settings.simulated_out_of_order:
             # A real gateway reports "processing" first; this one lets it arrive after the outcome.

@@ -2,7 +2,7 @@
 
 A real gateway keeps an event until the merchant answers 2xx, retrying with back-off for days
 and across its own restarts. So does this one: `decide` writes the events in the same
-transaction as the buyer's decision (`simulated_webhooks`, sql/0008), and they leave from
+statement as the buyer's decision (`simulated_webhooks`, sql/0008), and they leave from
 there. With no configured delay they are delivered at once, before the buyer's page answers;
 with `SEATMAP_SIMULATED_WEBHOOK_DELAY` (late confirmations), or when the merchant did not take
 them, a pump in every process that opened the gateway claims the due ones (SKIP LOCKED, with a
@@ -19,22 +19,18 @@ import logging
 import time
 from typing import Any, Final
 
-from seatmap.db import AnyConnection, Pool
+import asyncpg
+
+from seatmap.db import Pool
 from seatmap.webhooks import SIGNATURE_HEADER, Courier, sign
 
 log = logging.getLogger("seatmap.simulated")
 
 _QUICK_RETRIES: Final = (0.2, 0.5, 1.0, 2.0)  # seconds between the tries of one attempt
-_LEASE: Final = 60.0  # seconds a claimed (or just decided) event is left to its deliverer
+LEASE: Final = 60.0  # seconds a claimed (or just decided) event is left to its deliverer
 _POLL: Final = 0.25  # seconds between looks for due events when there were none
 _MAX_ATTEMPTS: Final = 12  # then it is left undelivered (with its last status), as gateways give up
 
-QUEUE: Final = """
-INSERT INTO simulated_webhooks (payment_id, url, body, due_at)
-SELECT $1, $2, b.body, now() + make_interval(secs => $4)
-FROM unnest($3::bytea[]) WITH ORDINALITY AS b(body, n) ORDER BY b.n
-RETURNING id
-"""
 CLAIM: Final = """
 UPDATE simulated_webhooks w SET due_at = now() + make_interval(secs => $2)
 WHERE w.id IN (SELECT id FROM simulated_webhooks WHERE delivered_at IS NULL AND due_at <= now()
@@ -42,7 +38,8 @@ WHERE w.id IN (SELECT id FROM simulated_webhooks WHERE delivered_at IS NULL AND 
 RETURNING w.id, w.payment_id, w.url, w.body, w.attempts
 """
 TAKEN: Final = """
-UPDATE simulated_webhooks SET delivered_at = now(), last_status = $2, attempts = attempts + 1 WHERE id = $1
+UPDATE simulated_webhooks w SET delivered_at = now(), last_status = t.status, attempts = w.attempts + 1
+FROM unnest($1::bigint[], $2::integer[]) AS t(id, status) WHERE w.id = t.id
 """
 # The event that failed counts an attempt; the ones queued behind it wait with it.
 NOT_TAKEN: Final = """
@@ -67,6 +64,10 @@ class Outbox:
         self.copies = copies  # deliveries of each event at the same moment (a misbehaving gateway)
         self.courier = Courier(timeout=10.0)
         self._pump: asyncio.Task[None] | None = None
+        # Taken events, marked delivered in one statement per pump round rather than one per
+        # event on the buyer's path. Lost in a crash, they are delivered once more when their
+        # lease ends: a duplicate, which the merchant handles (as it must, from any gateway).
+        self._taken: list[tuple[int, int]] = []
 
     def start(self) -> None:
         self._pump = asyncio.create_task(self._pump_forever(), name="simulated.webhooks")
@@ -76,14 +77,16 @@ class Outbox:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self.flush_taken()
         self.courier.close()
 
-    async def queue(
-        self, conn: AnyConnection, payment_id: str, url: str, bodies: list[bytes], delay: float
-    ) -> list[int]:
-        """In the decision's transaction. With no delay the caller delivers them (`deliver_now`)."""
-        rows = await conn.fetch(QUEUE, payment_id, url, bodies, delay if delay > 0 else _LEASE)
-        return [row["id"] for row in rows]
+    async def flush_taken(self) -> None:
+        taken, self._taken = self._taken, []
+        if taken:
+            ids, statuses = zip(*taken, strict=True)
+            async with self.pool.acquire() as conn:
+                await conn.execute(TAKEN, list(ids), list(statuses))
 
     async def deliver_now(self, url: str, events: list[tuple[int, bytes]]) -> None:
         await self._deliver_in_order(url, [(event_id, body, 0) for event_id, body in events])
@@ -92,10 +95,10 @@ class Outbox:
         for i, (event_id, body, attempts) in enumerate(events):
             statuses = await asyncio.gather(*(self.post(url, body) for _ in range(self.copies)))
             taken = next((s for s in statuses if s is not None and 200 <= s < 300), None)
+            if taken is not None:
+                self._taken.append((event_id, taken))
+                continue
             async with self.pool.acquire() as conn:
-                if taken is not None:
-                    await conn.execute(TAKEN, event_id, taken)
-                    continue
                 status = next((s for s in statuses if s is not None), None)
                 waiting = [e[0] for e in events[i:]]
                 await conn.execute(NOT_TAKEN, event_id, status, backoff(attempts + 1), _MAX_ATTEMPTS, waiting)
@@ -139,8 +142,9 @@ class Outbox:
 
     async def pump_once(self, limit: int = 50) -> int:
         """Claim the due events and try each once, payment by payment (in order within one)."""
+        await self.flush_taken()
         async with self.pool.acquire() as conn:
-            claimed: list[Any] = await conn.fetch(CLAIM, limit, _LEASE)
+            claimed: list[Any] = await conn.fetch(CLAIM, limit, LEASE)
         if not claimed:
             return 0
         by_payment = itertools.groupby(
