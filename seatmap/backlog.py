@@ -22,7 +22,8 @@ class Subscriber:
     """One socket on one channel: a bounded backlog of (seq, text) that the socket's writer drains.
 
     A deque and a single waiter rather than an asyncio.Queue: a writer that is busy sending is
-    not woken per message, and offering is an append (this runs once per socket per delta).
+    not woken per message, and handing over is an append or an extend (this runs once per socket
+    per delta, or per loop turn).
     """
 
     __slots__ = ("_waiter", "channel", "last_sent", "maxsize", "pending", "resyncs")

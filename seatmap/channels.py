@@ -114,11 +114,13 @@ class Channel:
         map: 400,000 offers a second); per turn it is one extend per socket.
         """
         items, self._outbox = self._outbox, []
-        for sub in self.subscribers:
-            sub.offer_many(items)
+        if items:
+            for sub in self.subscribers:
+                sub.offer_many(items)
 
     def broadcast(self, text: str) -> None:
         """A message outside the seq order (presence, heartbeat): always delivered."""
+        self._deliver()  # after the deltas already applied: a heartbeat's seq must not overtake them
         for sub in self.subscribers:
             sub.offer(0, text)
 
@@ -388,6 +390,7 @@ class Channels:
                 self._spawn_catch_up(channel, int(raw_seq))
             quiet = [sub for sub in channel.subscribers if sub.last_sent < heartbeat_before]
             if quiet:
+                channel._deliver()  # the deltas up to channel.seq first
                 text = encoder.encode(Heartbeat(seq=channel.seq)).decode()
                 for sub in quiet:
                     sub.offer(0, text)

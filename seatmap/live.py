@@ -126,7 +126,8 @@ class Session:
             texts = [text for _, text in entries]
             last = entries[-1][0]
         if self.batching:
-            texts = [batch_text(texts[i : i + _BATCH_MAX]) for i in range(0, len(texts), _BATCH_MAX)]
+            chunks = [texts[i : i + _BATCH_MAX] for i in range(0, len(texts), _BATCH_MAX)]
+            texts = [batch_text(chunk) if len(chunk) > 1 else chunk[0] for chunk in chunks]
         for text in texts:
             await self.ws.send_text(text)
         self.last_seq = last
@@ -163,7 +164,10 @@ class Session:
                 self.last_seq = seq
                 resyncs_in_a_row = 0
             if self.batching and sub.pending:
+                before = self.last_seq
                 text = self._batch(text)
+                if self.last_seq > before:
+                    resyncs_in_a_row = 0  # deltas went out after the snapshot: it keeps up
             await self.ws.send_text(text)
             self.sub.last_sent = time.monotonic()
 

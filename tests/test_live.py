@@ -356,4 +356,10 @@ async def test_a_batching_client_gets_the_same_messages_in_fewer_frames(
     assert [(await back.next("delta"))["seq"] for _ in expected] == expected
     assert back.frames == 1
     await back.close()
+    # One missed delta comes as itself, not as a batch of one.
+    await holds.create(who[0], screening, ["H9", "H10"])
+    one = await Viewer.connect(server, screening, since=expected[-1], batch=True)
+    assert (await one.next("delta"))["seq"] == expected[-1] + 1
+    assert (one.frames, one.batches) == (1, 0)
+    await one.close()
     await plain.close()
