@@ -129,16 +129,17 @@ class Outbox:
 
     async def _pump_forever(self) -> None:
         while True:
+            pause = _POLL
             try:
-                delivered = await self.pump_once()
-            except (OSError, TimeoutError) as exc:
-                log.warning("simulated webhooks: %r", exc)
-                delivered = 0
+                if await self.pump_once():
+                    pause = 0.0
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("simulated webhooks: %r; trying again in 5 s", exc)
+                pause = 5.0
             except Exception:
-                log.exception("simulated webhooks: pump failed")
-                delivered = 0
-            if delivered == 0:
-                await asyncio.sleep(_POLL)
+                log.exception("simulated webhooks: pump failed; trying again in 5 s")
+                pause = 5.0
+            await asyncio.sleep(pause)
 
     async def pump_once(self, limit: int = 50) -> int:
         """Claim the due events and try each once, payment by payment (in order within one)."""
