@@ -6,6 +6,7 @@ import asyncio
 import collections
 import json
 import os
+import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,14 @@ from seatmap.settings import Settings
 # Slow machines (or PYTHONASYNCIODEBUG=1) scale every timeout by this factor.
 TIMEOUT_FACTOR: Final = float(os.environ.get("SEATMAP_TESTS_TIMEOUT_FACTOR", "1"))
 PASSWORD: Final = "correct horse battery"
+
+
+def free_port() -> int:
+    """A port nothing listens on now (for a server that must come back where another was)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 @dataclass(frozen=True)

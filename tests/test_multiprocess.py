@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,15 @@ import pytest
 
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
-from tests.support import TIMEOUT_FACTOR, Server, Viewer, make_screening, process_environ, quick_users
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.support import (
+    TIMEOUT_FACTOR,
+    Server,
+    Viewer,
+    free_port,
+    make_screening,
+    process_environ,
+    quick_users,
+)
 
 
 def _start(port: int, environ: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -41,7 +41,7 @@ async def web_processes(settings: Settings, count: int, **env: str) -> AsyncIter
     servers: list[Server] = []
     try:
         for _ in range(count):
-            port = _free_port()
+            port = free_port()
             procs.append(_start(port, environ))
             servers.append(Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"))
         async with httpx.AsyncClient() as client:

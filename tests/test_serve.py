@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from seatmap.demo import ACCOUNTS
-from tests.support import TIMEOUT_FACTOR
+from tests.support import TIMEOUT_FACTOR, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 120 * TIMEOUT_FACTOR  # initdb on a slow disk takes a while
@@ -86,13 +86,6 @@ def data_dir() -> Iterator[Path]:
     base.chmod(0o755)
     yield base / "data"
     shutil.rmtree(base, ignore_errors=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 class Serve:
