@@ -47,7 +47,7 @@ import asyncpg
 import msgspec
 
 from bench.servers import cpu_seconds, free_port, machine_busy_seconds
-from bench.stage import hall, new_database
+from bench.stage import customers, hall, new_database
 from seatmap.auth import issue_access_token
 from seatmap.embedded import Urls, embedded_servers
 from seatmap.settings import Secret, Settings
@@ -161,14 +161,9 @@ async def build(urls: Urls, buyers: int, web_screenings: int, bare_screenings: i
                     screening,
                 )
                 screenings.append(screening)
-            rows = await conn.fetch(
-                "INSERT INTO users (email, name, password_hash, role) SELECT 'buyer' || g || '@example.com',"
-                " 'Buyer ' || g, 'x', 'customer' FROM generate_series(1, $1) g RETURNING id",
-                buyers,
-            )
+            users = await customers(conn, buyers, "buyer")
     finally:
         await conn.close()
-    users = [int(r["id"]) for r in rows]
     return Stage(
         database_url=database_url, admin_url=urls.database_url, database=database,
         prefix=f"bench{uuid.uuid4().hex[:8]}", jwt_secret=secret, users=users,

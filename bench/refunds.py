@@ -42,7 +42,7 @@ from typing import Final
 import asyncpg
 import httpx
 
-from bench.servers import REPO, Backing, Kind, cpu_seconds, running
+from bench.servers import REPO, Backing, Kind, cpu_seconds, running, stop
 from bench.stage import hall, new_database
 from seatmap.auth import issue_access_token
 from seatmap.embedded import Urls, embedded_servers
@@ -229,16 +229,7 @@ async def workers(
         for spy_process in spies:
             spy_process.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
             await spy_process.wait()
-        for process in started:
-            if process.returncode is None:
-                process.terminate()
-        for process in started:
-            try:
-                async with asyncio.timeout(15):
-                    await process.wait()
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop(*started)
 
 
 async def one_run(

@@ -165,8 +165,15 @@ async def running(
             await asyncio.sleep(0.1)
         yield server
     finally:
+        await stop(process)
+
+
+async def stop(*processes: asyncio.subprocess.Process) -> None:
+    """SIGTERM to all at once, then SIGKILL to any still there after 15 s."""
+    for process in processes:
         if process.returncode is None:
             process.terminate()
+    for process in processes:
         try:
             async with asyncio.timeout(15):
                 await process.wait()

@@ -59,6 +59,17 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
+async def customers(conn: asyncpg.Connection, count: int, word: str) -> list[int]:
+    """`count` customer accounts (<word>N@example.com), without paying for password hashes."""
+    rows = await conn.fetch(
+        "INSERT INTO users (email, name, password_hash, role)"
+        " SELECT $2::text || g || '@example.com', initcap($2::text) || ' ' || g, 'x', 'customer'"
+        " FROM generate_series(1, $1) g RETURNING id",
+        count, word,
+    )  # fmt: skip
+    return [int(r["id"]) for r in rows]
+
+
 async def new_database(admin_url: str) -> tuple[str, str]:
     """A fresh, migrated `bench_<hex>` database: (name, URL). Every benchmark runs in its own."""
     database = f"bench_{uuid.uuid4().hex[:12]}"
@@ -120,15 +131,9 @@ async def build(urls: Urls, *, hold_screenings: int, users: int) -> Stage:
                         starts + timedelta(hours=2),
                     )
                 )
-            rows = await conn.fetch(
-                "INSERT INTO users (email, name, password_hash, role)"
-                " SELECT 'bench' || g || '@example.com', 'Bench ' || g, 'x', 'customer'"
-                " FROM generate_series(1, $1) g RETURNING id",
-                users,
-            )
+            user_ids = await customers(conn, users, "bench")
     finally:
         await conn.close()
-    user_ids = [int(r["id"]) for r in rows]
     return Stage(
         admin_url=urls.database_url,
         database=database,

@@ -104,10 +104,10 @@ class Channel:
         self.seq = message.seq
         self.ring.append((message.seq, text))
         if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._deliver)
+            asyncio.get_running_loop().call_soon(self.deliver)
         self._outbox.append((message.seq, text))
 
-    def _deliver(self) -> None:
+    def deliver(self) -> None:
         """Hand the deltas applied in this loop turn to every local socket, in one go per socket.
 
         Per delta and socket this was the hottest line of a busy screening (100 holders on one
@@ -120,7 +120,7 @@ class Channel:
 
     def broadcast(self, text: str) -> None:
         """A message outside the seq order (presence, heartbeat): always delivered."""
-        self._deliver()  # after the deltas already applied: a heartbeat's seq must not overtake them
+        self.deliver()  # after the deltas already applied: a heartbeat's seq must not overtake them
         for sub in self.subscribers:
             sub.offer(0, text)
 
@@ -390,7 +390,7 @@ class Channels:
                 self._spawn_catch_up(channel, int(raw_seq))
             quiet = [sub for sub in channel.subscribers if sub.last_sent < heartbeat_before]
             if quiet:
-                channel._deliver()  # the deltas up to channel.seq first
+                channel.deliver()  # the deltas up to channel.seq first
                 text = encoder.encode(Heartbeat(seq=channel.seq)).decode()
                 for sub in quiet:
                     sub.offer(0, text)
