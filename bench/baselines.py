@@ -78,7 +78,7 @@ def starlette_app() -> Starlette:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
         await redis.aclose()
 
     async def endpoint(ws: WebSocket) -> None:

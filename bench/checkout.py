@@ -48,7 +48,7 @@ import msgspec
 
 from bench.servers import cpu_seconds, free_port, machine_busy_seconds
 from bench.stage import customers, hall, new_database
-from seatmap.auth import issue_access_token
+from seatmap.accounts.auth import issue_access_token
 from seatmap.embedded import Urls, embedded_servers
 from seatmap.settings import Secret, Settings
 

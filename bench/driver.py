@@ -21,11 +21,11 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from bench.stage import adjacent
-from seatmap.auth import Principal
+from seatmap.accounts.auth import Principal
 from seatmap.db import create_pool
 from seatmap.errors import SeatmapError
-from seatmap.holds import Holds
-from seatmap.inventory import Inventory
+from seatmap.live.holds import Holds
+from seatmap.live.inventory import Inventory
 from seatmap.settings import Secret, Settings
 
 

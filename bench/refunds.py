@@ -44,7 +44,7 @@ import httpx
 
 from bench.servers import REPO, Backing, Kind, cpu_seconds, running, stop
 from bench.stage import hall, new_database
-from seatmap.auth import issue_access_token
+from seatmap.accounts.auth import issue_access_token
 from seatmap.embedded import Urls, embedded_servers
 from seatmap.settings import Secret, Settings
 

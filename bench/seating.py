@@ -26,13 +26,13 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from bench.stage import Stage, adjacent, build
-from seatmap.auth import Principal
+from seatmap.accounts.auth import Principal
 from seatmap.db import create_pool
 from seatmap.embedded import Urls, embedded_servers
 from seatmap.errors import SeatmapError
-from seatmap.holds import Holds
-from seatmap.inventory import Inventory
-from seatmap.protocol import BestAvailable
+from seatmap.live.holds import Holds
+from seatmap.live.inventory import Inventory
+from seatmap.live.protocol import BestAvailable
 from seatmap.settings import Secret, Settings
 
 

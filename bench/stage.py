@@ -21,12 +21,12 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from bench.servers import Backing
-from seatmap.auditoriums import AuditoriumDetail, insert_auditorium
-from seatmap.auth import issue_access_token
+from seatmap.accounts.auth import issue_access_token
+from seatmap.catalog.auditoriums import AuditoriumDetail, insert_auditorium
+from seatmap.catalog.layouts import LayoutSpec, Seat
 from seatmap.db import migrate
 from seatmap.embedded import Urls
-from seatmap.inventory import Keys
-from seatmap.layouts import LayoutSpec, Seat
+from seatmap.live.inventory import Keys
 from seatmap.settings import Secret, Settings
 
 ROWS: Final = ["S" * 30] * 20  # 600 seats: A1..A30 ... T1..T30

@@ -129,7 +129,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_createuser(args: argparse.Namespace, settings: Settings) -> int:
-    from seatmap import accounts
+    from seatmap.accounts import users
     from seatmap.db import create_pool, migrate
 
     password = args.password
@@ -143,7 +143,7 @@ def cmd_createuser(args: argparse.Namespace, settings: Settings) -> int:
         try:
             async with pool.acquire() as conn:
                 await migrate(conn)
-                return await accounts.create_user(
+                return await users.create_user(
                     conn,
                     email=args.email,
                     password=password,

@@ -20,34 +20,30 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from seatmap import (
-    accounts,
-    blocks,
+from seatmap import metrics, ops, worker
+from seatmap.accounts import users
+from seatmap.catalog import auditoriums, cinemas, movies, scheduling, screenings
+from seatmap.db import create_pool
+from seatmap.errors import SeatmapError, http_handler, starlette_http_handler, unexpected_handler
+from seatmap.live import blocks, holds, socket
+from seatmap.live.channels import Channels
+from seatmap.live.expiry import Expiry
+from seatmap.live.inventory import Inventory
+from seatmap.logs import RequestLog, configure
+from seatmap.runtime import Runtime
+from seatmap.sales import (
     boxoffice,
     cancellations,
-    catalog,
-    holds,
-    live,
-    metrics,
     notifications,
-    ops,
     orders,
     payments,
     refund_admin,
     refunds,
-    sales,
-    simulated,
+    settlement,
     tickets,
-    worker,
 )
-from seatmap.channels import Channels
-from seatmap.db import create_pool
-from seatmap.errors import SeatmapError, http_handler, starlette_http_handler, unexpected_handler
-from seatmap.expiry import Expiry
-from seatmap.inventory import Inventory
-from seatmap.logs import RequestLog, configure
-from seatmap.runtime import Runtime
 from seatmap.settings import Settings
+from seatmap.simulated import provider
 
 log = logging.getLogger("seatmap.app")
 
@@ -115,7 +111,7 @@ def create_app(settings: Settings) -> Starlette:
                 inline = worker.background(rt, asyncio.Event(), concurrency=min(settings.job_concurrency, 8))
                 for task in await stack.enter_async_context(inline):
                     task.add_done_callback(lambda t: _crashed(rt, t))
-            tasks.append(asyncio.create_task(sales.sweep_forever(rt), name="sales.sweeper"))
+            tasks.append(asyncio.create_task(settlement.sweep_forever(rt), name="sales.sweeper"))
             stack.push_async_callback(expiry.stop)
             stack.push_async_callback(_cancel, tasks)
             for task in tasks:
@@ -128,13 +124,17 @@ def create_app(settings: Settings) -> Starlette:
 
     routes: list[BaseRoute] = [
         *ops.routes,
-        *live.routes,
-        *simulated.routes,
+        *socket.routes,
+        *provider.routes,
         Mount(
             "/api",
             routes=[
-                *accounts.routes,
-                *catalog.routes,
+                *users.routes,
+                *cinemas.routes,
+                *auditoriums.routes,
+                *movies.routes,
+                *screenings.routes,
+                *scheduling.routes,
                 *holds.routes,
                 *blocks.routes,
                 *orders.routes,

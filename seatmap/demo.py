@@ -1,4 +1,4 @@
-"""Demo data: a small cinema chain in Jakarta and Bandung, a week of screenings, three accounts.
+"""Demo data: a small cinema chain in Jakarta and Bandung, a week of screenings, three users.
 
 `seatmap serve` in dev mode loads it into an empty database so the product has something to
 show on first start; `seatmap demo` loads it on demand. It goes through the same code as the
@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Final
 
-from seatmap import accounts
-from seatmap.auditoriums import insert_auditorium
-from seatmap.auth import Role
+from seatmap.accounts import users
+from seatmap.accounts.auth import Role
+from seatmap.catalog.auditoriums import insert_auditorium
+from seatmap.catalog.layouts import GaArea, LayoutSpec
+from seatmap.catalog.scheduling import CLEANING
 from seatmap.db import Pool
 from seatmap.errors import EmailTaken
-from seatmap.layouts import GaArea, LayoutSpec
-from seatmap.scheduling import CLEANING
 
 log = logging.getLogger("seatmap.demo")
 
@@ -222,7 +222,7 @@ async def load(pool: Pool) -> None:
         for role, email, password in ACCOUNTS:
             try:
                 async with conn.transaction():
-                    await accounts.create_user(
+                    await users.create_user(
                         conn,
                         email=email,
                         password=password,

@@ -21,8 +21,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
 import seatmap
+from seatmap.accounts.auth import ACCESS_COOKIE
 from seatmap.api import Doc
-from seatmap.auth import ACCESS_COOKIE
 
 REF: Final = "#/components/schemas/{name}"
 _ERROR_REF: Final = {"$ref": REF.format(name="Error")}

@@ -17,7 +17,7 @@ from seatmap.settings import Settings
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from seatmap.channels import Channels
+    from seatmap.live.channels import Channels
 
 
 @dataclass(eq=False)

@@ -28,12 +28,13 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from seatmap import cancellations, jobs, mail, notifications, orders, payments, refunds
+from seatmap import jobs, mail
 from seatmap.db import create_pool
 from seatmap.errors import ConfigError
-from seatmap.holds import Holds
-from seatmap.inventory import Inventory
+from seatmap.live.holds import Holds
+from seatmap.live.inventory import Inventory
 from seatmap.runtime import Runtime
+from seatmap.sales import cancellations, notifications, orders, payments, refunds
 from seatmap.settings import Settings
 
 log = logging.getLogger("seatmap.worker")

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 
 from seatmap.runtime import Runtime
+from seatmap.sales.gateway import SIGNATURE_HEADER, sign, webhook_key
 from seatmap.settings import Settings
-from seatmap.webhooks import SIGNATURE_HEADER, sign, webhook_key
 from tests.support import User
 
 
@@ -111,7 +111,7 @@ def signed_event(
 
 async def seat_states(rt: Runtime, screening: int) -> dict[str, str]:
     """The live map's non-free seats, read from Redis as a viewer's snapshot would be."""
-    from seatmap.inventory import Inventory
+    from seatmap.live.inventory import Inventory
 
     snap = await Inventory(rt.redis, rt.pool, rt.settings.redis_prefix, 100).snapshot(screening)
     return snap.seats

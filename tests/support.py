@@ -18,8 +18,8 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from seatmap import accounts
-from seatmap.auth import Role
+from seatmap.accounts import users
+from seatmap.accounts.auth import Role
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 
@@ -60,7 +60,7 @@ class User:
 async def create_user(rt: Runtime, role: Role = "customer", *, email: str | None = None) -> User:
     email = email or f"{role}-{uuid.uuid4().hex[:8]}@example.com"
     async with rt.pool.acquire() as conn:
-        user_id = await accounts.create_user(
+        user_id = await users.create_user(
             conn, email=email, password=PASSWORD, name=f"Test {role}", role=role, verified=True
         )
     return User(user_id, email, PASSWORD, role)
@@ -89,8 +89,8 @@ async def make_screening(
 
     `strand_rule=False` turns off the no-stranded-seat rule, for tests about other things.
     """
-    from seatmap.auditoriums import insert_auditorium
-    from seatmap.layouts import GaArea, LayoutSpec
+    from seatmap.catalog.auditoriums import insert_auditorium
+    from seatmap.catalog.layouts import GaArea, LayoutSpec
 
     rows = rows if rows is not None else ["SSSSSSSSSS"] * 10
     spec = LayoutSpec(rows=rows or None, ga=[GaArea(name=n, capacity=c) for n, c in ga])
@@ -185,7 +185,7 @@ class Viewer:
 
 async def quick_users(rt: Runtime, n: int, role: Role = "customer") -> list[User]:
     """Many users with access tokens, without paying for n password hashes and logins."""
-    from seatmap.auth import issue_access_token
+    from seatmap.accounts.auth import issue_access_token
 
     async with rt.pool.acquire() as conn:
         rows = await conn.fetch(

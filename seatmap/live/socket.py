@@ -1,0 +1,344 @@
+"""`/ws/screenings/{id}`: the live seat map over a WebSocket (protocol v1, docs/protocol.md).
+
+Each socket has two tasks: this reader, which validates and executes commands (through the
+same `Holds` as the REST API), and a writer, which drains the socket's bounded queue. The
+writer alone decides what the socket has seen: it remembers the last seq it sent and skips
+anything older, so a snapshot followed by queued deltas never shows a change twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import msgspec
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from seatmap.accounts.auth import ACCESS_COOKIE, Principal, principal_from_token
+from seatmap.errors import NotFound, SeatmapError, Unauthorized
+from seatmap.live.backlog import RESYNC, Subscriber
+from seatmap.live.channels import Channels
+from seatmap.live.holds import Holds, holds_of
+from seatmap.live.protocol import (
+    CLOSE_ABUSE,
+    CLOSE_NOT_FOUND,
+    CLOSE_ORIGIN,
+    CLOSE_TOO_SLOW,
+    Auth,
+    ClientMessage,
+    Error,
+    Extend,
+    Hold,
+    Ping,
+    Pong,
+    ProtocolError,
+    Release,
+    Result,
+    Resume,
+    ServerMessage,
+    batch_text,
+    decode_client,
+    encode,
+)
+from seatmap.runtime import Runtime, runtime
+from seatmap.settings import Settings
+
+log = logging.getLogger("seatmap.live.socket")
+
+RESUME = -2  # writer queue item: (RESUME, "<seq>")
+_MAX_RESYNCS = 5  # a socket that needs more snapshots than this in a row is closed (too slow)
+_BATCH_MAX = 256  # messages per `batch` frame (a queue holds SEATMAP_WS_QUEUE_SIZE at most)
+
+
+def origin_allowed(ws: WebSocket, settings: Settings) -> bool:
+    """Browsers always send Origin; other clients may not, and are not a CSRF risk."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True
+    if "*" in settings.allowed_origins or origin in settings.allowed_origins:
+        return True
+    # Same origin as the page that served the UI.
+    return urlsplit(origin).netloc == ws.headers.get("host")
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.capacity = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        """0 if allowed, else the seconds until the next command would be."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class Session:
+    """One socket: who it is, what it has seen, how it behaves."""
+
+    def __init__(self, ws: WebSocket, rt: Runtime, holds: Holds, sub: Subscriber, *, batching: bool) -> None:
+        self.ws = ws
+        self.batching = batching
+        self.rt = rt
+        self.holds = holds
+        self.sub = sub
+        self.principal: Principal | None = None
+        self.bucket = TokenBucket(rt.settings.ws_commands_per_second, rt.settings.ws_command_burst)
+        self.strikes = 0
+        self.last_seq = 0
+
+    async def send(self, message: ServerMessage) -> None:
+        await self.ws.send_text(encode(message))
+
+    # -- writer --------------------------------------------------------------------------
+
+    async def start(self, since: int | None) -> None:
+        channel = self.sub.channel
+        if since is not None and await self._replay(since):
+            return
+        seq, text = channel.snapshot_text()
+        await self.ws.send_text(text)
+        self.last_seq = seq
+
+    async def _replay(self, since: int) -> bool:
+        """Send exactly the deltas after `since`; False when they can't be had (snapshot instead)."""
+        channel = self.sub.channel
+        if since > channel.seq:
+            # A number from before a Redis restart (seqs restart higher), or made up.
+            return False
+        texts = channel.replay_since(since)
+        last = channel.seq  # read before any await: later deltas reach the queue
+        if texts is None:
+            entries = await self.holds.inventory.log_after(channel.keys, since)
+            if not entries or entries[0][0] != since + 1:
+                return False
+            texts = [text for _, text in entries]
+            last = entries[-1][0]
+        if self.batching:
+            chunks = [texts[i : i + _BATCH_MAX] for i in range(0, len(texts), _BATCH_MAX)]
+            texts = [batch_text(chunk) if len(chunk) > 1 else chunk[0] for chunk in chunks]
+        for text in texts:
+            await self.ws.send_text(text)
+        self.last_seq = last
+        return True
+
+    async def write(self) -> None:
+        sub = self.sub
+        resyncs_in_a_row = 0
+        while True:
+            seq, text = await sub.next()
+            if self.batching:
+                # Nagle for seat maps: on a busy screening, wait out the window so that what
+                # arrives meanwhile shares the frame. A quiet socket is not delayed at all.
+                wait = sub.last_sent + self.rt.settings.ws_batch_window - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            if (seq, text) == RESYNC:
+                resyncs_in_a_row += 1
+                if resyncs_in_a_row > _MAX_RESYNCS:
+                    await self.ws.close(CLOSE_TOO_SLOW, "too slow: reconnect and resume")
+                    return
+                seq, text = self.sub.channel.snapshot_text()
+                self.last_seq = seq
+            elif seq == RESUME:
+                if not await self._replay(int(text)):
+                    seq, text = self.sub.channel.snapshot_text()
+                    self.last_seq = seq
+                    await self.ws.send_text(text)
+                self.sub.last_sent = time.monotonic()
+                continue
+            elif seq > 0:
+                if seq <= self.last_seq:
+                    continue
+                self.last_seq = seq
+                resyncs_in_a_row = 0
+            if self.batching and sub.pending:
+                before = self.last_seq
+                text = self._batch(text)
+                if self.last_seq > before:
+                    resyncs_in_a_row = 0  # deltas went out after the snapshot: it keeps up
+            await self.ws.send_text(text)
+            self.sub.last_sent = time.monotonic()
+
+    def _batch(self, first: str) -> str:
+        """`first` and what queued up behind it while this socket was busy, as one frame.
+
+        Under load the cost of a socket is per frame (an ASGI send and a write syscall each),
+        not per byte: a holder on a busy screening gets tens of deltas per frame instead of
+        tens of frames. A quiet socket still gets each delta on its own, at once.
+        """
+        texts = [first]
+        for seq, text in self.sub.more(_BATCH_MAX - 1):
+            if seq > 0:
+                if seq <= self.last_seq:
+                    continue
+                self.last_seq = seq
+            texts.append(text)
+        return texts[0] if len(texts) == 1 else batch_text(texts)
+
+    # -- reader --------------------------------------------------------------------------
+
+    async def read(self) -> None:
+        max_size = self.rt.settings.ws_max_message
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data: str | bytes | None = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            if len(data) > max_size:
+                await self.ws.close(1009, "message too big")
+                return
+            wait = self.bucket.take()
+            if wait:
+                self.strikes += 1
+                if self.strikes > 3 * self.rt.settings.ws_command_burst:
+                    await self.ws.close(CLOSE_ABUSE, "too many commands")
+                    return
+                await self.send(Error(code="rate_limited", message="Slow down.", retry_after=round(wait, 3)))
+                continue
+            self.strikes = 0
+            try:
+                command = _decode(data)
+            except ProtocolError as exc:
+                await self.send(Error(code=exc.code, message=exc.message, path=exc.path))
+                continue
+            try:
+                reply = await self.execute(command)
+            except SeatmapError as exc:
+                await self.send(_error(exc, getattr(command, "ref", None)))
+                continue
+            if reply is not None:
+                await self.send(reply)
+
+    async def execute(self, command: ClientMessage) -> ServerMessage | None:
+        if isinstance(command, Ping):
+            return Pong(ref=command.ref)
+        if isinstance(command, Auth):
+            self.principal = await principal_from_token(self.rt, command.token)
+            return Result(ref=command.ref)
+        if isinstance(command, Resume):
+            self.sub.offer(RESUME, str(command.seq))
+            return None
+        who = self.principal
+        if who is None:
+            raise Unauthorized("Send an `auth` message (or log in) before changing seats.")
+        screening = self.sub.channel.screening
+        if isinstance(command, Hold):
+            if command.token is None:
+                hold = await self.holds.create(
+                    who, screening, command.seats, command.ga, command.best_available
+                )
+            else:
+                self._own_screening(command.token)
+                hold = await self.holds.modify(who, command.token, command.seats, [])
+            return Result(ref=command.ref, hold=hold, mine=hold.seats)
+        if isinstance(command, Release):
+            self._own_screening(command.token)
+            if command.seats is None:
+                await self.holds.release(who, command.token)
+                return Result(ref=command.ref, released=True)
+            hold = await self.holds.modify(who, command.token, [], command.seats)
+            return Result(ref=command.ref, hold=hold, mine=hold.seats)
+        if isinstance(command, Extend):
+            self._own_screening(command.token)
+            hold = await self.holds.extend(who, command.token)
+            return Result(ref=command.ref, hold=hold, mine=hold.seats)
+        raise AssertionError(f"unhandled command {command!r}")
+
+    def _own_screening(self, token: str) -> None:
+        if not token.startswith(f"{self.sub.channel.screening}."):
+            raise NotFound("No live hold with this token on this screening.")
+
+
+_ERROR_DETAILS: Final = tuple(f for f in Error.__struct_fields__ if f not in ("code", "message", "ref"))
+
+
+def _error(exc: SeatmapError, ref: str | None) -> Error:
+    """A SeatmapError as a socket message: the details REST would render, as typed fields."""
+    details: dict[str, Any] = {k: v for k, v in exc.details.items() if k in _ERROR_DETAILS}
+    try:
+        return msgspec.convert({"code": exc.code, "message": exc.message, "ref": ref, **details}, Error)
+    except msgspec.ValidationError:
+        return Error(code=exc.code, message=exc.message, ref=ref)
+
+
+def _decode(data: str | bytes) -> ClientMessage:
+    if isinstance(data, bytes):
+        raise ProtocolError("text_only", "Send JSON in text frames.")
+    return decode_client(data)
+
+
+def channels_of(rt: Runtime) -> Channels:
+    assert rt.channels is not None, "the lifespan starts the channels"
+    return rt.channels
+
+
+async def screening_socket(ws: WebSocket) -> None:
+    rt = runtime(ws)
+    if not origin_allowed(ws, rt.settings):
+        # Closing before accept turns into an HTTP 403 on the handshake.
+        await ws.close(CLOSE_ORIGIN)
+        return
+    screening: int = ws.path_params["screening"]
+    since_raw = ws.query_params.get("since")
+    since = int(since_raw) if since_raw is not None and since_raw.isdigit() else None
+    await ws.accept()
+    if since_raw is not None and since is None:
+        await ws.send_text(
+            encode(Error(code="invalid_message", message="`since` must be a sequence number."))
+        )
+    holds = holds_of(rt)
+    try:
+        await holds.inventory.layout(screening)
+    except NotFound as exc:
+        await ws.send_text(encode(Error(code=exc.code, message=exc.message)))
+        await ws.close(CLOSE_NOT_FOUND, "no such screening")
+        return
+    principal: Principal | None = None
+    cookie = ws.cookies.get(ACCESS_COOKIE)
+    if cookie:
+        with contextlib.suppress(SeatmapError):
+            principal = await principal_from_token(rt, cookie)
+    async with channels_of(rt).watch(screening) as sub:
+        session = Session(ws, rt, holds, sub, batching=ws.query_params.get("batch") == "1")
+        session.principal = principal
+        writer: asyncio.Task[None] | None = None
+        try:
+            await session.start(since)
+            writer = asyncio.create_task(session.write(), name="live.writer")
+            reader = asyncio.create_task(session.read(), name="live.reader")
+            done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (writer, reader):
+                if task not in done:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError):
+                        await task
+            for task in done:
+                failure = task.exception()
+                if failure is not None and not isinstance(failure, WebSocketDisconnect | OSError):
+                    log.error("websocket session failed", exc_info=failure)
+        except (WebSocketDisconnect, OSError):
+            pass
+        finally:
+            if (
+                ws.application_state == WebSocketState.CONNECTED
+                and ws.client_state == WebSocketState.CONNECTED
+            ):
+                with contextlib.suppress(Exception):
+                    await ws.close(1000)
+
+
+routes: list[BaseRoute] = [WebSocketRoute("/ws/screenings/{screening:int}", screening_socket)]

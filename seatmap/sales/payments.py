@@ -1,0 +1,383 @@
+"""Payments: the gateway interface, signed webhooks, and what a confirmed payment does.
+
+`PaymentProvider` is the one Protocol in seatmap, because there is real plurality: the
+built-in `simulated` gateway (simulated.py, a configuration choice, not a test branch) and
+the real gateways a deployment plugs in. A provider creates payments, verifies and parses the
+webhooks it sends, and refunds.
+
+Webhooks are signed (webhooks.py); a bad signature or a stale timestamp is refused (400)
+before anything is read or written. Handling is idempotent: each event id is recorded once
+(`payment_events`), a payment's status only moves forward, so duplicates, replays and
+out-of-order deliveries change nothing twice.
+
+On a verified "paid" event, one PostgreSQL transaction marks the order paid, records the
+payment and writes one ticket per line; the partial unique index on live tickets refuses a
+seat sold twice. Money that cannot become tickets (the order expired or was cancelled, its
+hold was lost, its seats were sold meanwhile, it was paid already, the amount is wrong) is
+recorded with `needs_refund` and the reason, and the receipt says `refund_needed`; a refund of
+it is queued in the same transaction (refunds.py returns the money). A confirmed booking queues
+the buyer's `booking_confirmed` notification in its transaction too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from typing import Annotated, Any, Final, Protocol
+
+import asyncpg
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from seatmap.accounts.auth import require
+from seatmap.api import decode, documented, path_int, respond
+from seatmap.errors import (
+    ConfigError,
+    NotFound,
+    OrderClosed,
+    PayloadTooLarge,
+    SoldOut,
+)
+from seatmap.live.holds import holds_of
+from seatmap.runtime import Runtime, runtime
+from seatmap.sales import notifications, refunds
+from seatmap.sales.gateway import SIGNATURE_HEADER, verify_signature
+from seatmap.sales.orders import Payment
+from seatmap.sales.settlement import LIVE_ORDER_COLUMNS, LiveOrder, publish_sold_or_defer
+from seatmap.sales.tickets import issue
+
+TAGS: Final = ("payments",)
+_MAX_WEBHOOK: Final = 64 * 1024
+# Forward-only payment statuses: an event that would move a payment back is stale.
+_RANK: Final = {"created": 0, "processing": 1, "declined": 2, "paid": 3}
+_STATUS_OF_EVENT: Final = {
+    "payment.processing": "processing",
+    "payment.paid": "paid",
+    "payment.declined": "declined",
+}
+
+
+# ---- the gateway interface --------------------------------------------------------------------
+
+
+class PaymentData(msgspec.Struct, kw_only=True, frozen=True):
+    payment_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    reference: Annotated[str, msgspec.Meta(max_length=200)]
+    amount: int
+    currency: Annotated[str, msgspec.Meta(min_length=3, max_length=3)]
+
+
+class WebhookEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """A gateway's notification. `type`: payment.processing | payment.paid | payment.declined;
+    `data.reference` is our order id."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    type: Annotated[str, msgspec.Meta(max_length=100)]
+    created: int
+    data: PaymentData
+
+
+class CreatedPayment(msgspec.Struct, kw_only=True, frozen=True):
+    provider_ref: str
+    redirect_url: str
+
+
+class Refund(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    payment_id: str
+    amount: int
+    replayed: bool  # the idempotency key was seen before: no new money moved
+
+
+class PaymentProvider(Protocol):
+    name: str
+
+    async def create_payment(
+        self, *, reference: str, amount: int, currency: str, description: str, expires_at: datetime,
+        notify_url: str, return_url: str,
+    ) -> CreatedPayment:  # fmt: skip
+        """Open a payment at the gateway; the buyer pays at `redirect_url` until `expires_at`."""
+        ...
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        """The event, if the signature is right and fresh; `InvalidSignature` otherwise."""
+        ...
+
+    async def refund(self, provider_ref: str, amount: int, idempotency_key: str) -> Refund:
+        """Return money; the same idempotency key again returns the same refund."""
+        ...
+
+
+@contextlib.asynccontextmanager
+async def open_provider(rt: Runtime) -> AsyncIterator[PaymentProvider]:
+    """The configured provider for the lifespan (imported lazily: only the chosen one loads)."""
+    name = rt.settings.payment_provider
+    if name != "simulated":
+        raise ConfigError(f"unknown SEATMAP_PAYMENT_PROVIDER {name!r} (known: simulated)")
+    from seatmap.simulated.provider import SimulatedGateway
+
+    gateway = SimulatedGateway(rt)
+    gateway.start()
+    rt.extras["payments"] = gateway
+    try:
+        yield gateway
+    finally:
+        await gateway.aclose()
+
+
+def provider_of(rt: Runtime) -> PaymentProvider:
+    provider: PaymentProvider | None = rt.extras.get("payments")
+    assert provider is not None, "the lifespan opens the payment provider"
+    return provider
+
+
+# ---- verifying a webhook ---------------------------------------------------------------------------
+
+
+def verify_event(key: bytes, headers: Mapping[str, str], body: bytes, tolerance: int) -> WebhookEvent:
+    verify_signature(key, headers.get(SIGNATURE_HEADER), body, tolerance=tolerance, now=time.time())
+    return decode(body, WebhookEvent)
+
+
+# ---- starting a payment ------------------------------------------------------------------------------
+
+PAYABLE: Final = """
+SELECT o.id, o.user_id, o.status, o.expires_at <= now() AS lapsed, o.total, o.currency, o.expires_at,
+       (SELECT p.id FROM payments p WHERE p.order_id = o.id AND p.status IN ('created', 'processing')
+        ORDER BY p.id DESC LIMIT 1) AS open_payment
+FROM orders o WHERE o.id = $1
+"""
+_PAYMENT_COLUMNS: Final = (
+    "id, order_id, provider, status, amount, currency, redirect_url, needs_refund, refund_reason"
+)
+GET_PAYMENT: Final = f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE id = $1"
+INSERT_PAYMENT: Final = f"""
+INSERT INTO payments (order_id, provider, provider_ref, amount, currency, redirect_url)
+VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_PAYMENT_COLUMNS}
+"""
+
+
+@documented(
+    "Pay for your pending order: opens a payment at the gateway; send the buyer to its "
+    "redirect_url (an open payment is returned again rather than opened twice)",
+    responses={200: Payment, 201: Payment, 404: None, 409: None},
+    auth="customer",
+    tags=TAGS,
+)
+async def start_payment(request: Request) -> Response:
+    who = await require(request)
+    rt = runtime(request)
+    order_id = path_int(request, "id")
+    async with rt.pool.acquire() as conn:
+        order = await conn.fetchrow(PAYABLE, order_id)
+        if order is None or order["user_id"] != who.user_id:
+            raise NotFound("No such order.")
+        if order["status"] != "pending" or order["lapsed"]:
+            status = "expired" if order["status"] == "pending" else order["status"]
+            raise OrderClosed(f"This order is {status}.", status=status)
+        if order["open_payment"] is not None:
+            return respond(_payment(await conn.fetchrow(GET_PAYMENT, order["open_payment"])))
+    # The gateway is another party (the simulated one uses our pool): no connection held meanwhile.
+    provider = provider_of(rt)
+    base = str(request.base_url).rstrip("/")
+    created = await provider.create_payment(
+        reference=str(order_id), amount=order["total"], currency=order["currency"],
+        description=f"seatmap order {order_id}", expires_at=order["expires_at"],
+        notify_url=f"{base}/api/payments/webhooks/{provider.name}", return_url=f"{base}/?order={order_id}",
+    )  # fmt: skip
+    async with rt.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            INSERT_PAYMENT, order_id, provider.name, created.provider_ref, order["total"], order["currency"],
+            created.redirect_url,
+        )  # fmt: skip
+    return respond(_payment(row), 201)
+
+
+def _payment(row: Any) -> Payment:
+    assert row is not None
+    return Payment(**dict(row))
+
+
+# ---- applying a verified event ---------------------------------------------------------------------
+
+LOCK_ORDER: Final = f"SELECT {LIVE_ORDER_COLUMNS} FROM orders o WHERE o.id = $1 FOR UPDATE"
+# Read after the order's lock is held, so a concurrent event of the same order is seen done.
+SEEN_AND_PAYMENT: Final = """
+SELECT (SELECT outcome FROM payment_events WHERE provider = $1 AND event_id = $2) AS seen,
+       p.id, p.order_id, p.status
+FROM (VALUES (1)) AS one LEFT JOIN payments p ON p.provider = $1 AND p.provider_ref = $3
+"""
+RECORD_EVENT: Final = """
+INSERT INTO payment_events (provider, event_id, type, provider_ref, outcome) VALUES ($1, $2, $3, $4, $5)
+"""
+NEW_PAYMENT: Final = """
+INSERT INTO payments (order_id, provider, provider_ref, amount, currency) VALUES ($1, $2, $3, $4, $5)
+RETURNING id, order_id, status
+"""
+SET_PAYMENT: Final = """
+UPDATE payments SET status = $2, needs_refund = $3, refund_reason = $4, updated_at = now() WHERE id = $1
+"""
+# The order paid, the payment paid and the event recorded, in one statement (after the tickets).
+FINISH_PAID: Final = """
+WITH o AS (UPDATE orders SET status = 'paid', paid_at = now() WHERE id = $1),
+     p AS (UPDATE payments SET status = 'paid', updated_at = now() WHERE id = $2)
+INSERT INTO payment_events (provider, event_id, type, provider_ref, outcome) VALUES ($3, $4, $5, $6, 'paid')
+"""
+CLOSE_ORDER: Final = (
+    "UPDATE orders SET status = 'expired', closed_at = now() WHERE id = $1 AND status = 'pending'"
+)
+
+
+class Receipt(msgspec.Struct, kw_only=True):
+    """Our answer to a webhook. `outcome`: paid | processing | declined | refund_needed | stale |
+    unknown_order | ignored; `duplicate`: this event id was handled before (nothing changed)."""
+
+    event: str
+    outcome: str
+    duplicate: bool = False
+    order_id: int | None = None
+    refund_reason: str | None = None
+
+
+async def _hold_covers(rt: Runtime, order: LiveOrder) -> bool:
+    """Is the order's hold still live in Redis with every seat (and GA unit) it was made from?"""
+    k = holds_of(rt).inventory.keys(order.screening_id)
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.hmget(k.hold(order.hold_token), ["owner", "area", "qty"])
+        pipe.pttl(k.ttl(order.hold_token))
+        if order.seats:
+            pipe.hmget(k.seats, order.seats)
+        found: list[Any] = await pipe.execute()
+    (owner, area, qty), ttl = found[0], found[1]
+    if owner != str(order.hold_owner) or ttl <= 0:
+        return False
+    if order.ga is not None and (area != order.ga.area or qty != str(order.ga.quantity)):
+        return False
+    mark = f"h:{order.hold_token}"
+    return not order.seats or all(state == mark for state in found[2])
+
+
+async def _refusal(rt: Runtime, order: LiveOrder, event: WebhookEvent) -> str | None:
+    """Why this payment cannot become tickets, or None when it can."""
+    if event.data.amount != order.total or event.data.currency != order.currency:
+        return "amount_mismatch"
+    if order.status == "paid":
+        return "already_paid"
+    if order.status == "cancelled":
+        return "order_cancelled"
+    if order.status == "expired" or order.lapsed:
+        return "order_expired"
+    if not await _hold_covers(rt, order):
+        return "hold_lost"
+    return None
+
+
+async def _apply(
+    rt: Runtime, provider: str, event: WebhookEvent, order_id: int | None, *, tickets: bool
+) -> tuple[Receipt, LiveOrder | None]:
+    """One transaction: the event is recorded with its outcome, or nothing happened at all."""
+    receipt = Receipt(event=event.id, outcome="ignored", order_id=order_id)
+    async with rt.pool.acquire() as conn, conn.transaction():
+        # The order's row lock serialises every event of one order; the event log dedupes.
+        row = await conn.fetchrow(LOCK_ORDER, order_id) if order_id is not None else None
+        data = event.data
+        found = await conn.fetchrow(SEEN_AND_PAYMENT, provider, event.id, data.payment_id)
+        assert found is not None
+        if found["seen"] is not None:
+            return Receipt(event=event.id, outcome=found["seen"], duplicate=True, order_id=order_id), None
+        new_status = _STATUS_OF_EVENT.get(event.type)
+        if row is None:
+            receipt.outcome = "unknown_order"
+        elif new_status is not None:
+            order = LiveOrder.of(row)
+            payment: Any = found if found["id"] is not None else None
+            if payment is None:
+                payment = await conn.fetchrow(NEW_PAYMENT, order.id, provider, data.payment_id, data.amount,
+                                              data.currency)  # fmt: skip
+                assert payment is not None
+            if payment["order_id"] != order.id:
+                receipt.outcome = "ignored"  # the gateway's payment belongs to another order
+            elif _RANK[new_status] <= _RANK[payment["status"]]:
+                receipt.outcome = "stale"
+            elif new_status != "paid":
+                await conn.execute(SET_PAYMENT, payment["id"], new_status, False, None)
+                receipt.outcome = new_status
+            else:
+                reason = await _refusal(rt, order, event)
+                if reason is None and not tickets:
+                    reason = "seats_taken"
+                if reason is None:
+                    await issue(conn, order.id, order.screening_id, order.lines, _ga(order))
+                    await conn.execute(FINISH_PAID, order.id, payment["id"], provider, event.id, event.type,
+                                       data.payment_id)  # fmt: skip
+                    if order.user_id is not None:
+                        await notifications.notify(
+                            conn, rt.settings, "booking_confirmed", user_id=order.user_id, order_id=order.id
+                        )
+                    return Receipt(event=event.id, outcome="paid", order_id=order_id), order
+                else:
+                    await conn.execute(SET_PAYMENT, payment["id"], "paid", True, reason)
+                    # The money goes back through the refunds worker (a refund row and its job).
+                    await refunds.refund_unused_payments(conn, rt.settings, payment["id"])
+                    if reason != "amount_mismatch":  # a wrong amount may still be followed by a right one
+                        await conn.execute(CLOSE_ORDER, order.id)
+                    receipt.outcome, receipt.refund_reason = "refund_needed", reason
+        outcome = (
+            receipt.outcome if receipt.refund_reason is None else f"refund_needed:{receipt.refund_reason}"
+        )
+        await conn.execute(RECORD_EVENT, provider, event.id, event.type, event.data.payment_id, outcome)
+    return receipt, None
+
+
+def _ga(order: LiveOrder) -> dict[str, int]:
+    return {order.ga.area: order.ga.quantity} if order.ga is not None else {}
+
+
+async def apply_event(rt: Runtime, provider: str, event: WebhookEvent) -> Receipt:
+    """Apply a verified event exactly once; then, if it sold seats, show them sold in Redis."""
+    reference = event.data.reference
+    order_id = int(reference) if reference.isdigit() and len(reference) < 19 else None
+    try:
+        receipt, sold = await _apply(rt, provider, event, order_id, tickets=True)
+    except (asyncpg.UniqueViolationError, SoldOut) as exc:
+        # Another sale holds a seat (the PostgreSQL guard) or the GA area is full: nothing of
+        # the first attempt was written; record the payment for refund instead. (A duplicate
+        # delivery racing us on the event log finds the event recorded and changes nothing.)
+        seats_gone = isinstance(exc, SoldOut) or exc.constraint_name == "tickets_one_live_per_seat"
+        receipt, sold = await _apply(rt, provider, event, order_id, tickets=not seats_gone)
+    if receipt.duplicate and receipt.outcome.startswith("refund_needed:"):
+        receipt.outcome, receipt.refund_reason = receipt.outcome.split(":", 1)
+    if sold is not None:
+        await publish_sold_or_defer(rt, sold)
+    return receipt
+
+
+@documented(
+    "Payment webhook of a gateway (signed: Seatmap-Signature: t=<unix>,v1=<HMAC-SHA256 hex of "
+    "'<t>.<body>'>); idempotent",
+    body=WebhookEvent,
+    responses={200: Receipt, 400: None, 404: None},
+    tags=TAGS,
+)
+async def webhook(request: Request) -> Response:
+    rt = runtime(request)
+    provider = provider_of(rt)
+    if request.path_params["provider"] != provider.name:
+        raise NotFound("No such payment provider here.")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_WEBHOOK:
+            raise PayloadTooLarge()
+    event = provider.verify_webhook(request.headers, body)
+    return respond(await apply_event(rt, provider.name, event))
+
+
+routes: list[BaseRoute] = [
+    Route("/orders/{id:int}/payments", start_payment, methods=["POST"]),
+    Route("/payments/webhooks/{provider}", webhook, methods=["POST"]),
+]

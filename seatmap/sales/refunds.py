@@ -1,0 +1,275 @@
+"""Refunds: money we owe back, returned through the gateway by the worker, exactly once.
+
+A refund is a row (`refunds`, at most one per payment) and a `refund` job, written in the
+transaction that decides the money goes back: a screening cancelled (cancellations.py), a
+customer refunding their order (`POST /api/orders/{id}/refund`, below), or a payment that
+checkout could not turn into tickets (late, seats gone, paid twice: `payments.needs_refund`).
+
+The job calls the provider's `refund` with an idempotency key derived from the refund's id.
+Whatever happens between that call and our commit (a timeout, a crash, kill -9), the job runs
+again with the same key and the gateway answers with the refund it already made instead of
+paying twice. Failures are retried with back-off by the job outbox and end `dead`, with the
+last error, where an admin sees them and can retry (refund_admin.py). On success one
+transaction marks the refund succeeded, the order refunded, its tickets void, and queues the
+customer's notification; then the order's seats are freed in Redis (once per order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any, Final
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from seatmap import jobs
+from seatmap.accounts.auth import require
+from seatmap.api import documented, path_int, respond
+from seatmap.db import AnyConnection
+from seatmap.errors import AlreadyUsed, Forbidden, NotFound, OrderClosed, RefundClosed
+from seatmap.live.holds import holds_of
+from seatmap.runtime import Runtime, runtime
+from seatmap.sales import notifications, payments
+from seatmap.sales.orders import Order, visible_order
+from seatmap.settings import Settings
+
+log = logging.getLogger("seatmap.sales.refunds")
+
+JOB: Final = "refund"
+# Payments taken at the counter go back at the counter: nothing for a gateway to do.
+COUNTER_METHODS: Final = frozenset({"cash", "card_present"})
+# How long "this order's seats were freed" is remembered in Redis (a retried job comes early).
+_FREED_MARKER_MS: Final = 7 * 24 * 3600 * 1000
+
+
+def job_key(refund_id: int) -> str:
+    """The dedupe key of a refund's job: one job per refund, found again by this key."""
+    return f"refund:{refund_id}"
+
+
+def idempotency_key(refund_id: int) -> str:
+    """What the gateway dedupes on: the same refund always sends the same key."""
+    return f"seatmap-refund-{refund_id}"
+
+
+# ---- making refunds (in the caller's transaction) ---------------------------------------------
+
+# Money that arrived but will not become tickets, not yet on its way back: the payment marked
+# by checkout ($1), or (NULL) any such payment, as the worker's safety net.
+REFUND_UNUSED_PAYMENTS: Final = """
+INSERT INTO refunds (order_id, payment_id, amount, currency, reason, closes_order)
+SELECT p.order_id, p.id, p.amount, p.currency, coalesce(p.refund_reason, 'payment_not_used'), false
+FROM payments p
+WHERE p.needs_refund AND p.status = 'paid' AND ($1::bigint IS NULL OR p.id = $1)
+  AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.payment_id = p.id)
+ORDER BY p.id LIMIT 500
+ON CONFLICT (payment_id) DO NOTHING
+RETURNING id
+"""
+# A customer's refund: the order and its tickets, locked, with what the policy needs.
+LOCK_FOR_REFUND: Final = """
+SELECT o.id, o.user_id, o.status, o.screening_id, s.starts_at, now() AS now,
+       EXISTS (SELECT 1 FROM tickets t WHERE t.order_id = o.id AND t.checked_in_at IS NOT NULL) AS used
+FROM orders o JOIN screenings s ON s.id = o.screening_id
+WHERE o.id = $1
+FOR UPDATE OF o
+"""
+# The order leaves `paid`, its tickets are void at once (the seats can be sold again), and the
+# payment that paid it gets its refund row.
+REFUND_ORDER: Final = """
+WITH o AS (
+    UPDATE orders SET status = 'refund_pending', closed_at = now() WHERE id = $1 AND status = 'paid'
+    RETURNING id
+), t AS (
+    UPDATE tickets SET status = 'void', voided_at = now() FROM o
+    WHERE tickets.order_id = o.id AND tickets.status = 'valid'
+)
+INSERT INTO refunds (order_id, payment_id, amount, currency, reason, closes_order, requested_by)
+SELECT p.order_id, p.id, p.amount, p.currency, $2, true, $3
+FROM o JOIN payments p ON p.order_id = o.id AND p.status = 'paid' AND NOT p.needs_refund
+ORDER BY p.id LIMIT 1
+RETURNING id
+"""
+
+
+async def queue(conn: AnyConnection, settings: Settings, refund_ids: list[int]) -> int:
+    """Queue the job of each refund (in the caller's transaction); one statement."""
+    return await jobs.enqueue_many(
+        conn,
+        JOB,
+        [{"refund_id": refund_id} for refund_id in refund_ids],
+        [job_key(refund_id) for refund_id in refund_ids],
+        max_attempts=settings.job_max_attempts,
+    )
+
+
+async def refund_unused_payments(
+    conn: AnyConnection, settings: Settings, payment_id: int | None = None
+) -> list[int]:
+    """Refund money that will not become tickets, in the caller's transaction: one payment
+    (checkout calls this in the transaction that marks it `needs_refund`), or every such payment
+    without a refund yet (the worker's safety net)."""
+    ids = [r["id"] for r in await conn.fetch(REFUND_UNUSED_PAYMENTS, payment_id)]
+    await queue(conn, settings, ids)
+    return ids
+
+
+# ---- the job ----------------------------------------------------------------------------------
+
+TO_RUN: Final = """
+SELECT r.id, r.order_id, r.amount, r.currency, r.status, r.closes_order, p.provider, p.provider_ref,
+       o.user_id, o.screening_id,
+       (SELECT coalesce(array_agg(seat_label ORDER BY position), '{}') FROM order_lines
+        WHERE order_id = o.id AND seat_label IS NOT NULL) AS seats,
+       (SELECT min(ga_area) FROM order_lines WHERE order_id = o.id) AS ga_area,
+       (SELECT count(*) FROM order_lines WHERE order_id = o.id AND ga_area IS NOT NULL) AS ga_units
+FROM refunds r JOIN payments p ON p.id = r.payment_id JOIN orders o ON o.id = r.order_id
+WHERE r.id = $1
+"""
+# The whole outcome in one statement: refund done, payment settled, order refunded, tickets void.
+COMPLETE: Final = """
+WITH r AS (
+    UPDATE refunds SET status = $2, provider_refund_id = $3, completed_at = now()
+    WHERE id = $1 AND status = 'pending'
+    RETURNING id, order_id, payment_id, closes_order
+), p AS (
+    UPDATE payments SET needs_refund = false, updated_at = now() FROM r WHERE payments.id = r.payment_id
+), o AS (
+    UPDATE orders SET status = 'refunded', closed_at = coalesce(closed_at, now()) FROM r
+    WHERE orders.id = r.order_id AND r.closes_order AND orders.status IN ('paid', 'refund_pending')
+), t AS (
+    UPDATE tickets SET status = 'void', voided_at = now() FROM r
+    WHERE tickets.order_id = r.order_id AND r.closes_order AND tickets.status = 'valid'
+)
+SELECT count(*) FROM r
+"""
+
+
+async def run_refund(rt: Runtime, job: jobs.Job) -> None:
+    """The `refund` job. Raises (and is retried) until the gateway confirms the refund."""
+    refund_id = int(job.payload["refund_id"])
+    async with rt.pool.acquire() as conn:
+        row = await conn.fetchrow(TO_RUN, refund_id)
+    if row is None:
+        raise LookupError(f"refund {refund_id} does not exist")
+    if row["status"] == "pending":
+        status, provider_refund = await _return_money(rt, row)
+        async with rt.pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(COMPLETE, refund_id, status, provider_refund):
+                log.info(
+                    "refund %d of order %d: %d %s %s (%s)", refund_id, row["order_id"], row["amount"],
+                    row["currency"], "returned" if status == "succeeded" else "to return at the counter",
+                    provider_refund,
+                )  # fmt: skip
+                if row["user_id"] is not None:
+                    await notifications.notify(
+                        conn, rt.settings, "refund_done", user_id=row["user_id"], order_id=row["order_id"],
+                        refund_id=refund_id,
+                    )  # fmt: skip
+    if row["closes_order"]:
+        # Also when the refund was done by an earlier run that died before this step.
+        await free_seats(
+            rt, row["order_id"], row["screening_id"], row["seats"], row["ga_area"], row["ga_units"]
+        )
+
+
+async def _return_money(rt: Runtime, row: Any) -> tuple[str, str | None]:
+    """('succeeded', the gateway's refund id), or ('manual', None) for money taken at the counter."""
+    if row["provider"] in COUNTER_METHODS:
+        return "manual", None
+    if row["amount"] == 0:
+        return "succeeded", None
+    provider = payments.provider_of(rt)
+    if row["provider"] != provider.name:
+        raise LookupError(f"the payment was made with {row['provider']!r}, which is not configured here")
+    timeout = rt.settings.refund_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            done = await provider.refund(row["provider_ref"], row["amount"], idempotency_key(row["id"]))
+    except TimeoutError:
+        # The gateway may have refunded and its answer got lost: the retry's key finds out.
+        raise TimeoutError(f"the payment gateway did not answer within {timeout:g} s") from None
+    if done.replayed:
+        log.info("refund %s was already made at the gateway (%s); recording it", row["id"], done.id)
+    return "succeeded", done.id
+
+
+async def free_seats(
+    rt: Runtime, order_id: int, screening_id: int, seats: list[str], ga_area: str | None, ga_units: int
+) -> None:
+    """Show a refunded order's seats free in Redis (a delta to viewers), once per order.
+
+    A screening whose state is not in Redis needs nothing: it is loaded from PostgreSQL, where
+    the tickets are void already.
+    """
+    inventory = holds_of(rt).inventory
+    k = inventory.keys(screening_id)
+    await inventory.scripts(
+        "free",
+        [k.meta, k.seats, k.ga, k.seq, k.log, f"{k.base}:freed:{order_id}"],
+        [k.channel, inventory.loglen, ga_area or "", ga_units if ga_area else 0, _FREED_MARKER_MS, *seats],
+    )
+
+
+# ---- the customer's refund -------------------------------------------------------------------
+
+SEATS_OF: Final = """
+SELECT o.id, o.screening_id,
+       (SELECT coalesce(array_agg(seat_label ORDER BY position), '{}') FROM order_lines
+        WHERE order_id = o.id AND seat_label IS NOT NULL) AS seats,
+       (SELECT min(ga_area) FROM order_lines WHERE order_id = o.id) AS ga_area,
+       (SELECT count(*) FROM order_lines WHERE order_id = o.id AND ga_area IS NOT NULL) AS ga_units
+FROM orders o WHERE o.id = $1
+"""
+
+
+@documented(
+    "Refund your paid order, until SEATMAP_REFUND_DEADLINE seconds before the start (409 "
+    "refund_closed after, with the deadline): the seats go back on sale at once, the money follows",
+    responses={202: Order, 404: None, 409: None},
+    auth="customer",
+    tags=("orders",),
+)
+async def refund_order(request: Request) -> Response:
+    who = await require(request)
+    rt = runtime(request)
+    order_id = path_int(request, "id")
+    async with rt.pool.acquire() as conn:
+        async with conn.transaction():
+            row = await conn.fetchrow(LOCK_FOR_REFUND, order_id)
+            if row is None or not (row["user_id"] == who.user_id or who.has_role("admin")):
+                if row is not None and who.has_role("staff"):
+                    raise Forbidden("Only the buyer or an admin can refund an order.")
+                raise NotFound("No such order.")
+            if row["status"] != "paid":
+                raise OrderClosed(f"This order is {row['status']}.", status=row["status"])
+            deadline = row["starts_at"] - timedelta(seconds=rt.settings.refund_deadline)
+            if row["now"] >= deadline:
+                raise RefundClosed(
+                    f"Refunds for this screening closed at {deadline.isoformat(timespec='seconds')}.",
+                    deadline=deadline,
+                )
+            if row["used"]:
+                raise AlreadyUsed("A ticket of this order was already used at the door.")
+            refund_id = await conn.fetchval(REFUND_ORDER, order_id, "customer", who.user_id)
+            assert refund_id is not None, "a paid order has the payment that paid it"
+            await queue(conn, rt.settings, [refund_id])
+        seats = await conn.fetchrow(SEATS_OF, order_id)
+    assert seats is not None
+    try:
+        await free_seats(
+            rt, order_id, seats["screening_id"], seats["seats"], seats["ga_area"], seats["ga_units"]
+        )
+    except RedisError as exc:
+        # The refund job frees them too (once per order), so they are not lost.
+        log.warning("order %s refunded but its seats not freed in Redis yet: %s", order_id, exc)
+    return respond(await visible_order(rt, who, order_id), 202)
+
+
+routes: list[BaseRoute] = [
+    Route("/orders/{id:int}/refund", refund_order, methods=["POST"]),
+]

@@ -1,0 +1,160 @@
+"""The simulated gateway's webhook outbox: every event is delivered until the merchant takes it.
+
+A real gateway keeps an event until the merchant answers 2xx, retrying with back-off for days
+and across its own restarts. So does this one: `decide` writes the events in the same
+statement as the buyer's decision (`simulated_webhooks`, sql/0008), and they leave from
+there. With no configured delay they are delivered at once, before the buyer's page answers;
+with `SEATMAP_SIMULATED_WEBHOOK_DELAY` (late confirmations), or when the merchant did not take
+them, a pump in every process that opened the gateway claims the due ones (SKIP LOCKED, with a
+lease, so a process that dies mid-delivery only delays them) and tries again. A payment's events
+leave in the order the gateway wrote them, each only after the one before was taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from typing import Any, Final
+
+import asyncpg
+
+from seatmap.db import Pool
+from seatmap.sales.gateway import SIGNATURE_HEADER, Courier, sign
+
+log = logging.getLogger("seatmap.simulated.provider")
+
+_QUICK_RETRIES: Final = (0.2, 0.5, 1.0, 2.0)  # seconds between the tries of one attempt
+LEASE: Final = 60.0  # seconds a claimed (or just decided) event is left to its deliverer
+_POLL: Final = 0.25  # seconds between looks for due events when there were none
+_MAX_ATTEMPTS: Final = 12  # then it is left undelivered (with its last status), as gateways give up
+
+CLAIM: Final = """
+UPDATE simulated_webhooks w SET due_at = now() + make_interval(secs => $2)
+WHERE w.id IN (SELECT id FROM simulated_webhooks WHERE delivered_at IS NULL AND due_at <= now()
+               ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+RETURNING w.id, w.payment_id, w.url, w.body, w.attempts
+"""
+TAKEN: Final = """
+UPDATE simulated_webhooks w SET delivered_at = now(), last_status = t.status, attempts = w.attempts + 1
+FROM unnest($1::bigint[], $2::integer[]) AS t(id, status) WHERE w.id = t.id
+"""
+# The event that failed counts an attempt; the ones queued behind it wait with it.
+NOT_TAKEN: Final = """
+UPDATE simulated_webhooks
+SET due_at = CASE WHEN attempts + 1 >= $4 AND id = $1 THEN 'infinity'
+                  ELSE now() + make_interval(secs => $3) END,
+    attempts = attempts + (id = $1)::int,
+    last_status = CASE WHEN id = $1 THEN $2 ELSE last_status END
+WHERE id = ANY($5::bigint[])
+"""
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before the next attempt after `attempts` failed ones: 30 s doubling, at most an hour."""
+    return float(min(30 * 2 ** max(attempts - 1, 0), 3600))
+
+
+class Outbox:
+    def __init__(self, pool: Pool, key: bytes, copies: int) -> None:
+        self.pool = pool
+        self.key = key
+        self.copies = copies  # deliveries of each event at the same moment (a misbehaving gateway)
+        self.courier = Courier(timeout=10.0)
+        self._pump: asyncio.Task[None] | None = None
+        # Taken events, marked delivered in one statement per pump round rather than one per
+        # event on the buyer's path. Lost in a crash, they are delivered once more when their
+        # lease ends: a duplicate, which the merchant handles (as it must, from any gateway).
+        self._taken: list[tuple[int, int]] = []
+
+    def start(self) -> None:
+        self._pump = asyncio.create_task(self._pump_forever(), name="simulated.webhooks")
+
+    async def aclose(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self.flush_taken()
+        self.courier.close()
+
+    async def flush_taken(self) -> None:
+        taken, self._taken = self._taken, []
+        if taken:
+            ids, statuses = zip(*taken, strict=True)
+            async with self.pool.acquire() as conn:
+                await conn.execute(TAKEN, list(ids), list(statuses))
+
+    async def deliver_now(self, url: str, events: list[tuple[int, bytes]]) -> None:
+        await self._deliver_in_order(url, [(event_id, body, 0) for event_id, body in events])
+
+    async def _deliver_in_order(self, url: str, events: list[tuple[int, bytes, int]]) -> None:
+        for i, (event_id, body, attempts) in enumerate(events):
+            statuses = await asyncio.gather(*(self.post(url, body) for _ in range(self.copies)))
+            taken = next((s for s in statuses if s is not None and 200 <= s < 300), None)
+            if taken is not None:
+                self._taken.append((event_id, taken))
+                continue
+            async with self.pool.acquire() as conn:
+                status = next((s for s in statuses if s is not None), None)
+                waiting = [e[0] for e in events[i:]]
+                await conn.execute(NOT_TAKEN, event_id, status, backoff(attempts + 1), _MAX_ATTEMPTS, waiting)
+            if attempts + 1 >= _MAX_ATTEMPTS:
+                log.error("webhook %s to %s given up after %d attempts", event_id, url, attempts + 1)
+            return
+
+    async def post(self, url: str, body: bytes) -> int | None:
+        """POST one signed event, tried again at once on network errors and 5xx; the last status."""
+        status: int | None = None
+        for pause in (*_QUICK_RETRIES, None):
+            headers = {
+                SIGNATURE_HEADER: sign(self.key, body, int(time.time())),
+                "content-type": "application/json",
+            }
+            try:
+                status, answer = await self.courier.post(url, body, headers)
+                if status < 500:
+                    if status >= 300:
+                        log.warning("webhook to %s refused: %s %r", url, status, answer[:200])
+                    return status
+            except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
+                log.warning("webhook to %s failed: %r", url, exc)
+            if pause is None:
+                break
+            await asyncio.sleep(pause)
+        return status
+
+    async def _pump_forever(self) -> None:
+        while True:
+            pause = _POLL
+            try:
+                if await self.pump_once():
+                    pause = 0.0
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("simulated webhooks: %r; trying again in 5 s", exc)
+                pause = 5.0
+            except Exception:
+                log.exception("simulated webhooks: pump failed; trying again in 5 s")
+                pause = 5.0
+            await asyncio.sleep(pause)
+
+    async def pump_once(self, limit: int = 50) -> int:
+        """Claim the due events and try each once, payment by payment (in order within one)."""
+        await self.flush_taken()
+        async with self.pool.acquire() as conn:
+            claimed: list[Any] = await conn.fetch(CLAIM, limit, LEASE)
+        if not claimed:
+            return 0
+        by_payment = itertools.groupby(
+            sorted(claimed, key=lambda r: (r["payment_id"], r["id"])), lambda r: r["payment_id"]
+        )
+        await asyncio.gather(
+            *(
+                self._deliver_in_order(rows[0]["url"], [(r["id"], r["body"], r["attempts"]) for r in rows])
+                for rows in ([*group] for _, group in by_payment)
+            )
+        )
+        return len(claimed)

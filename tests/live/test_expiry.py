@@ -1,0 +1,116 @@
+"""Expired holds go back on sale by themselves, exactly once, with or without notifications."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from dataclasses import replace
+from datetime import datetime
+
+import httpx
+import pytest
+
+from seatmap.app import create_app
+from seatmap.live.expiry import Expiry
+from seatmap.runtime import Runtime
+from seatmap.settings import Settings
+from tests.conftest import running
+from tests.support import TIMEOUT_FACTOR, Server, Viewer, make_screening, quick_users
+
+
+@pytest.mark.parametrize("notifications", [True, False], ids=["keyspace-events", "sweeper-only"])
+async def test_expired_hold_is_freed_once_for_every_viewer(
+    rt: Runtime, settings: Settings, notifications: bool
+) -> None:
+    """A 1 s hold expires: each viewer gets exactly one `free` per seat within 2 s of the deadline."""
+    screening = await make_screening(rt, ["SSSSSS"] * 2)
+    short = replace(settings, hold_ttl=1, expiry_notifications=notifications)
+    if not notifications:
+        await rt.redis.config_set("notify-keyspace-events", "")
+    try:
+        async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
+            viewers = [await Viewer.connect(srv, screening) for _ in range(3)]
+            for v in viewers:
+                await v.next("snapshot")
+            (alice,) = await quick_users(rt, 1)
+            r = await client.post(
+                "/api/holds",
+                json={"screening_id": screening, "seats": ["A1", "A2", "B3"]},
+                headers=alice.headers,
+            )
+            deadline = datetime.fromisoformat(r.json()["expires_at"]).timestamp()
+            for v in viewers:
+                await v.next("delta")
+                freed: Counter[str] = Counter()
+                async with asyncio.timeout(4 * TIMEOUT_FACTOR):
+                    while sum(freed.values()) < 3:
+                        delta = await v.next("delta", within=4)
+                        freed.update(c["seat"] for c in delta["changes"] if c["state"] == "free")
+                        late = time.time() - deadline
+                        assert late < 2.0 * TIMEOUT_FACTOR, f"freed {late:.2f}s after the deadline"
+                assert freed == Counter({"A1": 1, "A2": 1, "B3": 1})
+                with pytest.raises(TimeoutError):
+                    await v.next("delta", within=0.7)
+                await v.close()
+            # The seats are on sale again.
+            (bob,) = await quick_users(rt, 1)
+            r = await client.post(
+                "/api/holds",
+                json={"screening_id": screening, "seats": ["A1", "A2", "B3"]},
+                headers=bob.headers,
+            )
+            assert r.status_code == 201
+    finally:
+        await rt.redis.config_set("notify-keyspace-events", "Ex")
+
+
+async def test_extended_hold_survives_its_first_deadline(rt: Runtime, settings: Settings) -> None:
+    """Extending before the deadline keeps the seats held past it."""
+    screening = await make_screening(rt, ["SSSS"])
+    short = replace(settings, hold_ttl=1, hold_max=10)
+    async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
+        (alice,) = await quick_users(rt, 1)
+        token = (
+            await client.post(
+                "/api/holds", json={"screening_id": screening, "seats": ["A1"]}, headers=alice.headers
+            )
+        ).json()["token"]
+        for _ in range(3):
+            await asyncio.sleep(0.6)
+            assert (await client.post(f"/api/holds/{token}/extend", headers=alice.headers)).status_code == 200
+        assert (await client.get(f"/api/holds/{token}", headers=alice.headers)).status_code == 200
+        await asyncio.sleep(1.5)
+        assert (await client.get(f"/api/holds/{token}", headers=alice.headers)).status_code == 404
+
+
+async def test_many_restockers_release_once(rt: Runtime, settings: Settings) -> None:
+    """Ten processes' worth of restockers racing on one expired hold publish a single release."""
+    screening = await make_screening(rt, ["SSSS"])
+    short = replace(settings, hold_ttl=1, sweep_interval=60, expiry_notifications=False)
+    async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
+        app_rt = srv_runtime(srv)
+        viewer = await Viewer.connect(srv, screening)
+        await viewer.next("snapshot")
+        (alice,) = await quick_users(rt, 1)
+        token = (
+            await client.post(
+                "/api/holds", json={"screening_id": screening, "seats": ["A1", "A2"]}, headers=alice.headers
+            )
+        ).json()["token"]
+        await viewer.next("delta")
+        await asyncio.sleep(1.2)
+        expiry = app_rt.extras["expiry"]
+        assert isinstance(expiry, Expiry)
+        results = await asyncio.gather(*(expiry.restock(screening, token) for _ in range(10)))
+        assert results.count(True) == 1
+        delta = await viewer.next("delta")
+        assert {c["seat"]: c["state"] for c in delta["changes"]} == {"A1": "free", "A2": "free"}
+        with pytest.raises(TimeoutError):
+            await viewer.next("delta", within=0.5)
+        await viewer.close()
+
+
+def srv_runtime(srv: Server) -> Runtime:
+    assert srv.runtime is not None
+    return srv.runtime
