@@ -36,12 +36,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from prometheus_client import Counter
+
 from seatmap.db import AnyConnection, Pool
 from seatmap.settings import Settings
 
 log = logging.getLogger("seatmap.jobs")
 
 CHANNEL: Final = "seatmap_jobs"
+
+outcomes: Final = Counter(
+    "seatmap_jobs_total",
+    "Job runs by kind and outcome: done, retry (failed, due again later), dead (out of attempts), "
+    "lost (another worker took it over meanwhile).",
+    ["kind", "outcome"],
+)
 
 
 @dataclass(frozen=True)
@@ -206,6 +215,34 @@ async def retry(conn: AnyConnection, job_id: int) -> bool:
     return revived is not None
 
 
+# What /metrics shows of the queue (metrics.py reads it at scrape time): the partial indexes on
+# queued and dead jobs keep it from reading the done ones, which are most of the table.
+_BACKLOG: Final = """
+SELECT kind,
+       count(*) FILTER (WHERE status = 'queued') AS queued,
+       count(*) FILTER (WHERE status = 'dead') AS dead,
+       coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE status = 'queued' AND run_at <= now())),
+                0)::float8 AS oldest_due_seconds
+FROM jobs WHERE status IN ('queued', 'dead')
+GROUP BY kind ORDER BY kind
+"""
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The jobs of one kind not done: an operator's view of whether workers keep up."""
+
+    kind: str
+    queued: int  # waiting: due now, or later after a failed attempt
+    dead: int  # out of attempts, until an admin retries them
+    oldest_due_seconds: float  # how long the longest-waiting due one has been due (0: none)
+
+
+async def backlog(conn: AnyConnection) -> list[Backlog]:
+    """Kinds with queued or dead jobs (a kind with neither is left out)."""
+    return [Backlog(**dict(r)) for r in await conn.fetch(_BACKLOG)]
+
+
 def backoff_seconds(attempts: int, policy: Policy, rng: random.Random | None = None) -> float:
     """Exponential back-off with full jitter: uniform in [base/2, base], base = backoff * 2^(n-1)."""
     base = min(policy.max_backoff, policy.backoff * 2 ** max(0, attempts - 1))
@@ -282,6 +319,7 @@ class Worker:
             error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
             async with self.pool.acquire() as conn:
                 status = await conn.fetchval(_FAILED, job.id, self.name, delay, error)
+            outcomes.labels(job.kind, {"queued": "retry", "dead": "dead"}.get(status, "lost")).inc()
             if status == "dead":
                 log.error("job %s #%d is dead after %d attempts: %s", job.kind, job.id, job.attempts, error)
             else:
@@ -291,6 +329,7 @@ class Worker:
             self.completed += 1
             async with self.pool.acquire() as conn:
                 await conn.execute(_DONE, job.id, self.name)
+            outcomes.labels(job.kind, "done").inc()
 
     async def _renew_leases(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -1,235 +1,78 @@
-"""Process metrics in the Prometheus text format, and the middleware that counts requests.
+"""Process metrics for Prometheus: the request middleware, and what is read at scrape time.
 
-Each process keeps its own numbers (Prometheus scrapes processes, not deployments), so the
-registry is a plain in-memory object: `counter()` and `summary()` for things we count as
-they happen, `gauge(name, help, fn)` for things read at scrape time (a websocket module
-registers `gauge("seatmap_ws_viewers", "...", lambda: len(sockets))`). Registering a name
-again returns the same counter, or replaces the gauge's function, so an app built twice in
-one process (the tests) does not fail or double up.
+Everything counted as it happens is a module-level prometheus_client object in the default
+`REGISTRY`, beside the code that counts (`seatmap_refunds_total` in sales/refunds.py,
+`seatmap_jobs_total` in jobs.py, …), so `/metrics` shows it with no wiring. Each process keeps
+its own numbers: Prometheus scrapes processes, not deployments.
+
+Values that live in PostgreSQL (orders by state, the job queue) are not kept in memory, where
+every process would hold a different, stale copy: `read` fetches them once per scrape, and
+`Scrape` renders them after the default registry's metrics. A database that does not answer
+in time leaves them out and says so (`seatmap_scrape_postgres_up 0`), rather than failing the
+whole scrape or showing an empty queue.
 """
 
 from __future__ import annotations
 
-import math
+import asyncio
+import logging
 import os
-import re
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Final
 
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-_NAME: Final = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+from seatmap import jobs
+from seatmap.db import Pool
 
-Labels = tuple[tuple[str, str], ...]
+log = logging.getLogger("seatmap.metrics")
 
-
-def _labels(labels: dict[str, str]) -> Labels:
-    for name in labels:
-        if not _LABEL.match(name):
-            raise ValueError(f"invalid label name {name!r}")
-    return tuple(sorted(labels.items()))
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _format_labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels) + "}"
-
-
-def _format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(float(value))
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-class Counter:
-    """A monotonically increasing number, optionally split by labels."""
-
-    kind: Final = "counter"
-
-    def __init__(self, name: str, help: str) -> None:
-        self.name = name
-        self.help = help
-        self._values: dict[Labels, float] = {}
-        self._lock = threading.Lock()
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise ValueError("a counter only goes up")
-        key = _labels(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, **labels: str) -> float:
-        return self._values.get(_labels(labels), 0.0)
-
-    def samples(self) -> Iterator[tuple[str, Labels, float]]:
-        with self._lock:
-            items = list(self._values.items())
-        for labels, value in items:
-            yield self.name, labels, value
-
-
-class Summary:
-    """Sum and count of observations (durations), without quantiles: cheap, and enough for
-    an average rate in PromQL (`rate(x_sum[5m]) / rate(x_count[5m])`)."""
-
-    kind: Final = "summary"
-
-    def __init__(self, name: str, help: str) -> None:
-        self.name = name
-        self.help = help
-        self._values: dict[Labels, tuple[float, int]] = {}
-        self._lock = threading.Lock()
-
-    def observe(self, value: float, **labels: str) -> None:
-        key = _labels(labels)
-        with self._lock:
-            total, count = self._values.get(key, (0.0, 0))
-            self._values[key] = (total + value, count + 1)
-
-    def samples(self) -> Iterator[tuple[str, Labels, float]]:
-        with self._lock:
-            items = list(self._values.items())
-        for labels, (total, count) in items:
-            yield f"{self.name}_sum", labels, total
-            yield f"{self.name}_count", labels, float(count)
-
-
-class Gauge:
-    """A value read when /metrics is scraped, from the function its owner registered."""
-
-    kind: Final = "gauge"
-
-    def __init__(self, name: str, help: str, fn: Callable[[], float]) -> None:
-        self.name = name
-        self.help = help
-        self.fn = fn
-
-    def samples(self) -> Iterator[tuple[str, Labels, float]]:
-        yield self.name, (), float(self.fn())
-
-
-Metric = Counter | Summary | Gauge
-
-
-class Registry:
-    """The metrics of one process, rendered in registration order."""
-
-    def __init__(self) -> None:
-        self._metrics: dict[str, Metric] = {}
-        self._lock = threading.Lock()
-
-    def _get(self, name: str, kind: type[Counter] | type[Summary], help: str) -> Counter | Summary:
-        if not _NAME.match(name):
-            raise ValueError(f"invalid metric name {name!r}")
-        with self._lock:
-            existing = self._metrics.get(name)
-            if existing is None:
-                created = self._metrics[name] = kind(name, help)
-                return created
-        if not isinstance(existing, kind):
-            raise ValueError(f"metric {name!r} is already registered as a {existing.kind}")
-        return existing
-
-    def counter(self, name: str, help: str) -> Counter:
-        metric = self._get(name, Counter, help)
-        assert isinstance(metric, Counter)
-        return metric
-
-    def summary(self, name: str, help: str) -> Summary:
-        metric = self._get(name, Summary, help)
-        assert isinstance(metric, Summary)
-        return metric
-
-    def gauge(self, name: str, help: str, fn: Callable[[], float]) -> Gauge:
-        if not _NAME.match(name):
-            raise ValueError(f"invalid metric name {name!r}")
-        with self._lock:
-            existing = self._metrics.get(name)
-            if existing is not None and not isinstance(existing, Gauge):
-                raise ValueError(f"metric {name!r} is already registered as a {existing.kind}")
-            gauge = self._metrics[name] = Gauge(name, help, fn)
-        return gauge
-
-    def render(self) -> str:
-        """The Prometheus text exposition format (version 0.0.4)."""
-        with self._lock:
-            metrics = list(self._metrics.values())
-        lines: list[str] = []
-        for metric in metrics:
-            try:
-                samples = list(metric.samples())
-            except Exception as exc:  # a gauge's function failing must not break the scrape
-                lines.append(f"# {metric.name} unavailable: {type(exc).__name__}")
-                continue
-            lines.append(f"# HELP {metric.name} {_escape_help(metric.help)}")
-            lines.append(f"# TYPE {metric.name} {metric.kind}")
-            for name, labels, value in samples:
-                lines.append(f"{name}{_format_labels(labels)} {_format_value(value)}")
-        return "\n".join(lines) + "\n"
-
-
-REGISTRY: Final = Registry()
-_STARTED: Final = time.time()
 _STARTED_MONOTONIC: Final = time.monotonic()
 
-
-def counter(name: str, help: str) -> Counter:
-    """Get or create a counter in this process's registry."""
-    return REGISTRY.counter(name, help)
-
-
-def summary(name: str, help: str) -> Summary:
-    """Get or create a summary (sum and count) in this process's registry."""
-    return REGISTRY.summary(name, help)
-
-
-def gauge(name: str, help: str, fn: Callable[[], float]) -> Gauge:
-    """Register (or replace) a gauge whose value `fn()` is read at scrape time."""
-    return REGISTRY.gauge(name, help, fn)
-
-
-def render() -> str:
-    return REGISTRY.render()
-
-
-gauge(
-    "process_start_time_seconds",
-    "When this process loaded seatmap, in seconds since the Unix epoch.",
-    lambda: _STARTED,
+Gauge("seatmap_process_uptime_seconds", "Seconds since this process loaded seatmap.").set_function(
+    lambda: time.monotonic() - _STARTED_MONOTONIC
 )
-gauge(
-    "seatmap_process_uptime_seconds",
-    "Seconds since this process started.",
-    lambda: time.monotonic() - _STARTED_MONOTONIC,
+Gauge("seatmap_process_pid", "The process id, to tell web processes apart.").set_function(os.getpid)
+http_requests: Final = Counter(
+    "seatmap_http_requests_total",
+    "HTTP requests answered, by method, route template and status code.",
+    ["method", "route", "status"],
 )
-gauge("seatmap_process_pid", "The process id, to tell web processes apart.", lambda: os.getpid())
-http_requests = counter("seatmap_http_requests_total", "HTTP requests answered, by status class (2xx, 4xx…).")
-http_duration = summary("seatmap_http_request_duration_seconds", "Time spent answering HTTP requests.")
+http_duration: Final = Histogram(
+    "seatmap_http_request_duration_seconds",
+    "Time spent answering HTTP requests, by method and route template.",
+    ["method", "route"],
+)
+
+UNMATCHED: Final = "unmatched"
+
+
+def route_template(scope: Scope) -> str:
+    """The route a request was routed to, as written (`/api/orders/{id:int}`), never the raw
+    path: a label per URL would grow without bound (scanners, ids). Starlette's routers leave
+    the innermost route in `scope["route"]`, and the mounts above it in `root_path` (as
+    matched: a mount's own path parameters would show their values; ours have none)."""
+    route = scope.get("route")
+    if route is None:
+        return UNMATCHED
+    mounted = scope.get("root_path", "")[len(scope.get("app_root_path", "")) :]
+    if isinstance(route, Mount):  # a mount that answered itself (static files, 404 under /api)
+        return f"{mounted}/{{path}}"
+    path = getattr(route, "path", None)
+    return f"{mounted}{path}" if isinstance(path, str) else UNMATCHED
 
 
 class Metrics:
-    """Pure ASGI middleware: counts every HTTP request by status class and times it.
+    """Pure ASGI middleware: counts every HTTP request by method, route and status, and times it.
 
-    A request that raises before answering is counted as 5xx: the server error handler
-    outside this middleware turns it into a 500.
+    A request that raises before answering is counted as 500: the server error handler
+    outside this middleware turns it into one.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -251,5 +94,84 @@ class Metrics:
         try:
             await self.app(scope, receive, send_counted)
         finally:
-            http_requests.inc(status=f"{status // 100}xx")
-            http_duration.observe(time.perf_counter() - started)
+            method, route = scope["method"], route_template(scope)
+            http_requests.labels(method, route, str(status)).inc()
+            http_duration.labels(method, route).observe(time.perf_counter() - started)
+
+
+# ---- read at scrape time -----------------------------------------------------------------------
+
+READ_TIMEOUT: Final = 1.0  # seconds; Prometheus's default scrape timeout is 10
+ORDERS_BY_STATE: Final = "SELECT status, count(*) AS n FROM orders GROUP BY status ORDER BY status"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one scrape read from PostgreSQL."""
+
+    orders: dict[str, int]  # state -> orders in it
+    jobs: list[jobs.Backlog]
+
+
+async def read(pool: Pool) -> Snapshot | None:
+    """The database's numbers for one scrape, or None if PostgreSQL did not answer within
+    `READ_TIMEOUT` (a scrape must not hang on a stuck database: Prometheus would time out and
+    lose the process metrics too)."""
+    try:
+        async with asyncio.timeout(READ_TIMEOUT), pool.acquire() as conn:
+            orders = {r["status"]: r["n"] for r in await conn.fetch(ORDERS_BY_STATE)}
+            return Snapshot(orders=orders, jobs=await jobs.backlog(conn))
+    except Exception as exc:
+        log.warning("metrics: PostgreSQL's numbers left out of this scrape: %r", exc)
+        return None
+
+
+def families(snapshot: Snapshot | None) -> Iterator[Metric]:
+    """The scrape-time metric families of a snapshot (a state or kind with no rows has no series)."""
+    up = GaugeMetricFamily(
+        "seatmap_scrape_postgres_up",
+        "1 if this scrape read the orders and jobs below from PostgreSQL, 0 if it timed out or failed.",
+        value=0 if snapshot is None else 1,
+    )
+    yield up
+    if snapshot is None:
+        return
+    orders = GaugeMetricFamily("seatmap_orders", "Orders in each state, now.", labels=["state"])
+    for state, count in sorted(snapshot.orders.items()):
+        orders.add_metric([state], count)
+    queued = GaugeMetricFamily(
+        "seatmap_jobs_queued", "Jobs waiting to run (due, or waiting for a retry), by kind.", labels=["kind"]
+    )
+    oldest = GaugeMetricFamily(
+        "seatmap_jobs_oldest_age_seconds",
+        "How long the longest-waiting due job of each kind has been due: workers falling behind.",
+        labels=["kind"],
+    )
+    dead = GaugeMetricFamily(
+        "seatmap_jobs_dead", "Jobs that ran out of attempts, by kind, until an admin retries them.",
+        labels=["kind"],
+    )  # fmt: skip
+    for b in snapshot.jobs:
+        queued.add_metric([b.kind], b.queued)
+        oldest.add_metric([b.kind], b.oldest_due_seconds)
+        dead.add_metric([b.kind], b.dead)
+    yield from (orders, queued, oldest, dead)
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One scrape's collector: the default registry (everything counted in this process),
+    then the snapshot read from PostgreSQL for it."""
+
+    snapshot: Snapshot | None
+
+    def collect(self) -> Iterable[Metric]:
+        yield from REGISTRY.collect()
+        yield from families(self.snapshot)
+
+
+def exposition(snapshot: Snapshot | None, accept: str) -> tuple[bytes, str]:
+    """The body and content type Prometheus asked for (its Accept header picks the text format
+    or OpenMetrics)."""
+    encode, content_type = choose_encoder(accept)
+    return encode(Scrape(snapshot)), content_type

@@ -72,11 +72,13 @@ async def readyz(request: Request) -> Response:
     return respond(Readiness(status="unavailable", checks=checks), 503)
 
 
-@documented("Process metrics in the Prometheus text format", tags=TAGS)
+@documented("Process metrics in the Prometheus text format (or OpenMetrics, if asked)", tags=TAGS)
 async def metrics_endpoint(request: Request) -> Response:
-    """Per process: uptime, HTTP requests by status class, request time, plus every gauge
-    other modules registered with `seatmap.metrics.gauge`."""
-    return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
+    """This process's counters (requests, holds, refunds, jobs, webhooks, sockets…), then orders
+    by state and the job queue, read from PostgreSQL for this scrape (docs/operations.md)."""
+    snapshot = await metrics.read(runtime(request).pool)
+    body, content_type = metrics.exposition(snapshot, request.headers.get("accept", ""))
+    return Response(body, media_type=content_type)
 
 
 @documented("This API described in OpenAPI 3.1", responses={200: dict[str, Any]}, tags=TAGS)

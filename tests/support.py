@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import math
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -16,6 +17,7 @@ from urllib.parse import urlencode
 
 import httpx
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection
 
 from seatmap.accounts import users
@@ -34,6 +36,21 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+def metric_value(text: str, name: str, labels: Mapping[str, str] | None = None) -> float:
+    """The sum of the samples called `name` (`seatmap_holds_total`, `…_bucket`, `…_count`) whose
+    labels include `labels`, in a /metrics page parsed by prometheus_client's own parser (which
+    fails on anything that is not valid exposition text). 0 when none match: a counter whose
+    labels were never used has no sample yet. Counters are per process and several apps share
+    the test process: compare two scrapes, never one scrape with a constant."""
+    wanted = dict(labels or {})
+    return math.fsum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and wanted.items() <= sample.labels.items()
+    )
 
 
 @dataclass(frozen=True)

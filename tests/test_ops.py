@@ -1,4 +1,4 @@
-"""Operational endpoints, error shapes of the router itself, request ids and metrics."""
+"""Operational endpoints, error shapes of the router itself, and request ids (metrics: test_metrics.py)."""
 
 from __future__ import annotations
 
@@ -14,32 +14,6 @@ from seatmap.app import create_app
 from seatmap.settings import Settings
 from tests.conftest import running
 from tests.support import TIMEOUT_FACTOR
-
-_SAMPLE = re.compile(
-    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{[^}]*\})? (?P<value>-?[0-9.eE+-]+|NaN|[+-]Inf)$"
-)
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text format -> {"name{labels}": value}; fails on any line that is not valid."""
-    samples: dict[str, float] = {}
-    types: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line:
-            continue
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ", 3)
-            assert kind in {"counter", "gauge", "summary", "histogram", "untyped"}, line
-            types[name] = kind
-            continue
-        if line.startswith("#"):
-            continue
-        match = _SAMPLE.match(line)
-        assert match, f"not a Prometheus sample line: {line!r}"
-        base = re.sub(r"_(sum|count|total|bucket)$", "", match["name"])
-        assert match["name"] in types or base in types, f"sample without # TYPE: {line!r}"
-        samples[match["name"] + (match["labels"] or "")] = float(match["value"])
-    return samples
 
 
 class RedisLink:
@@ -149,25 +123,3 @@ async def test_request_id_echoed_or_generated(client: httpx.AsyncClient) -> None
     unsafe = await client.get("/healthz", headers={"X-Request-ID": "evil\tvalue with spaces"})
     assert re.fullmatch(r"[A-Za-z0-9._-]{1,64}", unsafe.headers["x-request-id"])
     assert unsafe.headers["x-request-id"] != "evil\tvalue with spaces"
-
-
-async def test_metrics_count_requests_by_status_class(client: httpx.AsyncClient) -> None:
-    """/metrics is valid Prometheus text whose request counters move with the traffic."""
-    response = await client.get("/metrics")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    before = parse_metrics(response.text)
-    assert before["seatmap_process_uptime_seconds"] > 0
-    await client.get("/api/no/such/thing")
-    await client.get("/api/no/such/thing")
-    await client.get("/healthz")
-    after = parse_metrics((await client.get("/metrics")).text)
-    fours = 'seatmap_http_requests_total{status="4xx"}'
-    twos = 'seatmap_http_requests_total{status="2xx"}'
-    assert after[fours] - before.get(fours, 0) == 2
-    # the /healthz and the first /metrics request; this scrape is counted after it answers
-    assert after[twos] - before.get(twos, 0) == 2
-    count = "seatmap_http_request_duration_seconds_count"
-    assert after[count] - before.get(count, 0) == 4
-    duration = "seatmap_http_request_duration_seconds_sum"
-    assert after[duration] > before.get(duration, 0)

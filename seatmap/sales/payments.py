@@ -29,6 +29,7 @@ from typing import Annotated, Any, Final, Protocol
 
 import asyncpg
 import msgspec
+from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -40,6 +41,7 @@ from seatmap.errors import (
     NotFound,
     OrderClosed,
     PayloadTooLarge,
+    SeatmapError,
     SoldOut,
 )
 from seatmap.live.holds import holds_of
@@ -59,6 +61,12 @@ _STATUS_OF_EVENT: Final = {
     "payment.paid": "paid",
     "payment.declined": "declined",
 }
+webhooks_received: Final = Counter(
+    "seatmap_webhooks_received_total",
+    "Payment webhooks received, by outcome: refused (bad signature, stale, too large, malformed), "
+    "duplicate, or the receipt's outcome (paid, processing, declined, refund_needed, stale, …).",
+    ["outcome"],
+)
 
 
 # ---- the gateway interface --------------------------------------------------------------------
@@ -369,12 +377,18 @@ async def webhook(request: Request) -> Response:
     if request.path_params["provider"] != provider.name:
         raise NotFound("No such payment provider here.")
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_WEBHOOK:
-            raise PayloadTooLarge()
-    event = provider.verify_webhook(request.headers, body)
-    return respond(await apply_event(rt, provider.name, event))
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _MAX_WEBHOOK:
+                raise PayloadTooLarge()
+        event = provider.verify_webhook(request.headers, body)
+    except SeatmapError:
+        webhooks_received.labels("refused").inc()
+        raise
+    receipt = await apply_event(rt, provider.name, event)
+    webhooks_received.labels("duplicate" if receipt.duplicate else receipt.outcome).inc()
+    return respond(receipt)
 
 
 routes: list[BaseRoute] = [

@@ -21,6 +21,7 @@ import logging
 from datetime import timedelta
 from typing import Any, Final
 
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -44,6 +45,13 @@ JOB: Final = "refund"
 COUNTER_METHODS: Final = frozenset({"cash", "card_present"})
 # How long "this order's seats were freed" is remembered in Redis (a retried job comes early).
 _FREED_MARKER_MS: Final = 7 * 24 * 3600 * 1000
+
+outcomes: Final = Counter(
+    "seatmap_refunds_total",
+    "Refund attempts by outcome: succeeded (the gateway returned the money), manual (to return at "
+    "the counter), failed (the gateway refused or did not answer; retried by the job outbox).",
+    ["outcome"],
+)
 
 
 def job_key(refund_id: int) -> str:
@@ -157,9 +165,14 @@ async def run_refund(rt: Runtime, job: jobs.Job) -> None:
     if row is None:
         raise LookupError(f"refund {refund_id} does not exist")
     if row["status"] == "pending":
-        status, provider_refund = await _return_money(rt, row)
+        try:
+            status, provider_refund = await _return_money(rt, row)
+        except Exception:
+            outcomes.labels("failed").inc()
+            raise
         async with rt.pool.acquire() as conn, conn.transaction():
             if await conn.fetchval(COMPLETE, refund_id, status, provider_refund):
+                outcomes.labels(status).inc()
                 log.info(
                     "refund %d of order %d: %d %s %s (%s)", refund_id, row["order_id"], row["amount"],
                     row["currency"], "returned" if status == "succeeded" else "to return at the counter",

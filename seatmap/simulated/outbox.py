@@ -20,6 +20,7 @@ import time
 from typing import Any, Final
 
 import asyncpg
+from prometheus_client import Counter
 
 from seatmap.db import Pool
 from seatmap.sales.gateway import SIGNATURE_HEADER, Courier, sign
@@ -30,6 +31,13 @@ _QUICK_RETRIES: Final = (0.2, 0.5, 1.0, 2.0)  # seconds between the tries of one
 LEASE: Final = 60.0  # seconds a claimed (or just decided) event is left to its deliverer
 _POLL: Final = 0.25  # seconds between looks for due events when there were none
 _MAX_ATTEMPTS: Final = 12  # then it is left undelivered (with its last status), as gateways give up
+
+deliveries: Final = Counter(
+    "seatmap_webhook_deliveries_total",
+    "Attempts to deliver a simulated gateway event, by outcome: taken (2xx), refused (3xx/4xx), "
+    "failed (5xx or no answer; tried again later), given_up (the last attempt failed too).",
+    ["outcome"],
+)
 
 CLAIM: Final = """
 UPDATE simulated_webhooks w SET due_at = now() + make_interval(secs => $2)
@@ -55,6 +63,13 @@ WHERE id = ANY($5::bigint[])
 def backoff(attempts: int) -> float:
     """Seconds before the next attempt after `attempts` failed ones: 30 s doubling, at most an hour."""
     return float(min(30 * 2 ** max(attempts - 1, 0), 3600))
+
+
+def delivery_outcome(status: int | None, attempts: int) -> str:
+    """How an attempt that was not taken ended: the label of `seatmap_webhook_deliveries_total`."""
+    if attempts >= _MAX_ATTEMPTS:
+        return "given_up"
+    return "failed" if status is None or status >= 500 else "refused"
 
 
 class Outbox:
@@ -97,9 +112,11 @@ class Outbox:
             taken = next((s for s in statuses if s is not None and 200 <= s < 300), None)
             if taken is not None:
                 self._taken.append((event_id, taken))
+                deliveries.labels("taken").inc()
                 continue
+            status = next((s for s in statuses if s is not None), None)
+            deliveries.labels(delivery_outcome(status, attempts + 1)).inc()
             async with self.pool.acquire() as conn:
-                status = next((s for s in statuses if s is not None), None)
                 waiting = [e[0] for e in events[i:]]
                 await conn.execute(NOT_TAKEN, event_id, status, backoff(attempts + 1), _MAX_ATTEMPTS, waiting)
             if attempts + 1 >= _MAX_ATTEMPTS:
