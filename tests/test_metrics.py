@@ -6,10 +6,12 @@ two scrapes; what is read from PostgreSQL belongs to the test's own database and
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,7 +24,7 @@ from seatmap.sales import refunds
 from seatmap.simulated.outbox import delivery_outcome
 from tests.refunding import cancel_screening, paid_orders
 from tests.shopping import buy
-from tests.support import Server, logged_in, make_screening, metric_value
+from tests.support import TIMEOUT_FACTOR, Server, logged_in, make_screening, metric_value
 
 
 async def scrape(client: httpx.AsyncClient) -> str:
@@ -235,3 +237,50 @@ def test_every_family_has_help_and_a_seatmap_or_standard_name() -> None:
     for name in ("seatmap_http_requests", "seatmap_refunds", "seatmap_jobs", "seatmap_webhook_deliveries",
                  "seatmap_webhooks_received", "process_start_time_seconds"):  # fmt: skip
         assert names.get(name), name
+
+
+async def test_job_outcomes_by_kind(rt: Runtime) -> None:
+    """A job that fails once then works counts a retry and a done; one out of attempts counts dead."""
+    calls = 0
+
+    async def flaky(job: jobs.Job) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("gateway timeout")
+
+    async def broken(job: jobs.Job) -> None:
+        raise ValueError("no such order")
+
+    def count(kind: str, outcome: str) -> float:
+        page = generate_latest().decode()
+        return metric_value(page, "seatmap_jobs_total", {"kind": kind, "outcome": outcome})
+
+    before = {(k, o): count(k, o) for k in ("flaky", "broken") for o in ("done", "retry", "dead")}
+    async with rt.pool.acquire() as conn:
+        flaky_id = await jobs.enqueue(conn, "flaky", max_attempts=3)
+        broken_id = await jobs.enqueue(conn, "broken", max_attempts=1)
+    assert rt.settings.database_url is not None
+    policy = jobs.Policy(concurrency=2, max_attempts=3, backoff=0.05, max_backoff=0.1, poll_interval=0.1)
+    worker = jobs.Worker(rt.pool, rt.settings.database_url, {"flaky": flaky, "broken": broken}, policy)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+            while True:
+                async with rt.pool.acquire() as conn:
+                    finished = await conn.fetchval(
+                        "SELECT count(*) FROM jobs WHERE id = ANY($1) AND status IN ('done', 'dead')",
+                        [flaky_id, broken_id],
+                    )
+                if finished == 2:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+    moved = {key: count(*key) - value for key, value in before.items()}
+    assert moved == {
+        ("flaky", "done"): 1, ("flaky", "retry"): 1, ("flaky", "dead"): 0,
+        ("broken", "done"): 0, ("broken", "retry"): 0, ("broken", "dead"): 1,
+    }  # fmt: skip
