@@ -17,8 +17,7 @@ import pytest
 from seatmap.app import create_app
 from seatmap.errors import Conflict, IdempotencyKeyReused, InvalidSignature
 from seatmap.runtime import Runtime
-from seatmap.sales.gateway import sign, verify_signature, webhook_key
-from seatmap.sales.payments import provider_of
+from seatmap.sales.gateway import provider_of, sign, verify_signature, webhook_key
 from seatmap.settings import Secret, Settings
 from tests.conftest import running
 from tests.shopping import (
