@@ -16,15 +16,12 @@ delivers; we verify.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import ssl
 import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Final, Protocol
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -135,89 +132,3 @@ def verify_event(key: bytes, headers: Mapping[str, str], body: bytes, tolerance:
     """The event of a webhook signed with `key`; `InvalidSignature` before anything is decoded."""
     verify_signature(key, headers.get(SIGNATURE_HEADER), body, tolerance=tolerance, now=time.time())
     return decode(body, WebhookEvent)
-
-
-# ---- delivering ------------------------------------------------------------------------------------
-
-
-class Courier:
-    """POSTs webhooks over kept-alive HTTP/1.1 connections, one request at a time each.
-
-    All a gateway needs: small JSON bodies to a few origins, the status and body back. httpx
-    did this too, at a fifth of a web worker's CPU in the checkout benchmark; a request here
-    is one write and a few reads on asyncio streams.
-    """
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._idle: dict[tuple[str, str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
-
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"cannot deliver to {url!r}")
-        origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        head = [f"POST {target} HTTP/1.1", f"host: {parts.netloc}", f"content-length: {len(body)}"]
-        request = ("\r\n".join(head + [f"{k}: {v}" for k, v in headers.items()]) + "\r\n\r\n").encode() + body
-        idle = self._idle.setdefault(origin, [])
-        while True:
-            reused = bool(idle)
-            reader, writer = idle.pop() if reused else await self._open(origin)
-            try:
-                async with asyncio.timeout(self.timeout):
-                    writer.write(request)
-                    status, answer, keep = await _response(reader)
-            except (OSError, asyncio.IncompleteReadError, ValueError):
-                writer.close()
-                if reused:
-                    continue  # the server had closed this idle connection: try a fresh one
-                raise
-            except BaseException:
-                writer.close()
-                raise
-            if keep:
-                idle.append((reader, writer))
-            else:
-                writer.close()
-            return status, answer
-
-    async def _open(self, origin: tuple[str, str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        scheme, host, port = origin
-        context = ssl.create_default_context() if scheme == "https" else None
-        async with asyncio.timeout(self.timeout):
-            return await asyncio.open_connection(host, port, ssl=context)
-
-    def close(self) -> None:
-        for connections in self._idle.values():
-            for _, writer in connections:
-                writer.close()
-        self._idle.clear()
-
-
-async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    """(status, body, whether the connection may be reused) of one HTTP/1.1 response."""
-    line = await reader.readline()
-    if not line.startswith(b"HTTP/1."):
-        raise ValueError(f"not an HTTP response: {line[:50]!r}")
-    status = int(line.split(b" ", 2)[1])
-    length, chunked, keep = -1, False, line.startswith(b"HTTP/1.1")
-    while (header := await reader.readline()) not in (b"\r\n", b"\n", b""):
-        name, _, value = header.decode("latin-1").partition(":")
-        name, value = name.strip().lower(), value.strip().lower()
-        if name == "content-length":
-            length = int(value)
-        elif name == "transfer-encoding":
-            chunked = "chunked" in value
-        elif name == "connection":
-            keep = "close" not in value
-    if chunked:
-        parts = []
-        while size := int((await reader.readline()).split(b";")[0], 16):
-            parts.append(await reader.readexactly(size))
-            await reader.readline()
-        await reader.readline()
-        return status, b"".join(parts), keep
-    if length >= 0:
-        return status, await reader.readexactly(length), keep
-    return status, await reader.read(), False
