@@ -35,6 +35,7 @@ from starlette.routing import BaseRoute, Route
 
 from seatmap.api import documented
 from seatmap.errors import Conflict, IdempotencyKeyReused, NotFound, Unavailable
+from seatmap.money import format_amount
 from seatmap.runtime import Runtime, runtime
 from seatmap.sales.gateway import (
     CreatedPayment,
@@ -48,9 +49,6 @@ from seatmap.sales.gateway import (
 from seatmap.simulated.outbox import LEASE, Outbox
 
 TAGS: Final = ("simulated gateway",)
-# Currencies whose amounts are whole units. IDR is listed by ISO with 2 decimals, but prices are
-# quoted (and gateways charge) in whole rupiah; the web UI (web/js/format.js) uses the same list.
-_ZERO_DECIMAL: Final = frozenset({"IDR", "JPY", "KRW", "VND", "CLP", "ISK"})
 
 CREATE: Final = """
 INSERT INTO simulated_payments
@@ -205,12 +203,6 @@ class SimulatedGateway:
 # ---- the payment page -----------------------------------------------------------------------------
 
 
-def _money(amount: int, currency: str) -> str:
-    if currency in _ZERO_DECIMAL:
-        return f"{currency} {amount:,}"
-    return f"{currency} {amount // 100:,}.{amount % 100:02d}"
-
-
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(
         f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)}</title>"
@@ -243,7 +235,7 @@ async def payment_page(request: Request) -> Response:
     row = await _row(request)
     if row is None:
         return _page("Unknown payment", "<p>There is no such payment.</p>", 404)
-    amount = html.escape(_money(row["amount"], row["currency"]))
+    amount = html.escape(format_amount(row["amount"], row["currency"]))
     what = f"<p>{html.escape(row['description'])}</p><p><strong>{amount}</strong></p>"
     back = f"<p><a href='{html.escape(row['return_url'], quote=True)}'>Back to the shop</a></p>"
     if row["status"] != "open":
