@@ -8,6 +8,8 @@ of them at once, and records the outcome:
 - success: `done`;
 - an exception: back to `queued`, due again after an exponential back-off with jitter, until
   `max_attempts`; then `dead`, with the last error, for an admin to see (`retry` revives it);
+  `GiveUp` (trying again cannot help, e.g. a mail server refused the recipient for good): `dead`
+  at once;
 - the worker dies (kill -9): the claim is a lease (`locked_until`), so the job comes due again
   once the lease runs out; a live worker renews the leases of the jobs it is running.
 
@@ -64,6 +66,10 @@ class Job:
 
 
 Handler = Callable[[Job], Awaitable[None]]
+
+
+class GiveUp(Exception):
+    """Raised by a handler when no retry can succeed: the job is dead now, with this error."""
 
 
 @dataclass(frozen=True)
@@ -145,8 +151,8 @@ WHERE id = $1 AND locked_by = $2 AND status = 'running'
 
 _FAILED: Final = """
 UPDATE jobs
-SET status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
-    finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+SET status = CASE WHEN attempts >= max_attempts OR $5 THEN 'dead' ELSE 'queued' END,
+    finished_at = CASE WHEN attempts >= max_attempts OR $5 THEN now() END,
     run_at = now() + make_interval(secs => $3),
     last_error = $4, locked_by = NULL, locked_until = NULL
 WHERE id = $1 AND locked_by = $2 AND status = 'running'
@@ -318,7 +324,9 @@ class Worker:
             delay = backoff_seconds(job.attempts, self.policy)
             error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
             async with self.pool.acquire() as conn:
-                status = await conn.fetchval(_FAILED, job.id, self.name, delay, error)
+                status = await conn.fetchval(
+                    _FAILED, job.id, self.name, delay, error, isinstance(exc, GiveUp)
+                )
             outcomes.labels(job.kind, {"queued": "retry", "dead": "dead"}.get(status, "lost")).inc()
             if status == "dead":
                 log.error("job %s #%d is dead after %d attempts: %s", job.kind, job.id, job.attempts, error)

@@ -1,4 +1,4 @@
-"""The mail outbox: every mail is a row first, written in the transaction that causes it.
+"""Mail: every mail is a row first, written in the transaction that causes it, then sent as a job.
 
 `enqueue` inserts into `mail_outbox` on the caller's connection, so a registration that
 rolls back leaves no mail behind and a committed one never loses its mail. What happens next
@@ -7,20 +7,20 @@ depends on `SEATMAP_SMTP_URL`:
 - unset: the row is `stored` at once, nothing is sent; in dev mode the whole mail (a
   verification code, say) is written to the log so a developer can read it there;
 - `smtp://user:pass@host:port` (STARTTLS when the server offers it) or `smtps://…` (TLS from
-  the start): the row stays `pending` and `deliver_forever`, run by `seatmap worker`, sends it.
+  the start): the row is `pending` and a `mail` job is queued with it (jobs.py), which the job
+  worker runs: `send` makes one SMTP conversation and marks the row `sent`.
 
-Delivery claims due rows with `FOR UPDATE SKIP LOCKED`, so several workers never pick the
-same row, and pushes their `next_attempt_at` forward by a lease: a worker that dies mid-send
-leaves the row to be retried when the lease runs out, never stuck. A failed send is retried
-with exponential back-off and ends `dead` (with `last_error`) after `max_attempts`, where a
-human can see it. Sending is at-least-once: a crash after the SMTP server accepted a mail
-but before the row was marked `sent` sends it again.
+Retries are the job outbox's: a failed send is retried with its back-off (with jitter), a
+worker that dies mid-send lets the job's lease run out, and after the job's `max_attempts` the
+job is dead, with the error, for an admin to see and retry; the row says `dead` too. A refusal
+that retrying cannot change (every recipient refused with a 5xx) is dead at once. Sending is
+at-least-once: a crash after the SMTP server accepted a mail but before the row was marked
+`sent` sends it again, with the same Message-ID.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import smtplib
 import ssl
@@ -31,8 +31,7 @@ from email.utils import format_datetime, parseaddr
 from typing import Final, Literal
 from urllib.parse import unquote, urlsplit
 
-import asyncpg
-
+from seatmap import jobs
 from seatmap.db import AnyConnection
 from seatmap.errors import ConfigError
 from seatmap.runtime import Runtime
@@ -42,69 +41,48 @@ log = logging.getLogger("seatmap.mail")
 
 Status = Literal["pending", "sent", "stored", "dead"]
 
-# NOTIFY is delivered on commit, so the worker wakes exactly when a new mail is visible.
-CHANNEL: Final = "seatmap_mail"
+JOB: Final = "mail"
+SEND_TIMEOUT: Final = 30.0  # seconds for one SMTP conversation (well inside a job's lease)
 
 ENQUEUE: Final = """
 INSERT INTO mail_outbox (user_id, recipient, subject, body, status)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING id
 """
-
-NOTIFY: Final = "SELECT pg_notify($1, '')"
-
-CLAIM: Final = """
-UPDATE mail_outbox
-SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
-WHERE id IN (
-    SELECT id FROM mail_outbox
-    WHERE status = 'pending' AND next_attempt_at <= now()
-    ORDER BY next_attempt_at, id
-    LIMIT $1
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING id, recipient, subject, body, attempts, created_at
-"""
-
-MARK_SENT: Final = """
-UPDATE mail_outbox SET status = 'sent', sent_at = now(), last_error = NULL WHERE id = $1
-"""
-
-# $3: whether this failure is final (too many attempts, or a permanent refusal).
-MARK_FAILED: Final = """
-UPDATE mail_outbox
-SET status = CASE WHEN $3 THEN 'dead' ELSE 'pending' END,
-    last_error = $2,
-    next_attempt_at = now() + make_interval(secs => $4)
-WHERE id = $1
-"""
-
-SECONDS_TO_NEXT_DUE: Final = """
-SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now())::float8
-FROM mail_outbox WHERE status = 'pending'
-"""
-
+GET: Final = "SELECT id, recipient, subject, body, status, created_at FROM mail_outbox WHERE id = $1"
+MARK_SENT: Final = "UPDATE mail_outbox SET status = 'sent', sent_at = now() WHERE id = $1"
+MARK_DEAD: Final = "UPDATE mail_outbox SET status = 'dead' WHERE id = $1 AND status = 'pending'"
 COUNT_PENDING: Final = "SELECT count(*) FROM mail_outbox WHERE status = 'pending'"
+
+
+def job_key(mail_id: int) -> str:
+    """The dedupe key of a mail's job: one job per mail, found again by it."""
+    return f"mail:{mail_id}"
 
 
 async def enqueue(
     conn: AnyConnection, settings: Settings, *, to: str, subject: str, body: str, user_id: int | None
 ) -> int:
-    """Write a mail to the outbox in the caller's transaction; returns its id."""
+    """Write a mail (and, with SMTP, its job) in the caller's transaction; returns its id."""
     status: Status = "pending" if settings.smtp_url is not None else "stored"
-    mail_id: int = await conn.fetchval(ENQUEUE, user_id, to, subject, body, status)
-    if status == "pending":
-        await conn.execute(NOTIFY, CHANNEL)
-    elif settings.dev:
-        log.info(
-            "mail #%d to %s (no SMTP configured: stored, not sent)\nSubject: %s\n\n%s",
-            mail_id,
-            to,
-            subject,
-            body,
-        )
-    else:
-        log.info("mail #%d to %s stored, not sent: SEATMAP_SMTP_URL is not set", mail_id, to)
+    async with conn.transaction():  # a savepoint inside the caller's: the row and its job, or neither
+        mail_id: int = await conn.fetchval(ENQUEUE, user_id, to, subject, body, status)
+        if status == "pending":
+            await jobs.enqueue(
+                conn, JOB, {"mail_id": mail_id}, dedupe_key=job_key(mail_id),
+                max_attempts=settings.job_max_attempts,
+            )  # fmt: skip
+    if status == "stored":
+        if settings.dev:
+            log.info(
+                "mail #%d to %s (no SMTP configured: stored, not sent)\nSubject: %s\n\n%s",
+                mail_id,
+                to,
+                subject,
+                body,
+            )
+        else:
+            log.info("mail #%d to %s stored, not sent: SEATMAP_SMTP_URL is not set", mail_id, to)
     return mail_id
 
 
@@ -138,33 +116,11 @@ class SMTPServer:
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """How hard delivery tries. Back-off after the n-th failed attempt: backoff·2^(n-1), capped."""
-
-    batch: int = 10
-    max_attempts: int = 6
-    backoff: float = 30.0
-    max_backoff: float = 3600.0
-    poll_interval: float = 10.0
-    timeout: float = 30.0  # per SMTP conversation
-
-    @property
-    def lease(self) -> float:
-        # Longer than a whole batch can take (its sends run side by side), so a live worker
-        # never has its rows taken over.
-        return self.timeout * 3 + 30.0
-
-    def delay(self, attempts: int) -> float:
-        return min(self.backoff * 2.0 ** max(attempts - 1, 0), self.max_backoff)
-
-
-@dataclass(frozen=True)
 class OutgoingMail:
     id: int
     recipient: str
     subject: str
     body: str
-    attempts: int
     created_at: datetime
 
 
@@ -207,95 +163,42 @@ def _permanent(exc: Exception) -> bool:
     return False
 
 
-async def _deliver_one(rt: Runtime, server: SMTPServer, policy: Delivery, mail: OutgoingMail) -> bool:
-    message = build_message(rt.settings, mail)
-    try:
-        await asyncio.to_thread(send_sync, server, message, policy.timeout)
-    except Exception as exc:
-        # Any failure of one mail is that mail's problem: it is recorded on the row (and
-        # retried, or dead-lettered), never allowed to stop the delivery of the others.
-        error = f"{type(exc).__name__}: {exc}"[:1000]
-        final = mail.attempts >= policy.max_attempts or _permanent(exc)
-        async with rt.pool.acquire() as conn:
-            await conn.execute(MARK_FAILED, mail.id, error, final, policy.delay(mail.attempts))
-        if final:
-            log.error(
-                "mail #%d to %s is dead after %d attempt(s): %s",
-                mail.id,
-                mail.recipient,
-                mail.attempts,
-                error,
-            )
-        else:
-            log.warning(
-                "mail #%d to %s failed (attempt %d), will retry: %s",
-                mail.id,
-                mail.recipient,
-                mail.attempts,
-                error,
-            )
-        return False
-    async with rt.pool.acquire() as conn:
-        await conn.execute(MARK_SENT, mail.id)
-    log.info("mail #%d sent to %s", mail.id, mail.recipient)
-    return True
-
-
-async def deliver_due(rt: Runtime, server: SMTPServer, policy: Delivery) -> int:
-    """Claim up to one batch of due mails and try to send each; returns how many were claimed."""
-    async with rt.pool.acquire() as conn:
-        rows = await conn.fetch(CLAIM, policy.batch, policy.lease)
-    claimed = [OutgoingMail(**dict(row)) for row in rows]
-    await asyncio.gather(*(_deliver_one(rt, server, policy, mail) for mail in claimed))
-    return len(claimed)
-
-
 def smtp_server(settings: Settings) -> SMTPServer:
     if settings.smtp_url is None:
         raise ConfigError("mail delivery needs SEATMAP_SMTP_URL")
     return SMTPServer.from_url(settings.smtp_url.reveal())
 
 
-async def deliver_forever(rt: Runtime, stop: asyncio.Event, *, policy: Delivery | None = None) -> None:
-    """Send pending mails until `stop` is set; the current batch is finished first.
+async def send(rt: Runtime, job: jobs.Job) -> None:
+    """The `mail` job: send one pending mail by SMTP and mark it sent.
 
-    A NOTIFY from `enqueue` wakes the loop at once; besides, it sleeps until the next retry is
-    due, and never longer than `poll_interval` (the safety net behind the notification).
+    A failure raises, so the job is retried with the outbox's back-off; on the job's last
+    attempt, or for a refusal no retry can change (`jobs.GiveUp`), the row is marked dead too.
     """
-    policy = policy or Delivery()
-    server = smtp_server(rt.settings)
-    wake = asyncio.Event()
-
-    def notified(*args: object) -> None:
-        wake.set()
-
-    async with rt.pool.acquire() as listener:
-        await listener.add_listener(CHANNEL, notified)
-        try:
-            while not stop.is_set():
-                wake.clear()
-                if await deliver_due(rt, server, policy) >= policy.batch:
-                    continue  # more may be due right now
-                async with rt.pool.acquire() as conn:
-                    next_due: float | None = await conn.fetchval(SECONDS_TO_NEXT_DUE)
-                timeout = policy.poll_interval if next_due is None else min(policy.poll_interval, next_due)
-                if timeout > 0:
-                    await _first_of(stop, wake, timeout)
-        finally:
-            with contextlib.suppress(asyncpg.InterfaceError):
-                await listener.remove_listener(CHANNEL, notified)
+    mail_id = int(job.payload["mail_id"])
+    async with rt.pool.acquire() as conn:
+        row = await conn.fetchrow(GET, mail_id)
+    if row is None or row["status"] in ("sent", "stored"):
+        return  # sent by an earlier run of this job (it died before recording it), or never to be
+    outgoing = OutgoingMail(row["id"], row["recipient"], row["subject"], row["body"], row["created_at"])
+    try:
+        server = smtp_server(rt.settings)  # a worker without SMTP: retried until it has one, then dead
+        await asyncio.to_thread(send_sync, server, build_message(rt.settings, outgoing), SEND_TIMEOUT)
+    except Exception as exc:
+        permanent = _permanent(exc)
+        if permanent or job.attempts >= job.max_attempts:
+            async with rt.pool.acquire() as conn:
+                await conn.execute(MARK_DEAD, mail_id)
+            log.error("mail #%d to %s is dead after %d attempt(s): %r", mail_id, outgoing.recipient,
+                      job.attempts, exc)  # fmt: skip
+        if permanent:
+            raise jobs.GiveUp(f"{type(exc).__name__}: {exc}") from exc
+        raise
+    async with rt.pool.acquire() as conn:
+        await conn.execute(MARK_SENT, mail_id)
+    log.info("mail #%d sent to %s", mail_id, outgoing.recipient)
 
 
 async def pending_count(conn: AnyConnection) -> int:
     count: int = await conn.fetchval(COUNT_PENDING)
     return count
-
-
-async def _first_of(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)

@@ -1,11 +1,11 @@
 """`seatmap worker`: the process that does the work nobody waits for in a request.
 
 - Jobs from the outbox (jobs.py), several at once: refunds (refunds.py), notifications
-  (notifications.py), the live-map half of a cancellation (cancellations.py).
+  (notifications.py), the live-map half of a cancellation (cancellations.py), and mail
+  (mail.py: sent by SMTP when `SEATMAP_SMTP_URL` is set).
 - Housekeeping every SEATMAP_JOB_POLL_INTERVAL: pending orders past their payment window
   become `expired` and their holds are released (orders.expire_lapsed); money checkout marked
   for refund without a refund yet gets one (a safety net: checkout queues it itself).
-- Mail delivery from the outbox, when `SEATMAP_SMTP_URL` is set.
 
 It runs until SIGTERM or SIGINT, then finishes the jobs it is running, gives back the ones it
 claimed but had not started, and exits cleanly. A worker killed with SIGKILL loses nothing:
@@ -56,7 +56,15 @@ def handlers(rt: Runtime) -> dict[str, jobs.Handler]:
     async def cancelled(job: jobs.Job) -> None:
         await cancellations.run_live_cancel(rt, job)
 
-    return {refunds.JOB: refund, notifications.JOB: notify, cancellations.JOB: cancelled}
+    async def send_mail(job: jobs.Job) -> None:
+        await mail.send(rt, job)
+
+    return {
+        refunds.JOB: refund,
+        notifications.JOB: notify,
+        cancellations.JOB: cancelled,
+        mail.JOB: send_mail,
+    }
 
 
 async def housekeeping_once(rt: Runtime) -> tuple[int, int]:
@@ -142,7 +150,6 @@ async def run(settings: Settings) -> None:
                     log.warning("%d mail(s) are pending; set SEATMAP_SMTP_URL to deliver them", pending)
             else:
                 log.info("worker delivering mail through %s:%d", server.host, server.port)
-                tasks.append(asyncio.create_task(mail.deliver_forever(rt, stop), name="mail-delivery"))
             await _watch(stop, tasks)
     log.info("worker stopped")
 

@@ -1,4 +1,4 @@
-"""The mail outbox: stored without SMTP (logged in dev mode), delivered with it, retried, dead-lettered."""
+"""Mail: stored without SMTP (logged in dev mode); with it, sent as a job, retried, dead-lettered."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from seatmap import mail
+from seatmap import jobs, mail
 from seatmap.app import create_app
 from seatmap.errors import ConfigError
 from seatmap.runtime import Runtime
@@ -22,26 +22,44 @@ from tests.conftest import running
 from tests.smtp import SMTPSink
 from tests.support import PASSWORD, TIMEOUT_FACTOR
 
-FAST = mail.Delivery(backoff=0.05, poll_interval=0.5, timeout=5)
+FAST = jobs.Policy(backoff=0.05, max_backoff=0.2, poll_interval=0.5)
 WAIT = 5 * TIMEOUT_FACTOR
 
 
-def with_smtp(rt: Runtime, url: str) -> Runtime:
+def with_smtp(rt: Runtime, url: str, **changes: object) -> Runtime:
     """The test's runtime, configured the way a worker with SEATMAP_SMTP_URL is."""
-    return Runtime(settings=replace(rt.settings, smtp_url=Secret(url)), pool=rt.pool, redis=rt.redis)
+    settings = replace(rt.settings, smtp_url=Secret(url), **changes)  # type: ignore[arg-type]
+    return Runtime(settings=settings, pool=rt.pool, redis=rt.redis)
 
 
 @contextlib.asynccontextmanager
-async def delivering(rt: Runtime, policy: mail.Delivery = FAST) -> AsyncIterator[None]:
-    """`deliver_forever` in the background, stopped (and checked for a crash) at the end."""
+async def delivering(rt: Runtime, policy: jobs.Policy = FAST) -> AsyncIterator[None]:
+    """A job worker that sends mail only, in the background, stopped (and checked) at the end."""
+
+    async def send(job: jobs.Job) -> None:
+        await mail.send(rt, job)
+
+    assert rt.settings.database_url is not None
     stop = asyncio.Event()
-    task = asyncio.create_task(mail.deliver_forever(rt, stop, policy=policy))
+    worker = jobs.Worker(rt.pool, rt.settings.database_url, {mail.JOB: send}, policy)
+    task = asyncio.create_task(worker.run(stop))
     try:
         yield
     finally:
         stop.set()
         async with asyncio.timeout(WAIT):
             await task
+
+
+async def job_of(rt: Runtime, mail_id: int) -> dict[str, object]:
+    """The mail's job: its attempts, last error and status are the mail's delivery record."""
+    async with rt.pool.acquire() as conn:
+        record = await conn.fetchrow(
+            "SELECT status, attempts, last_error, run_at - now() AS due_in FROM jobs WHERE dedupe_key = $1",
+            mail.job_key(mail_id),
+        )
+    assert record is not None
+    return dict(record)
 
 
 async def enqueue(rt: Runtime, to: str = "ada@example.com", subject: str = "Hello", body: str = "Hi!") -> int:
@@ -106,10 +124,10 @@ async def test_a_mail_is_part_of_the_callers_transaction(rt: Runtime) -> None:
         assert await conn.fetchval("SELECT count(*) FROM mail_outbox") == 0
 
 
-async def test_with_smtp_the_worker_loop_delivers_the_registration_code(
+async def test_with_smtp_the_job_worker_delivers_the_registration_code(
     settings: Settings, rt: Runtime
 ) -> None:
-    """With SMTP configured the code mail waits as pending, the delivery loop sends it, and the code works."""
+    """With SMTP configured the code mail waits as pending, the job worker sends it, and the code works."""
     async with SMTPSink(credentials=("mailer", "p@ss/word")) as sink:
         smtp_rt = with_smtp(rt, sink.url(userinfo="mailer:p%40ss%2Fword"))
         email = f"ada-{uuid.uuid4().hex[:6]}@example.com"
@@ -140,24 +158,23 @@ async def test_with_smtp_the_worker_loop_delivers_the_registration_code(
         sent = await row(rt, mail_id)
         assert sent["status"] == "sent"
         assert sent["sent_at"] is not None
-        assert sent["attempts"] == 1
+        assert (await job_of(rt, mail_id))["attempts"] == 1
 
 
 async def test_a_failing_server_gets_retries_then_the_mail_is_dead(rt: Runtime) -> None:
     """A server that keeps answering 451 is tried max_attempts times with back-off, then the mail is dead."""
     async with SMTPSink(refuse_sender="451 4.3.0 try again later") as sink:
-        smtp_rt = with_smtp(rt, sink.url())
+        smtp_rt = with_smtp(rt, sink.url(), job_max_attempts=3)
         mail_id = await enqueue(smtp_rt)
-        policy = replace(FAST, max_attempts=3)
-        async with delivering(smtp_rt, policy):
+        async with delivering(smtp_rt):
 
             async def is_dead() -> bool:
                 return (await row(rt, mail_id))["status"] == "dead"
 
             await eventually(is_dead)
-        dead = await row(rt, mail_id)
-        assert dead["attempts"] == 3
-        assert "451" in str(dead["last_error"])
+        job = await job_of(rt, mail_id)
+        assert (job["status"], job["attempts"]) == ("dead", 3)
+        assert "451" in str(job["last_error"])
         assert sink.connections == 3
         assert sink.messages == []
 
@@ -168,14 +185,18 @@ async def test_an_unreachable_server_leaves_the_mail_pending_for_later(rt: Runti
         url = sink.url()
     smtp_rt = with_smtp(rt, url)  # the sink is closed: connection refused
     mail_id = await enqueue(smtp_rt)
-    policy = replace(FAST, backoff=60)
-    assert await mail.deliver_due(smtp_rt, mail.smtp_server(smtp_rt.settings), policy) == 1
-    waiting = await row(rt, mail_id)
-    assert waiting["status"] == "pending"
-    assert waiting["attempts"] == 1
-    assert "ConnectionRefused" in str(waiting["last_error"])
-    # Not due again before its back-off has passed.
-    assert await mail.deliver_due(smtp_rt, mail.smtp_server(smtp_rt.settings), policy) == 0
+    async with delivering(smtp_rt, replace(FAST, backoff=60, max_backoff=600)):
+
+        async def failed_once() -> bool:
+            return (await job_of(rt, mail_id))["last_error"] is not None
+
+        await eventually(failed_once)
+    assert (await row(rt, mail_id))["status"] == "pending"
+    job = await job_of(rt, mail_id)
+    assert (job["status"], job["attempts"]) == ("queued", 1)
+    assert "ConnectionRefused" in str(job["last_error"])
+    # Not due again before its back-off (60 s, jittered down to no less than half) has passed.
+    assert job["due_in"].total_seconds() > 25  # type: ignore[attr-defined]
 
 
 async def test_a_refused_recipient_is_dead_at_once(rt: Runtime) -> None:
@@ -183,19 +204,24 @@ async def test_a_refused_recipient_is_dead_at_once(rt: Runtime) -> None:
     async with SMTPSink(refuse_recipient="550 5.1.1 no such user") as sink:
         smtp_rt = with_smtp(rt, sink.url())
         mail_id = await enqueue(smtp_rt)
-        assert await mail.deliver_due(smtp_rt, mail.smtp_server(smtp_rt.settings), FAST) == 1
-    dead = await row(rt, mail_id)
-    assert dead["status"] == "dead"
-    assert dead["attempts"] == 1
-    assert "550" in str(dead["last_error"])
+        async with delivering(smtp_rt):
+
+            async def is_dead() -> bool:
+                return (await row(rt, mail_id))["status"] == "dead"
+
+            await eventually(is_dead)
+        assert sink.connections == 1
+    job = await job_of(rt, mail_id)
+    assert (job["status"], job["attempts"]) == ("dead", 1)
+    assert "550" in str(job["last_error"])
 
 
 async def test_two_delivery_loops_send_every_mail_once(rt: Runtime) -> None:
-    """Two workers draining the same outbox never send a mail twice (SKIP LOCKED claims)."""
+    """Two job workers sending the same mails never send one twice (SKIP LOCKED claims)."""
     async with SMTPSink() as sink:
         smtp_rt = with_smtp(rt, sink.url())
         ids = [await enqueue(smtp_rt, to=f"user{i}@example.com", subject=f"mail {i}") for i in range(12)]
-        policy = replace(FAST, batch=3)
+        policy = replace(FAST, concurrency=3)
         async with delivering(smtp_rt, policy), delivering(smtp_rt, policy):
             await sink.wait_for(lambda: len(sink.messages) >= len(ids), WAIT)
             await asyncio.sleep(0.1)  # a duplicate would arrive now
@@ -207,7 +233,7 @@ async def test_two_delivery_loops_send_every_mail_once(rt: Runtime) -> None:
 
 
 async def test_a_new_mail_wakes_an_idle_loop(rt: Runtime) -> None:
-    """A mail committed while the loop sleeps is sent right away, not at the next poll."""
+    """A mail committed while the worker sleeps is sent right away, not at the next poll."""
     async with SMTPSink() as sink:
         smtp_rt = with_smtp(rt, sink.url())
         async with delivering(smtp_rt, replace(FAST, poll_interval=30)):

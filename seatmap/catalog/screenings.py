@@ -28,6 +28,7 @@ from seatmap.catalog.layouts import Layout
 from seatmap.catalog.movies import Movie
 from seatmap.db import AnyConnection
 from seatmap.errors import InvalidInput, NotFound, Unauthorized
+from seatmap.money import exponent
 from seatmap.runtime import Runtime, runtime
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -42,6 +43,7 @@ class Screening(msgspec.Struct, kw_only=True):
     starts_at: datetime
     ends_at: datetime
     currency: str
+    currency_exponent: int  # decimal places of `currency` in amounts (money.py): 0 for IDR
     prices: dict[str, int]
     cinema: Cinema
     auditorium: Auditorium
@@ -121,6 +123,7 @@ def _screening(row: asyncpg.Record) -> Screening:
         starts_at=row["starts_at"].astimezone(zone),
         ends_at=row["ends_at"].astimezone(zone),
         currency=row["currency"],
+        currency_exponent=exponent(row["currency"]),
         prices=row["prices"],
         cinema=Cinema(
             id=row["cinema_id"],

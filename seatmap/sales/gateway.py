@@ -1,24 +1,94 @@
-"""Signed webhooks: how they are signed and checked, and a small client that delivers them.
+"""The payment gateway contract: what a provider does for us, and how its webhooks are signed.
+
+`PaymentProvider` is the one Protocol in seatmap, because there is real plurality: the
+built-in simulated gateway (`seatmap.simulated`, a configuration choice, not a test branch) and
+the real gateways a deployment plugs in. A provider creates payments, verifies and parses the
+webhooks it sends, and refunds. This module is the only thing a provider imports from sales:
+what a confirmed payment does (payments.py) and how money goes back (refunds.py) stay on our
+side of the contract, so no provider can reach into them.
 
 A webhook carries `Seatmap-Signature: t=<unix seconds>,v1=<hex>`, the HMAC-SHA256 of
 `<t>.<body>` (the scheme Stripe and others use). The receiver recomputes it in constant time,
 accepts several `v1` while a secret rotates, and refuses a timestamp further than its
 tolerance from its clock, so a captured webhook cannot be replayed later. A gateway signs and
-delivers; we verify (payments.py). The built-in simulated gateway delivers with `Courier`.
+delivers; we verify.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import ssl
+import time
 from collections.abc import Mapping
-from typing import Final
-from urllib.parse import urlsplit
+from datetime import datetime
+from typing import Annotated, Final, Protocol
 
+import msgspec
+
+from seatmap.api import decode
 from seatmap.errors import InvalidSignature
+from seatmap.runtime import Runtime
 from seatmap.settings import Settings
+
+# ---- the gateway interface --------------------------------------------------------------------
+
+
+class PaymentData(msgspec.Struct, kw_only=True, frozen=True):
+    payment_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    reference: Annotated[str, msgspec.Meta(max_length=200)]
+    amount: int
+    currency: Annotated[str, msgspec.Meta(min_length=3, max_length=3)]
+
+
+class WebhookEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """A gateway's notification. `type`: payment.processing | payment.paid | payment.declined;
+    `data.reference` is our order id."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    type: Annotated[str, msgspec.Meta(max_length=100)]
+    created: int
+    data: PaymentData
+
+
+class CreatedPayment(msgspec.Struct, kw_only=True, frozen=True):
+    provider_ref: str
+    redirect_url: str
+
+
+class Refund(msgspec.Struct, kw_only=True, frozen=True):
+    id: str
+    payment_id: str
+    amount: int
+    replayed: bool  # the idempotency key was seen before: no new money moved
+
+
+class PaymentProvider(Protocol):
+    name: str
+
+    async def create_payment(
+        self, *, reference: str, amount: int, currency: str, description: str, expires_at: datetime,
+        notify_url: str, return_url: str,
+    ) -> CreatedPayment:  # fmt: skip
+        """Open a payment at the gateway; the buyer pays at `redirect_url` until `expires_at`."""
+        ...
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        """The event, if the signature is right and fresh; `InvalidSignature` otherwise."""
+        ...
+
+    async def refund(self, provider_ref: str, amount: int, idempotency_key: str) -> Refund:
+        """Return money; the same idempotency key again returns the same refund."""
+        ...
+
+
+def provider_of(rt: Runtime) -> PaymentProvider:
+    """The provider the lifespan opened (payments.open_provider)."""
+    provider: PaymentProvider | None = rt.extras.get("payments")
+    assert provider is not None, "the lifespan opens the payment provider"
+    return provider
+
+
+# ---- signing and verifying webhooks ----------------------------------------------------------------
 
 SIGNATURE_HEADER: Final = "Seatmap-Signature"
 
@@ -58,87 +128,7 @@ def verify_signature(key: bytes, header: str | None, body: bytes, *, tolerance: 
         raise InvalidSignature("The webhook is too old (or from the future): a replay?", reason="stale")
 
 
-# ---- delivering ------------------------------------------------------------------------------------
-
-
-class Courier:
-    """POSTs webhooks over kept-alive HTTP/1.1 connections, one request at a time each.
-
-    All a gateway needs: small JSON bodies to a few origins, the status and body back. httpx
-    did this too, at a fifth of a web worker's CPU in the checkout benchmark; a request here
-    is one write and a few reads on asyncio streams.
-    """
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self._idle: dict[tuple[str, str, int], list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
-
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"cannot deliver to {url!r}")
-        origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        head = [f"POST {target} HTTP/1.1", f"host: {parts.netloc}", f"content-length: {len(body)}"]
-        request = ("\r\n".join(head + [f"{k}: {v}" for k, v in headers.items()]) + "\r\n\r\n").encode() + body
-        idle = self._idle.setdefault(origin, [])
-        while True:
-            reused = bool(idle)
-            reader, writer = idle.pop() if reused else await self._open(origin)
-            try:
-                async with asyncio.timeout(self.timeout):
-                    writer.write(request)
-                    status, answer, keep = await _response(reader)
-            except (OSError, asyncio.IncompleteReadError, ValueError):
-                writer.close()
-                if reused:
-                    continue  # the server had closed this idle connection: try a fresh one
-                raise
-            except BaseException:
-                writer.close()
-                raise
-            if keep:
-                idle.append((reader, writer))
-            else:
-                writer.close()
-            return status, answer
-
-    async def _open(self, origin: tuple[str, str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        scheme, host, port = origin
-        context = ssl.create_default_context() if scheme == "https" else None
-        async with asyncio.timeout(self.timeout):
-            return await asyncio.open_connection(host, port, ssl=context)
-
-    def close(self) -> None:
-        for connections in self._idle.values():
-            for _, writer in connections:
-                writer.close()
-        self._idle.clear()
-
-
-async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-    """(status, body, whether the connection may be reused) of one HTTP/1.1 response."""
-    line = await reader.readline()
-    if not line.startswith(b"HTTP/1."):
-        raise ValueError(f"not an HTTP response: {line[:50]!r}")
-    status = int(line.split(b" ", 2)[1])
-    length, chunked, keep = -1, False, line.startswith(b"HTTP/1.1")
-    while (header := await reader.readline()) not in (b"\r\n", b"\n", b""):
-        name, _, value = header.decode("latin-1").partition(":")
-        name, value = name.strip().lower(), value.strip().lower()
-        if name == "content-length":
-            length = int(value)
-        elif name == "transfer-encoding":
-            chunked = "chunked" in value
-        elif name == "connection":
-            keep = "close" not in value
-    if chunked:
-        parts = []
-        while size := int((await reader.readline()).split(b";")[0], 16):
-            parts.append(await reader.readexactly(size))
-            await reader.readline()
-        await reader.readline()
-        return status, b"".join(parts), keep
-    if length >= 0:
-        return status, await reader.readexactly(length), keep
-    return status, await reader.read(), False
+def verify_event(key: bytes, headers: Mapping[str, str], body: bytes, tolerance: int) -> WebhookEvent:
+    """The event of a webhook signed with `key`; `InvalidSignature` before anything is decoded."""
+    verify_signature(key, headers.get(SIGNATURE_HEADER), body, tolerance=tolerance, now=time.time())
+    return decode(body, WebhookEvent)

@@ -25,12 +25,12 @@ from seatmap import jobs, mail
 from seatmap.accounts.auth import require
 from seatmap.api import Page, cursor_id, documented, encode_cursor, query_int, respond
 from seatmap.db import AnyConnection
+from seatmap.money import format_amount
 from seatmap.runtime import Runtime, runtime
 from seatmap.settings import Settings
 
 JOB: Final = "notify"
 Kind = Literal["booking_confirmed", "refund_done", "screening_cancelled"]
-_ZERO_DECIMAL: Final = frozenset({"JPY", "KRW", "VND", "CLP", "ISK"})
 
 
 class Notification(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -105,12 +105,6 @@ async def notify_many(
     return await jobs.enqueue_many(conn, JOB, payloads, keys, max_attempts=settings.job_max_attempts)
 
 
-def _money(amount: int, currency: str) -> str:
-    if currency in _ZERO_DECIMAL:
-        return f"{currency} {amount:,}"
-    return f"{currency} {amount // 100:,}.{amount % 100:02d}"
-
-
 def render(kind: str, row: Any) -> tuple[str, str]:
     """(subject, body) of a notification from its DETAILS row. Pure."""
     when = row["starts_at"].astimezone(zoneinfo.ZoneInfo(row["timezone"])).strftime("%A %d %B %Y, %H:%M")
@@ -121,13 +115,13 @@ def render(kind: str, row: Any) -> tuple[str, str]:
         subject = f"Your tickets for {row['title']}"
         text = (
             f"your booking is confirmed: {row['tickets']} ticket(s) for {show} "
-            f"({order}, {_money(row['total'], row['currency'])}). "
+            f"({order}, {format_amount(row['total'], row['currency'])}). "
             "Show the QR codes in your order at the door."
         )
     elif kind == "refund_done":
         amount = row["refunded"] if row["refunded"] is not None else row["total"]
         subject = f"Your refund for {row['title']}"
-        text = f"we have refunded {_money(amount, row['currency'])} for {order} ({show})."
+        text = f"we have refunded {format_amount(amount, row['currency'])} for {order} ({show})."
     elif kind == "screening_cancelled":
         subject = f"Cancelled: {row['title']}"
         reason = f" Reason: {row['cancel_reason']}" if row["cancel_reason"] else ""

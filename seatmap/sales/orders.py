@@ -49,6 +49,7 @@ from seatmap.errors import (
 from seatmap.live.holds import holds_of, parse_token
 from seatmap.live.inventory import Layout
 from seatmap.live.protocol import GASelection
+from seatmap.money import exponent
 from seatmap.runtime import Runtime, runtime
 from seatmap.sales.settlement import checkout_holds
 from seatmap.sales.tickets import Ticket
@@ -103,6 +104,12 @@ class OrderSummary(msgspec.Struct, kw_only=True):
     expires_at: datetime
     created_at: datetime
     paid_at: datetime | None
+    # Decimal places of `currency` in amounts (money.py), so the browser needs no table of its
+    # own; derived from `currency` on every construction and decode, never stored.
+    currency_exponent: int = 2
+
+    def __post_init__(self) -> None:
+        self.currency_exponent = exponent(self.currency)
 
 
 class Order(OrderSummary, kw_only=True):

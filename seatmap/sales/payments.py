@@ -1,11 +1,9 @@
-"""Payments: the gateway interface, signed webhooks, and what a confirmed payment does.
+"""Payments: starting one at the gateway, and what a confirmed payment does.
 
-`PaymentProvider` is the one Protocol in seatmap, because there is real plurality: the
-built-in `simulated` gateway (simulated.py, a configuration choice, not a test branch) and
-the real gateways a deployment plugs in. A provider creates payments, verifies and parses the
-webhooks it sends, and refunds.
+The provider contract (`PaymentProvider`, its structs, webhook signing) is `gateway.py`; the
+provider in use is opened here for the lifespan (`open_provider`).
 
-Webhooks are signed (webhooks.py); a bad signature or a stale timestamp is refused (400)
+Webhooks are signed (gateway.py); a bad signature or a stale timestamp is refused (400)
 before anything is read or written. Handling is idempotent: each event id is recorded once
 (`payment_events`), a payment's status only moves forward, so duplicates, replays and
 out-of-order deliveries change nothing twice.
@@ -22,10 +20,8 @@ the buyer's `booking_confirmed` notification in its transaction too.
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import AsyncIterator, Mapping
-from datetime import datetime
-from typing import Annotated, Any, Final, Protocol
+from collections.abc import AsyncIterator
+from typing import Any, Final
 
 import asyncpg
 import msgspec
@@ -35,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap.accounts.auth import require
-from seatmap.api import decode, documented, path_int, respond
+from seatmap.api import documented, path_int, respond
 from seatmap.errors import (
     ConfigError,
     NotFound,
@@ -47,7 +43,7 @@ from seatmap.errors import (
 from seatmap.live.holds import holds_of
 from seatmap.runtime import Runtime, runtime
 from seatmap.sales import notifications, refunds
-from seatmap.sales.gateway import SIGNATURE_HEADER, verify_signature
+from seatmap.sales.gateway import PaymentProvider, WebhookEvent, provider_of
 from seatmap.sales.orders import Payment
 from seatmap.sales.settlement import LIVE_ORDER_COLUMNS, LiveOrder, publish_sold_or_defer
 from seatmap.sales.tickets import issue
@@ -69,57 +65,6 @@ webhooks_received: Final = Counter(
 )
 
 
-# ---- the gateway interface --------------------------------------------------------------------
-
-
-class PaymentData(msgspec.Struct, kw_only=True, frozen=True):
-    payment_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    reference: Annotated[str, msgspec.Meta(max_length=200)]
-    amount: int
-    currency: Annotated[str, msgspec.Meta(min_length=3, max_length=3)]
-
-
-class WebhookEvent(msgspec.Struct, kw_only=True, frozen=True):
-    """A gateway's notification. `type`: payment.processing | payment.paid | payment.declined;
-    `data.reference` is our order id."""
-
-    id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    type: Annotated[str, msgspec.Meta(max_length=100)]
-    created: int
-    data: PaymentData
-
-
-class CreatedPayment(msgspec.Struct, kw_only=True, frozen=True):
-    provider_ref: str
-    redirect_url: str
-
-
-class Refund(msgspec.Struct, kw_only=True, frozen=True):
-    id: str
-    payment_id: str
-    amount: int
-    replayed: bool  # the idempotency key was seen before: no new money moved
-
-
-class PaymentProvider(Protocol):
-    name: str
-
-    async def create_payment(
-        self, *, reference: str, amount: int, currency: str, description: str, expires_at: datetime,
-        notify_url: str, return_url: str,
-    ) -> CreatedPayment:  # fmt: skip
-        """Open a payment at the gateway; the buyer pays at `redirect_url` until `expires_at`."""
-        ...
-
-    def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
-        """The event, if the signature is right and fresh; `InvalidSignature` otherwise."""
-        ...
-
-    async def refund(self, provider_ref: str, amount: int, idempotency_key: str) -> Refund:
-        """Return money; the same idempotency key again returns the same refund."""
-        ...
-
-
 @contextlib.asynccontextmanager
 async def open_provider(rt: Runtime) -> AsyncIterator[PaymentProvider]:
     """The configured provider for the lifespan (imported lazily: only the chosen one loads)."""
@@ -135,20 +80,6 @@ async def open_provider(rt: Runtime) -> AsyncIterator[PaymentProvider]:
         yield gateway
     finally:
         await gateway.aclose()
-
-
-def provider_of(rt: Runtime) -> PaymentProvider:
-    provider: PaymentProvider | None = rt.extras.get("payments")
-    assert provider is not None, "the lifespan opens the payment provider"
-    return provider
-
-
-# ---- verifying a webhook ---------------------------------------------------------------------------
-
-
-def verify_event(key: bytes, headers: Mapping[str, str], body: bytes, tolerance: int) -> WebhookEvent:
-    verify_signature(key, headers.get(SIGNATURE_HEADER), body, tolerance=tolerance, now=time.time())
-    return decode(body, WebhookEvent)
 
 
 # ---- starting a payment ------------------------------------------------------------------------------

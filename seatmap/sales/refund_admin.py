@@ -21,6 +21,7 @@ from seatmap.accounts.auth import require
 from seatmap.api import Page, cursor_id, documented, encode_cursor, path_int, query_int, respond
 from seatmap.db import AnyConnection
 from seatmap.errors import Conflict, InvalidInput, NotFound
+from seatmap.money import exponent
 from seatmap.runtime import runtime
 
 TAGS: Final = ("refunds",)
@@ -36,6 +37,7 @@ class RefundItem(msgspec.Struct, kw_only=True, omit_defaults=True):
     payment_id: int
     amount: int
     currency: str
+    currency_exponent: int  # decimal places of `currency` in amounts (money.py)
     reason: str
     status: str
     attempts: int
@@ -76,7 +78,7 @@ ONE: Final = f"{_ITEMS} WHERE r.id = $1"
 def _item(row: Any) -> RefundItem:
     fields = dict(row)
     fields.pop("job_id")
-    return RefundItem(**fields)
+    return RefundItem(**fields, currency_exponent=exponent(fields["currency"]))
 
 
 async def refund_item(conn: AnyConnection, refund_id: int) -> RefundItem | None:

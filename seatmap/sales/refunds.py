@@ -34,7 +34,8 @@ from seatmap.db import AnyConnection
 from seatmap.errors import AlreadyUsed, Forbidden, NotFound, OrderClosed, RefundClosed
 from seatmap.live.holds import holds_of
 from seatmap.runtime import Runtime, runtime
-from seatmap.sales import notifications, payments
+from seatmap.sales import notifications
+from seatmap.sales.gateway import provider_of
 from seatmap.sales.orders import Order, visible_order
 from seatmap.settings import Settings
 
@@ -196,7 +197,7 @@ async def _return_money(rt: Runtime, row: Any) -> tuple[str, str | None]:
         return "manual", None
     if row["amount"] == 0:
         return "succeeded", None
-    provider = payments.provider_of(rt)
+    provider = provider_of(rt)
     if row["provider"] != provider.name:
         raise LookupError(f"the payment was made with {row['provider']!r}, which is not configured here")
     timeout = rt.settings.refund_timeout

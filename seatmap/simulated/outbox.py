@@ -8,6 +8,9 @@ with `SEATMAP_SIMULATED_WEBHOOK_DELAY` (late confirmations), or when the merchan
 them, a pump in every process that opened the gateway claims the due ones (SKIP LOCKED, with a
 lease, so a process that dies mid-delivery only delays them) and tries again. A payment's events
 leave in the order the gateway wrote them, each only after the one before was taken.
+
+Delivery goes through one `httpx.AsyncClient` per outbox (kept-alive connections to the few
+merchant origins), closed when the gateway closes.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import time
 from typing import Any, Final
 
 import asyncpg
+import httpx
 from prometheus_client import Counter
 
 from seatmap.db import Pool
-from seatmap.sales.gateway import SIGNATURE_HEADER, Courier, sign
+from seatmap.sales.gateway import SIGNATURE_HEADER, sign
 
 log = logging.getLogger("seatmap.simulated.provider")
 
@@ -31,6 +35,7 @@ _QUICK_RETRIES: Final = (0.2, 0.5, 1.0, 2.0)  # seconds between the tries of one
 LEASE: Final = 60.0  # seconds a claimed (or just decided) event is left to its deliverer
 _POLL: Final = 0.25  # seconds between looks for due events when there were none
 _MAX_ATTEMPTS: Final = 12  # then it is left undelivered (with its last status), as gateways give up
+_TIMEOUT: Final = 10.0  # seconds for each of connect, write, read
 
 deliveries: Final = Counter(
     "seatmap_webhook_deliveries_total",
@@ -77,7 +82,9 @@ class Outbox:
         self.pool = pool
         self.key = key
         self.copies = copies  # deliveries of each event at the same moment (a misbehaving gateway)
-        self.courier = Courier(timeout=10.0)
+        # trust_env=False: webhooks go straight to the merchant's URL, as a gateway's do, never
+        # through a proxy that happens to be in this process's environment.
+        self.client = httpx.AsyncClient(timeout=_TIMEOUT, trust_env=False)
         self._pump: asyncio.Task[None] | None = None
         # Taken events, marked delivered in one statement per pump round rather than one per
         # event on the buyer's path. Lost in a crash, they are delivered once more when their
@@ -94,7 +101,7 @@ class Outbox:
                 await self._pump
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             await self.flush_taken()
-        self.courier.close()
+        await self.client.aclose()
 
     async def flush_taken(self) -> None:
         taken, self._taken = self._taken, []
@@ -132,13 +139,15 @@ class Outbox:
                 "content-type": "application/json",
             }
             try:
-                status, answer = await self.courier.post(url, body, headers)
+                response = await self.client.post(url, content=body, headers=headers)
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                log.warning("webhook to %s failed: %r", url, exc)
+            else:
+                status = response.status_code
                 if status < 500:
                     if status >= 300:
-                        log.warning("webhook to %s refused: %s %r", url, status, answer[:200])
+                        log.warning("webhook to %s refused: %s %r", url, status, response.content[:200])
                     return status
-            except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
-                log.warning("webhook to %s failed: %r", url, exc)
             if pause is None:
                 break
             await asyncio.sleep(pause)

@@ -6,13 +6,13 @@ buttons) and tells the merchant (us) the outcome with webhooks over real HTTP, s
 as a real gateway's would be. Settings make it misbehave the ways real gateways do: decline
 every payment, deliver each webhook several times at once, send a payment's events in the
 wrong order, or late; it retries a delivery that failed, with back-off, until the merchant takes
-it, across restarts (simulated_webhooks.py). Refunds are keyed by
+it, across restarts (outbox.py). Refunds are keyed by
 the merchant's idempotency key and remembered, like a real gateway's: the same key again returns
 the refund already made and moves no more money. Refunds can be made to fail (before any money
 moves) or to lose their answer (the money moved, the caller times out), and every call can take
 `simulated_latency` seconds, so the merchant's retries are exercised for real.
 
-It is the provider a deployment runs until it plugs in a real one (payments.PaymentProvider),
+It is the provider a deployment runs until it plugs in a real one (gateway.PaymentProvider),
 like hostedapi's in-app GitHub fake: the only thing faked is the outside party.
 """
 
@@ -35,22 +35,20 @@ from starlette.routing import BaseRoute, Route
 
 from seatmap.api import documented
 from seatmap.errors import Conflict, IdempotencyKeyReused, NotFound, Unavailable
+from seatmap.money import format_amount
 from seatmap.runtime import Runtime, runtime
-from seatmap.sales.gateway import webhook_key
-from seatmap.sales.payments import (
+from seatmap.sales.gateway import (
     CreatedPayment,
     PaymentData,
     Refund,
     WebhookEvent,
     provider_of,
     verify_event,
+    webhook_key,
 )
 from seatmap.simulated.outbox import LEASE, Outbox
 
 TAGS: Final = ("simulated gateway",)
-# Currencies whose amounts are whole units. IDR is listed by ISO with 2 decimals, but prices are
-# quoted (and gateways charge) in whole rupiah; the web UI (web/js/format.js) uses the same list.
-_ZERO_DECIMAL: Final = frozenset({"IDR", "JPY", "KRW", "VND", "CLP", "ISK"})
 
 CREATE: Final = """
 INSERT INTO simulated_payments
@@ -164,7 +162,7 @@ class SimulatedGateway:
     async def decide(self, payment_id: str, approve: bool) -> Any:
         """Record the buyer's choice (final; a configured decline wins) and tell the merchant.
 
-        The events are written with the decision (simulated_webhooks.py) and, unless they are
+        The events are written with the decision (outbox.py) and, unless they are
         configured to come late, delivered before the buyer's page answers, so the order is
         settled when they return. Returns the decided row, or None if the payment was already
         decided or has expired.
@@ -205,12 +203,6 @@ class SimulatedGateway:
 # ---- the payment page -----------------------------------------------------------------------------
 
 
-def _money(amount: int, currency: str) -> str:
-    if currency in _ZERO_DECIMAL:
-        return f"{currency} {amount:,}"
-    return f"{currency} {amount // 100:,}.{amount % 100:02d}"
-
-
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(
         f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)}</title>"
@@ -243,7 +235,7 @@ async def payment_page(request: Request) -> Response:
     row = await _row(request)
     if row is None:
         return _page("Unknown payment", "<p>There is no such payment.</p>", 404)
-    amount = html.escape(_money(row["amount"], row["currency"]))
+    amount = html.escape(format_amount(row["amount"], row["currency"]))
     what = f"<p>{html.escape(row['description'])}</p><p><strong>{amount}</strong></p>"
     back = f"<p><a href='{html.escape(row['return_url'], quote=True)}'>Back to the shop</a></p>"
     if row["status"] != "open":

@@ -225,7 +225,8 @@ async def test_sweeper_shows_sold_a_paid_order_a_crash_left_unpublished(
 
 async def commit_without_publishing(srv_rt: Runtime, made: dict[str, Any], payment: dict[str, Any]) -> None:
     """The confirmation transaction alone, as if the process died right after its COMMIT."""
-    from seatmap.sales.payments import PaymentData, WebhookEvent, _apply
+    from seatmap.sales.gateway import PaymentData, WebhookEvent
+    from seatmap.sales.payments import _apply
 
     async with srv_rt.pool.acquire() as conn:
         ref = await conn.fetchval("SELECT provider_ref FROM payments WHERE id = $1", payment["id"])

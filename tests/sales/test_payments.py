@@ -17,8 +17,7 @@ import pytest
 from seatmap.app import create_app
 from seatmap.errors import Conflict, IdempotencyKeyReused, InvalidSignature
 from seatmap.runtime import Runtime
-from seatmap.sales.gateway import sign, verify_signature, webhook_key
-from seatmap.sales.payments import provider_of
+from seatmap.sales.gateway import provider_of, sign, verify_signature, webhook_key
 from seatmap.settings import Secret, Settings
 from tests.conftest import running
 from tests.shopping import (
@@ -83,10 +82,11 @@ async def test_whole_flow_reaches_a_viewer_on_another_process(rt: Runtime, setti
         payment = await start_payment(client, alice, made["id"])
         assert payment["status"] == "created" and payment["amount"] == made["total"] == 100000
         page = await client.get(payment["redirect_url"])
-        assert page.status_code == 200 and "Approve" in page.text and "IDR 100,000" in page.text
+        assert page.status_code == 200 and "Approve" in page.text and "100,000 IDR" in page.text
         assert (await decide(client, payment)).status_code == 303
         paid = await get_order(client, alice, made["id"])
         assert paid["status"] == "paid" and paid["payments"][0]["status"] == "paid"
+        assert paid["currency_exponent"] == 0  # whole rupiah: what the browser divides by
         assert [(t["seat"], t["holder_name"]) for t in paid["tickets"]] == [("C3", "Dewi"), ("C4", "Putra")]
         qr = await client.get(paid["tickets"][0]["qr_url"])
         assert qr.status_code == 200 and qr.headers["content-type"] == "image/svg+xml"

@@ -263,7 +263,7 @@ export async function showRefunds(root, params) {
       h("thead", {}, h("tr", {}, ["Refund", "Order", "Amount", "Status", "Attempts", "Last error", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, items.map((r) => h("tr", { class: r.status === "dead" ? "dead" : "" },
         h("td", {}, String(r.id)), h("td", {}, String(r.order_id ?? "")),
-        h("td", {}, r.amount !== undefined ? money(r.amount, r.currency || "IDR") : ""),
+        h("td", {}, r.amount !== undefined ? money(r.amount, r) : ""),
         h("td", {}, h("span", { class: `badge ${r.status === "dead" ? "badge-bad" : r.status === "succeeded" ? "badge-ok" : ""}` }, r.status)),
         h("td", {}, String(r.attempts ?? "")),
         h("td", { class: "small" }, r.last_error || ""),

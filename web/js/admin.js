@@ -183,7 +183,7 @@ async function showDetail(box, id, { canCancel, onChanged }) {
   const statusBadge = h("span", { class: "badge", id: "detail-status" }, d.status);
 
   const view = new SeatMapView(mapBox, d.layout, {
-    prices: d.prices, currency: d.currency, label: `Seat map of ${d.auditorium.name}`,
+    prices: d.prices, priced: d, label: `Seat map of ${d.auditorium.name}`,
     onActivate: (label, state) => {
       if (state === "held" || state === "sold") {
         say(message, `${label} is ${state}; only free seats can be blocked.`, "info");
@@ -311,10 +311,10 @@ async function showDetail(box, id, { canCancel, onChanged }) {
   clear(box,
     h("h2", {}, `${d.movie.title} · ${dayAndClock(d.starts_at, tz)}`),
     h("p", { class: "meta" }, `${d.cinema.name} · ${d.auditorium.name} · `, statusBadge, " · ",
-      Object.entries(d.prices).map(([c, p]) => `${c} ${money(p, d.currency)}`).join(" · ")),
+      Object.entries(d.prices).map(([c, p]) => `${c} ${money(p, d)}`).join(" · ")),
     h("div", { class: "live-line" }, badge.el, viewers),
     counts, message, buttons, mapBox,
-    h("ul", { class: "legend" }, legend(d.layout.categories, d.prices, d.currency, { mine: "Selected", mineState: "selected" })
+    h("ul", { class: "legend" }, legend(d.layout.categories, d.prices, d, { mine: "Selected", mineState: "selected" })
       .map(([swatch, name, price]) => h("li", {}, swatch, h("span", {}, name), price ? h("span", { class: "price" }, price) : null))),
     actions, blocksBox,
     h("p", {}, h("a", { href: `/#/screening/${id}`, target: "_blank", rel: "noopener" }, "Open the customer page")));

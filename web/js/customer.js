@@ -108,10 +108,10 @@ async function showBrowse(root, params) {
               const from = Math.min(...Object.values(s.prices));
               return h("li", {},
                 h("a", { class: "time", href: `#/screening/${s.id}`, "data-screening": s.id,
-                  "aria-label": `${film.title} at ${clock(s.starts_at, s.cinema.timezone)}, ${s.auditorium.name}, from ${money(from, s.currency)}` },
+                  "aria-label": `${film.title} at ${clock(s.starts_at, s.cinema.timezone)}, ${s.auditorium.name}, from ${money(from, s)}` },
                   h("strong", {}, clock(s.starts_at, s.cinema.timezone)),
                   h("span", {}, s.auditorium.name),
-                  Number.isFinite(from) ? h("span", { class: "from" }, `from ${money(from, s.currency)}`) : null));
+                  Number.isFinite(from) ? h("span", { class: "from" }, `from ${money(from, s)}`) : null));
             })))));
     }));
   }

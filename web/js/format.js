@@ -1,16 +1,17 @@
 // How money, times and seat words are shown: one place, so every screen says it the same way.
 
-// Rupiah (like yen) are shown without decimals: the demo prices and the brief's
-// "75,000 IDR" treat IDR amounts as whole rupiah.
-const WHOLE_UNITS = new Set(["IDR", "JPY", "KRW", "VND", "CLP", "ISK"]);
-
-export function money(amount, currency = "IDR") {
+/**
+ * "150,000 IDR", "12.50 USD": `amount` minor units of `priced.currency`, where `priced` is the
+ * API object that carries the amount's currency (a screening, an order, a refund). The server
+ * sends `currency_exponent` beside each `currency` (seatmap/money.py, whole rupiah for IDR), so
+ * this file keeps no table of currencies and says amounts exactly as the mails do.
+ */
+export function money(amount, priced) {
   if (amount === undefined || amount === null) return "";
-  if (WHOLE_UNITS.has(currency)) {
-    return `${new Intl.NumberFormat("en-US").format(amount)} ${currency}`;
-  }
-  const major = new Intl.NumberFormat("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
-  return `${major.format(amount / 100)} ${currency}`;
+  const places = priced.currency_exponent;
+  const text = new Intl.NumberFormat("en-US", { minimumFractionDigits: places, maximumFractionDigits: places })
+    .format(amount / 10 ** places);
+  return `${text} ${priced.currency}`;
 }
 
 function parts(date, timeZone, options) {

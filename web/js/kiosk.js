@@ -94,7 +94,7 @@ async function showSale(root, params) {
   const gaQty = new Map();
 
   const view = new SeatMapView(mapBox, detail.layout, {
-    prices: detail.prices, currency: detail.currency, label: `Seat map of ${detail.auditorium.name}`,
+    prices: detail.prices, priced: detail, label: `Seat map of ${detail.auditorium.name}`,
     maxSeatPx: 64, // fingers on a kiosk screen
     onActivate: (label, state) => toggle(label, state),
     onFocusSeat: (text) => (info.textContent = text),
@@ -174,7 +174,7 @@ async function showSale(root, params) {
     selected.clear();
     gaQty.clear();
     reference.value = "";
-    say(message, `Sold: ${lastSale.tickets.length} ticket${lastSale.tickets.length === 1 ? "" : "s"}, ${money(lastSale.total, lastSale.currency)} (${method === "cash" ? "cash" : "card"}).`, "ok");
+    say(message, `Sold: ${lastSale.tickets.length} ticket${lastSale.tickets.length === 1 ? "" : "s"}, ${money(lastSale.total, lastSale)} (${method === "cash" ? "cash" : "card"}).`, "ok");
     view.setAll(display);
     renderCart();
   }
@@ -182,7 +182,7 @@ async function showSale(root, params) {
   function renderCart() {
     if (lastSale) {
       clear(cart, h("h2", {}, `Order ${lastSale.id}: paid`),
-        ticketCards(lastSale.tickets, lastSale.currency, detail),
+        ticketCards(lastSale.tickets, lastSale, detail),
         h("p", { class: "actions" },
           h("button", { type: "button", class: "secondary", onclick: () => print() }, "Print"),
           h("button", { type: "button", class: "primary", id: "new-sale", onclick: () => { lastSale = null; say(message, ""); renderCart(); } }, "New sale")));
@@ -210,9 +210,9 @@ async function showSale(root, params) {
         return h("p", { class: "ga-area" }, h("span", {}, `${area.name} · ${remaining} left`), input);
       }),
       lines.length
-        ? h("ul", { class: "hold-lines" }, lines.map(([what, category, price]) => h("li", {}, h("span", {}, `${what} · ${category}`), h("span", {}, money(price, detail.currency)))))
+        ? h("ul", { class: "hold-lines" }, lines.map(([what, category, price]) => h("li", {}, h("span", {}, `${what} · ${category}`), h("span", {}, money(price, detail)))))
         : h("p", { class: "muted" }, "Nothing selected."),
-      h("p", { class: "total" }, h("span", {}, "Total"), h("strong", { id: "sale-total" }, money(total, detail.currency))),
+      h("p", { class: "total" }, h("span", {}, "Total"), h("strong", { id: "sale-total" }, money(total, detail))),
       h("p", { class: "actions pay-buttons" },
         h("button", { type: "button", class: "primary", id: "pay-cash", disabled: !lines.length || !onSale, onclick: () => sell("cash") }, "Cash"),
         h("button", { type: "button", class: "primary", id: "pay-card", disabled: !lines.length || !onSale, onclick: () => sell("card_present") }, "Card")),
@@ -230,7 +230,7 @@ async function showSale(root, params) {
           h("button", { type: "button", class: "icon", "aria-label": "Zoom in", onclick: () => view.setZoom(view.zoom * 1.5) }, "+"),
           info),
         mapBox,
-        h("ul", { class: "legend" }, legend(detail.layout.categories, detail.prices, detail.currency, { mine: "Selected", mineState: "selected" })
+        h("ul", { class: "legend" }, legend(detail.layout.categories, detail.prices, detail, { mine: "Selected", mineState: "selected" })
           .map(([swatch, name, price]) => h("li", {}, swatch, h("span", {}, name), price ? h("span", { class: "price" }, price) : null)))),
       h("div", {}, message, cart)));
   renderCart();

@@ -13,7 +13,7 @@ export async function screeningBrief(id) {
 }
 
 /** One card per ticket: the QR code, the seat (or area), the category and the code. */
-export function ticketCards(tickets, currency, screening) {
+export function ticketCards(tickets, order, screening) {
   return h("ul", { class: "tickets" },
     tickets.map((ticket) =>
       h("li", { class: `ticket ticket-${ticket.status}`, "data-code": ticket.code },
@@ -22,7 +22,7 @@ export function ticketCards(tickets, currency, screening) {
           screening ? h("p", { class: "ticket-title" }, screening.movie.title) : null,
           screening ? h("p", { class: "muted" }, `${dayAndClock(screening.starts_at, screening.cinema.timezone)} · ${screening.cinema.name} · ${screening.auditorium.name}`) : null,
           h("p", { class: "ticket-seat" }, ticket.seat ? `Seat ${ticket.seat}` : ticket.area || "Ticket"),
-          h("p", {}, `${ticket.category} · ${money(ticket.price, currency)}`),
+          h("p", {}, `${ticket.category} · ${money(ticket.price, order)}`),
           ticket.holder_name ? h("p", {}, ticket.holder_name) : null,
           h("p", { class: "code" }, h("span", { class: "muted" }, "Code "), h("code", {}, ticket.code)),
           ticket.status !== "valid" ? h("p", { class: "badge badge-bad" }, ticket.status) : null,
@@ -54,7 +54,7 @@ export async function showOrder(main, id) {
         ? h("p", { class: "meta" }, h("a", { href: `#/screening/${screening.id}` }, screening.movie.title), ` · ${dayAndClock(screening.starts_at, screening.cinema.timezone)} · ${screening.cinema.name}`)
         : null,
       h("p", { class: `order-status status-${order.status}`, role: "status" }, STATUS_WORDS[order.status] || order.status,
-        ` · ${money(order.total, order.currency)}`),
+        ` · ${money(order.total, order)}`),
       message,
     ];
     if (order.needs_refund) parts.push(h("p", { class: "notice notice-warn" }, "This payment is being refunded."));
@@ -85,7 +85,7 @@ export async function showOrder(main, id) {
       }
     }
     if (order.tickets.length) {
-      parts.push(ticketCards(order.tickets, order.currency, screening),
+      parts.push(ticketCards(order.tickets, order, screening),
         h("p", { class: "actions no-print" }, h("button", { type: "button", class: "secondary", onclick: () => print() }, "Print tickets")));
     }
     clear(main, h("article", { class: "order", "data-order": order.id, "data-status": order.status }, parts));
@@ -109,7 +109,7 @@ export async function showOrders(main) {
           h("strong", {}, screening ? screening.movie.title : `Screening ${order.screening_id}`),
           h("span", {}, screening ? dayAndClock(screening.starts_at, screening.cinema.timezone) : ""),
           h("span", { class: `status-${order.status}` }, STATUS_WORDS[order.status] || order.status),
-          h("span", {}, money(order.total, order.currency))));
+          h("span", {}, money(order.total, order))));
     }),
   );
   clear(main, h("h1", {}, "My tickets"),

@@ -67,7 +67,7 @@ export async function showScreening(main, id) {
 
   const view = new SeatMapView(mapBox, detail.layout, {
     prices: detail.prices,
-    currency: detail.currency,
+    priced: detail,
     label: `Seat map of ${detail.auditorium.name}`,
     onActivate: (label, state) => activate(label, state),
     onFocusSeat: (text) => (seatInfo.textContent = text),
@@ -330,8 +330,8 @@ export async function showScreening(main, id) {
     const atMax = Date.parse(hold.max_expires_at) - Date.parse(hold.expires_at) < 1000;
     clear(panel,
       h("h2", { id: "hold-title" }, "Your seats"),
-      h("ul", { class: "hold-lines" }, lines.map((l) => h("li", {}, h("span", {}, l.text), h("span", {}, money(l.price, detail.currency))))),
-      h("p", { class: "total" }, h("span", {}, "Total"), h("strong", {}, money(total, detail.currency))),
+      h("ul", { class: "hold-lines" }, lines.map((l) => h("li", {}, h("span", {}, l.text), h("span", {}, money(l.price, detail))))),
+      h("p", { class: "total" }, h("span", {}, "Total"), h("strong", {}, money(total, detail))),
       expiry,
       h("p", { class: "actions" },
         h("button", { type: "button", class: "primary", id: "checkout", onclick: checkout }, "Check out"),
@@ -348,7 +348,7 @@ export async function showScreening(main, id) {
         const remaining = liveMap.ga.has(area.name) ? liveMap.ga.get(area.name) : area.capacity;
         const qty = h("input", { type: "number", min: 1, max: Math.max(1, Math.min(10, remaining)), value: 1, "aria-label": `Tickets for ${area.name}`, class: "qty" });
         return h("div", { class: "ga-area", "data-area": area.name },
-          h("div", {}, h("strong", {}, area.name), " · ", money(detail.prices[area.category] ?? 0, detail.currency)),
+          h("div", {}, h("strong", {}, area.name), " · ", money(detail.prices[area.category] ?? 0, detail)),
           h("div", { class: "ga-left" }, remaining > 0 ? `${remaining} of ${area.capacity} left` : "Sold out"),
           h("div", {}, qty, h("button", { type: "button", class: "secondary", disabled: remaining <= 0, onclick: () => holdGa(area.name, Number(qty.value)) }, "Hold")));
       }));
@@ -357,7 +357,7 @@ export async function showScreening(main, id) {
   const zoomOut = h("button", { type: "button", class: "icon", "aria-label": "Zoom out", onclick: () => view.setZoom(view.zoom / 1.5) }, "−");
   const zoomIn = h("button", { type: "button", class: "icon", "aria-label": "Zoom in", onclick: () => view.setZoom(view.zoom * 1.5) }, "+");
   const legendList = h("ul", { class: "legend" },
-    legend(detail.layout.categories, detail.prices, detail.currency).map(([swatch, name, price]) =>
+    legend(detail.layout.categories, detail.prices, detail).map(([swatch, name, price]) =>
       h("li", {}, swatch, h("span", {}, name), price ? h("span", { class: "price" }, price) : null)));
 
   clear(main,

@@ -50,13 +50,13 @@ export class SeatMapView {
    * layout: the normalised layout ({seats, width, height}); prices: {category: amount};
    * onActivate(label, state) is called when a seat is clicked or chosen by keyboard.
    */
-  constructor(container, layout, { prices = {}, currency = "IDR", onActivate, onFocusSeat, label, inert = false, maxSeatPx = 34 } = {}) {
+  constructor(container, layout, { prices = {}, priced, onActivate, onFocusSeat, label, inert = false, maxSeatPx = 34 } = {}) {
     this.maxSeatPx = maxSeatPx;
     this.inert = inert; // a picture only (the layout editor's preview): no focus, no buttons
     this.container = container;
     this.layout = layout;
     this.prices = prices;
-    this.currency = currency;
+    this.priced = priced; // what carries the prices' currency (money() in format.js)
     this.onActivate = onActivate;
     this.onFocusSeat = onFocusSeat;
     this.seats = new Map(); // label -> {seat, el, rect, mark, state}
@@ -166,7 +166,7 @@ export class SeatMapView {
     if (seat.accessible) bits.push("wheelchair space");
     if (seat.companion) bits.push("companion seat");
     const price = this.prices[seat.category || "standard"];
-    if (price !== undefined) bits.push(money(price, this.currency));
+    if (price !== undefined) bits.push(money(price, this.priced));
     bits.push(STATE_WORDS[state] || state);
     return bits.join(", ");
   }
@@ -307,7 +307,7 @@ export function occupancy(layout, seats) {
 }
 
 /** The legend: what each colour, mark and pattern means, with the price of each category. */
-export function legend(categories, prices, currency, { mine = "Your seats", mineState = "mine" } = {}) {
+export function legend(categories, prices, priced, { mine = "Your seats", mineState = "mine" } = {}) {
   const swatch = (cls, mark) =>
     s("svg", { class: "swatch", viewBox: "0 0 10 10", width: 22, height: 22, "aria-hidden": "true" },
       s("g", { class: `seat ${cls}` },
@@ -315,7 +315,7 @@ export function legend(categories, prices, currency, { mine = "Your seats", mine
         mark ? s("use", { href: mark, x: 0.8, y: 0.8, width: SEAT, height: SEAT }) : null));
   const items = [];
   for (const category of categories) {
-    items.push([swatch(`cat-${category} s-free`), category === "vip" ? "VIP" : `${category[0].toUpperCase()}${category.slice(1)}`, prices[category] !== undefined ? money(prices[category], currency) : "no price"]);
+    items.push([swatch(`cat-${category} s-free`), category === "vip" ? "VIP" : `${category[0].toUpperCase()}${category.slice(1)}`, prices[category] !== undefined ? money(prices[category], priced) : "no price"]);
   }
   items.push(
     [swatch(`cat-standard s-${mineState}`, "#mark-check"), mine, ""],
