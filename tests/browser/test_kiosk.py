@@ -36,6 +36,17 @@ async def test_kiosk_sells_at_the_counter_and_admits_a_ticket_once(
     await kiosk.goto("/kiosk.html")
     await log_in_here(kiosk, staff)
     await expect(seat(kiosk, "F12")).to_have_attribute("data-state", "sold")
+    # "Suggest seats" selects what best-available would hold now, as the server ranks it.
+    answer = await client.get(f"/api/screenings/{screening}/suggestion", params={"count": 3})
+    suggested = answer.json()["blocks"][0]
+    await kiosk.locator("#kiosk-best-count").select_option("3")
+    await kiosk.get_by_role("button", name="Suggest seats").click()
+    for label in suggested:
+        await expect(seat(kiosk, label)).to_have_attribute("data-state", "selected")
+    await expect(kiosk.get_by_role("alert")).to_contain_text("Suggested: ")
+    await expect(kiosk.locator("#sale-total")).to_have_text("150,000 IDR")
+    await kiosk.get_by_role("button", name="Clear selection").click()
+    await expect(seat(kiosk, suggested[0])).to_have_attribute("data-state", "free")
     await seat(kiosk, "C5").click()
     await seat(kiosk, "C6").click()
     await expect(seat(kiosk, "C6")).to_have_attribute("data-state", "selected")

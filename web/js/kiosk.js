@@ -9,7 +9,6 @@ import { LiveMap } from "./live.js";
 import { askLogin } from "./login.js";
 import { ticketCards } from "./orders.js";
 import { connectionBadge } from "./screening.js";
-import { suggestBest } from "./best.js";
 import { SeatMapView, legend } from "./seatmap.js";
 
 const main = document.getElementById("main");
@@ -136,17 +135,24 @@ async function showSale(root, params) {
     renderCart();
   }
 
-  function suggest() {
+  // The server's best-available choice, without holding it (GET …/suggestion): one ranking.
+  async function suggest() {
     for (const label of selected) view.set(label, liveMap.stateOf(label));
     selected.clear();
     const count = Number(bestCount.value);
-    const found = suggestBest(detail.layout, (label) => liveMap.stateOf(label) === "free", count);
-    if (!found.seats) {
-      say(message, `No ${count} seats together any more; the largest block free has ${found.largest}.`, "warn");
-    } else {
-      for (const label of found.seats) selected.add(label);
-      say(message, `Suggested: ${listWords(found.seats)}. Sell them, or tap seats to change.`, "ok");
-      view.focusSeat(found.seats[0]);
+    try {
+      const found = await api(`/api/screenings/${detail.id}/suggestion?count=${count}`);
+      const seats = found.blocks[0];
+      if (!seats) {
+        say(message, `No ${count} seats together any more; the largest block free has ${found.largest}.`, "warn");
+      } else {
+        for (const label of seats) selected.add(label);
+        say(message, `Suggested: ${listWords(seats)}. Sell them, or tap seats to change.`, "ok");
+        view.focusSeat(seats[0]);
+      }
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      say(message, explain(error), "error");
     }
     view.setAll(display);
     renderCart();
