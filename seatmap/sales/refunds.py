@@ -42,8 +42,6 @@ log = logging.getLogger("seatmap.sales.refunds")
 JOB: Final = "refund"
 # Payments taken at the counter go back at the counter: nothing for a gateway to do.
 COUNTER_METHODS: Final = frozenset({"cash", "card_present"})
-# How long "this order's seats were freed" is remembered in Redis (a retried job comes early).
-_FREED_MARKER_MS: Final = 7 * 24 * 3600 * 1000
 
 
 def job_key(refund_id: int) -> str:
@@ -207,12 +205,7 @@ async def free_seats(
     the tickets are void already.
     """
     inventory = holds_of(rt).inventory
-    k = inventory.keys(screening_id)
-    await inventory.scripts(
-        "free",
-        [k.meta, k.seats, k.ga, k.seq, k.log, f"{k.base}:freed:{order_id}"],
-        [k.channel, inventory.loglen, ga_area or "", ga_units if ga_area else 0, _FREED_MARKER_MS, *seats],
-    )
+    await inventory.free(screening_id, order_id, seats, ga_area or "", ga_units if ga_area else 0)
 
 
 # ---- the customer's refund -------------------------------------------------------------------
