@@ -20,8 +20,7 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     │   ├── HasTickets                409 has_tickets
     │   ├── InUse                     409 in_use
     │   ├── NotOnSale                 409 not_on_sale
-    │   ├── SeatTaken                 409 seat_taken        (seats)
-    │   ├── SeatBlocked               409 seat_blocked      (seats)
+    │   ├── SeatTaken                 409 seat_taken        (seats, taken, blocked)
     │   ├── HoldLimit                 409 hold_limit
     │   ├── HoldExpired               409 hold_expired
     │   ├── OrderExists               409 order_exists      (order_id)
@@ -184,16 +183,12 @@ class NotOnSale(Conflict):
     code = "not_on_sale"
 
 
+# Held or sold by someone else (`taken`) or blocked by the cinema (`blocked`): one code, since
+# either way the customer picks other seats; `seats` lists both.
 class SeatTaken(Conflict):
     """Some of the seats are no longer available."""
 
     code = "seat_taken"
-
-
-class SeatBlocked(Conflict):
-    """Some of the seats are blocked."""
-
-    code = "seat_blocked"
 
 
 class HoldLimit(Conflict):
@@ -202,8 +197,10 @@ class HoldLimit(Conflict):
     code = "hold_limit"
 
 
+# Told only to the hold's owner, up to an hour after the restock; anyone else gets NotFound, as
+# for a token that never existed, and so does a released or sold hold.
 class HoldExpired(Conflict):
-    """The hold has expired or was released."""
+    """The hold has expired; its seats went back on sale."""
 
     code = "hold_expired"
 

@@ -17,16 +17,27 @@ import logging
 import time
 from typing import Any, Final
 
+from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from seatmap.live.channels import Channels
 from seatmap.live.holds import ACTIVE_MARGIN_MS, active_key
 from seatmap.live.inventory import Inventory, ttl_key_pattern
+from seatmap.live.replies import Restocked
 
 log = logging.getLogger("seatmap.live.expiry")
 
 _BATCH: Final = 200
+
+RESTOCKS: Final = Counter("seatmap_restocks", "Expired holds put back on sale (each hold once).")
+RESTOCK_LAG: Final = Histogram(
+    "seatmap_restock_lag_seconds",
+    "Seconds from an expired hold's deadline to its seats being back on sale.",
+    # A notification restocks within milliseconds; the sweeper within its interval (1 s by
+    # default); beyond a minute something is wrong.
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
 
 
 class Expiry:
@@ -71,23 +82,21 @@ class Expiry:
         task.add_done_callback(self._inflight.discard)
 
     async def restock(self, screening: int, token: str) -> bool:
-        """Free an expired hold's seats; True if this call was the one that did it."""
-        k = self.inventory.keys(screening)
-        keys = [k.meta, k.seats, k.ga, k.seq, k.log, k.expiry, k.hold(token), k.ttl(token), k.user(0)]
-        # The user index key is per user; the script only needs its name to ZREM the token.
-        owner: Any = await self.redis.hget(k.hold(token), "owner")
-        if owner is not None:
-            keys[-1] = k.user(int(owner))
+        """Free an expired hold's seats; True if this call was the one that did it.
+
+        Only that call counts the restock and its lag, so the metrics count each hold once
+        however many processes heard of its expiry.
+        """
         async with self._limit:
             try:
-                result = await self.inventory.run(
-                    screening, "restock", keys, [k.channel, token, self.inventory.loglen]
-                )
+                reply = await self.inventory.restock(screening, token)
             except RedisError as exc:
                 log.warning("restock of %s failed (%s); the sweeper will retry", token, exc)
                 return False
-        if result[0] == "ok":
+        if isinstance(reply, Restocked):
             self.restocked += 1
+            RESTOCKS.inc()
+            RESTOCK_LAG.observe(reply.lag_ms / 1000)
             return True
         return False
 

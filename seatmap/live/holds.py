@@ -1,8 +1,9 @@
 """Holds: a user's temporary claim on seats (or GA units) of one screening, in Redis.
 
-Every operation is one Lua script in holds.lua, so a multi-seat hold is all-or-nothing
-(invariant 2) and its delta is numbered and published in the same step (invariant 3). The
-REST routes here and the WebSocket commands in live.py call the same `Holds` methods.
+Every operation is one Lua script in seats.lua (called through `Inventory`'s typed methods), so
+a multi-seat hold is all-or-nothing (invariant 2) and its delta is numbered and published in
+the same step (invariant 3). The REST routes here and the WebSocket commands in socket.py call
+the same `Holds` methods, and `refusal` turns a script's refusal into the one error both render.
 
 A token names its screening (`42.<random>`), so a token alone finds its keys; the random
 part has 144 bits, so tokens cannot be guessed.
@@ -14,9 +15,10 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 import msgspec
+from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -24,18 +26,21 @@ from starlette.routing import BaseRoute, Route
 from seatmap.accounts.auth import Principal, require
 from seatmap.api import documented, read_body, respond
 from seatmap.errors import (
+    HoldExpired,
     HoldLimit,
     InvalidInput,
     NotEnoughAdjacent,
     NotFound,
     NotOnSale,
+    SeatmapError,
     SeatTaken,
     SoldOut,
     TooManySeats,
     UnknownSeats,
     WouldStrandSeat,
 )
-from seatmap.live.inventory import Inventory, Keys
+from seatmap.live import replies
+from seatmap.live.inventory import HoldTerms, Inventory
 from seatmap.live.protocol import BestAvailable, GASelection, HoldResult, SeatLabel
 from seatmap.live.seats import best_split, largest_block, ranked_blocks
 from seatmap.runtime import Runtime, runtime
@@ -48,8 +53,26 @@ _ACTIVE_REFRESH: Final = 10.0
 _CANDIDATES: Final = 200
 # Ranked block lists live in Redis a day after their last (re)computation.
 _RANKING_TTL_MS: Final = 24 * 3600 * 1000
-# How long "this order's seats were marked sold" is remembered (retried webhooks come early).
-_SOLD_MARKER_MS: Final = 7 * 24 * 3600 * 1000
+
+HOLDS: Final = Counter(
+    "seatmap_holds", "Attempts to hold seats, by outcome: created or why not.", ["outcome"]
+)
+# Error code -> outcome: every refusal a hold attempt can meet has its own outcome.
+HOLD_OUTCOMES: Final = {
+    "seat_taken": "taken",
+    "hold_limit": "limit",
+    "would_strand_seat": "strand",
+    "not_enough_adjacent": "no_block",
+    "sold_out": "sold_out",
+    "not_on_sale": "not_on_sale",
+    "too_many_seats": "too_many",
+    "invalid_input": "invalid",
+    "unknown_seats": "invalid",
+    "not_found": "invalid",  # an unknown screening
+}
+for _outcome in ("created", "error", *HOLD_OUTCOMES.values()):
+    HOLDS.labels(_outcome)  # exported at 0 from the start, so a rate is defined
+_CREATED: Final = HOLDS.labels("created")
 
 _NOT_ON_SALE: Final = {
     "cancelled": "This screening has been cancelled.",
@@ -90,14 +113,15 @@ class Holds:
     def __init__(self, inventory: Inventory, settings: Settings) -> None:
         self.inventory = inventory
         self.settings = settings
+        self.terms = HoldTerms(
+            ttl_ms=settings.hold_ttl * 1000,
+            max_ms=settings.hold_max * 1000,
+            per_user=settings.holds_per_user,
+            max_seats=settings.hold_max_seats,
+            strand_share=settings.strand_max_share,
+        )
         self._active_marked: dict[int, float] = {}
         self._rankings: dict[tuple[int, int, str | None, bool], list[tuple[str, ...]]] = {}
-
-    def _keys(self, k: Keys, token: str, user_id: int) -> list[str]:
-        return [k.meta, k.seats, k.ga, k.seq, k.log, k.expiry, k.hold(token), k.ttl(token), k.user(user_id)]
-
-    def _share(self) -> str:
-        return repr(self.settings.strand_max_share)
 
     async def _validate(self, screening: int, seats: list[str], path: str) -> None:
         if len(set(seats)) != len(seats):
@@ -123,18 +147,36 @@ class Holds:
         ga: GASelection | None = None,
         best: BestAvailable | None = None,
     ) -> HoldResult:
-        if best is not None:
-            if seats:
-                raise InvalidInput("Ask for `seats` or `best_available`, not both.", path="$.best_available")
-            return await self._best_available(who, screening, best, ga)
+        """A new hold, all or nothing; every attempt is counted in `seatmap_holds_total` by outcome."""
+        try:
+            if best is not None:
+                if seats:
+                    raise InvalidInput(
+                        "Ask for `seats` or `best_available`, not both.", path="$.best_available"
+                    )
+                made = await self._best_available(who, screening, best, ga)
+            else:
+                made = await self._create(who, screening, seats, ga)
+        except SeatmapError as exc:
+            HOLDS.labels(HOLD_OUTCOMES.get(exc.code, "error")).inc()
+            raise
+        except Exception:
+            HOLDS.labels("error").inc()
+            raise
+        _CREATED.inc()
+        return made
+
+    async def _create(
+        self, who: Principal, screening: int, seats: list[str], ga: GASelection | None
+    ) -> HoldResult:
         if not seats and ga is None:
             raise InvalidInput("Choose at least one seat or a GA quantity.", path="$.seats")
         await self._check_request(screening, seats, ga)
-        outcome, value = await self._hold(who, screening, [seats], ga)
-        if outcome == "ok":
-            assert isinstance(value, HoldResult)
-            return value
-        raise _refusal(value)
+        token, reply = await self._hold(who, screening, [seats], ga)
+        if isinstance(reply, replies.Held):
+            return _hold_result(token, reply, screening, ga)
+        assert not isinstance(reply, replies.NoneFree), "one candidate: the script names its refusal"
+        raise refusal(reply)
 
     async def _check_request(
         self, screening: int, seats: list[str], ga: GASelection | None, chosen_for_you: int = 0
@@ -150,24 +192,13 @@ class Holds:
 
     async def _hold(
         self, who: Principal, screening: int, candidates: list[list[str]], ga: GASelection | None
-    ) -> tuple[str, Any]:
-        """Run the hold script over candidates (best first); ("ok", HoldResult) or (outcome, raw)."""
+    ) -> tuple[str, replies.HoldReply]:
+        """Run the hold script over candidates (best first); the new token, and the reply."""
         await self._mark_active(screening)
         token = f"{screening}.{secrets.token_urlsafe(18)}"
-        k = self.inventory.keys(screening)
-        s = self.settings
-        args: list[Any] = [
-            k.channel, token, str(who.user_id), s.hold_ttl * 1000, s.hold_max * 1000,
-            s.holds_per_user, self.inventory.loglen, ga.area if ga else "", ga.quantity if ga else 0,
-            self._share(), len(candidates),
-        ]  # fmt: skip
-        for candidate in candidates:
-            args += [len(candidate), *candidate]
-        keys = [*self._keys(k, token, who.user_id), k.nb]
-        result = await self.inventory.run(screening, "hold", keys, args)
-        if result[0] != "ok":
-            return result[0], result
-        return "ok", _hold_result(token, screening, ga, result)
+        area, units = (ga.area, ga.quantity) if ga else ("", 0)
+        reply = await self.inventory.hold(screening, token, who.user_id, self.terms, candidates, area, units)
+        return token, reply
 
     async def _best_available(
         self, who: Principal, screening: int, best: BestAvailable, ga: GASelection | None
@@ -191,25 +222,18 @@ class Holds:
                 layout.plan, best.count, category=best.category, accessible=best.accessible
             )
         if blocks:
-            k = self.inventory.keys(screening)
-            ranked = f"{k.base}:ranked:{best.count}:{best.category or '*'}:{'a' if best.accessible else 'g'}"
+            ranked = self.inventory.keys(screening).ranked(best.count, best.category, best.accessible)
             for _ in range(2):
                 token = f"{screening}.{secrets.token_urlsafe(18)}"
-                s = self.settings
-                args: list[Any] = [
-                    k.channel, token, str(who.user_id), s.hold_ttl * 1000, s.hold_max * 1000,
-                    s.holds_per_user, self.inventory.loglen, self._share(),
-                ]  # fmt: skip
                 await self._mark_active(screening)
-                keys = [*self._keys(k, token, who.user_id), k.nb, ranked]
-                result = await self.inventory.run(screening, "best", keys, args)
-                if result[0] == "nolist":
+                reply = await self.inventory.best(screening, token, who.user_id, self.terms, ranked)
+                if isinstance(reply, replies.NoList):
                     await self._store_ranking(ranked, blocks)
                     continue
-                if result[0] == "ok":
-                    return _hold_result(token, screening, None, result)
-                if result[0] != "none":
-                    raise _refusal(result)
+                if isinstance(reply, replies.Held):
+                    return _hold_result(token, reply, screening, None)
+                if not isinstance(reply, replies.NoneFree):
+                    raise refusal(reply)
                 break
         taken = (await self.inventory.snapshot(screening)).seats
         if best.allow_split and best.count > 1:
@@ -221,12 +245,11 @@ class Holds:
                 strand_rule=rule, limit=_CANDIDATES,
             )  # fmt: skip
             if pairs:
-                outcome, value = await self._hold(who, screening, [list(c) for c in pairs], None)
-                if outcome == "ok":
-                    assert isinstance(value, HoldResult)
-                    return value
-                if outcome != "none":
-                    raise _refusal(value)
+                token, held = await self._hold(who, screening, [list(c) for c in pairs], None)
+                if isinstance(held, replies.Held):
+                    return _hold_result(token, held, screening, None)
+                if not isinstance(held, replies.NoneFree):
+                    raise refusal(held)
         largest = largest_block(layout.plan, taken, category=best.category, accessible=best.accessible)
         raise NotEnoughAdjacent(
             f"No {best.count} seats together; the largest block free is {largest}.", largest=largest
@@ -244,44 +267,29 @@ class Holds:
         screening = parse_token(token)
         await self._validate(screening, add, "$.add")
         await self._validate(screening, remove, "$.remove")
-        k = self.inventory.keys(screening)
-        args: list[Any] = [
-            k.channel, token, str(who.user_id), self.settings.hold_max_seats, self.inventory.loglen,
-            len(add), self._share(), *add, *remove,
-        ]  # fmt: skip
-        keys = [*self._keys(k, token, who.user_id), k.nb]
-        result = await self.inventory.run(screening, "modify", keys, args)
-        if result[0] == "too_many":
-            raise TooManySeats(
-                f"At most {self.settings.hold_max_seats} seats per hold.", limit=self.settings.hold_max_seats
-            )
-        if result[0] == "not_held":
-            raise InvalidInput("These seats are not in this hold.", path="$.remove", seats=result[1:])
-        if result[0] != "ok":
-            raise _refusal(result)
+        reply = await self.inventory.modify(screening, token, who.user_id, self.terms, add, remove)
+        if not isinstance(reply, replies.Modified):
+            raise refusal(reply)
         return await self.get(who, token)
 
     async def extend(self, who: Principal, token: str) -> HoldResult:
         screening = parse_token(token)
-        k = self.inventory.keys(screening)
-        result = await self.inventory.run(
-            screening,
-            "extend",
-            [k.meta, k.hold(token), k.ttl(token), k.expiry, k.user(who.user_id)],
-            [token, str(who.user_id), self.settings.hold_ttl * 1000],
+        reply = await self.inventory.extend(screening, token, who.user_id, self.terms.ttl_ms)
+        if not isinstance(reply, replies.Extended):
+            raise refusal(reply)
+        return HoldResult(
+            token=token,
+            screening_id=screening,
+            seats=reply.seats,
+            ga=GASelection(reply.area, reply.qty) if reply.area else None,
+            expires_at=_iso(reply.expires_ms),
+            max_expires_at=_iso(reply.max_ms),
         )
-        if result[0] != "ok":
-            raise _refusal(result)
-        area, qty = result[5], result[6]
-        return _hold_result(token, screening, GASelection(area, int(qty)) if area else None, result)
 
     async def release(self, who: Principal, token: str) -> None:
-        screening = parse_token(token)
-        k = self.inventory.keys(screening)
-        args = [k.channel, token, str(who.user_id), self.inventory.loglen]
-        result = await self.inventory.run(screening, "release", self._keys(k, token, who.user_id), args)
-        if result[0] != "ok":
-            raise _refusal(result)
+        reply = await self.inventory.release(parse_token(token), token, who.user_id)
+        if not isinstance(reply, replies.Changed):
+            raise refusal(reply)
 
     async def sell(
         self, token: str, owner: int, seats: list[str], ga: GASelection | None, order_ref: str
@@ -291,15 +299,9 @@ class Holds:
         Once per order (`order_ref`): a repeated call changes nothing. A crash before this
         call is covered by the rebuild from PostgreSQL (see `inventory.SOLD_SOURCES`).
         """
-        screening = parse_token(token)
-        k = self.inventory.keys(screening)
-        keys = [*self._keys(k, token, owner), f"{k.base}:sold:{order_ref}"]
-        args: list[Any] = [
-            k.channel, token, self.inventory.loglen, ga.area if ga else "", ga.quantity if ga else 0,
-            _SOLD_MARKER_MS, *seats,
-        ]  # fmt: skip
-        result = await self.inventory.run(screening, "sell", keys, args)
-        return int(result[1]) if result[0] == "ok" else 0
+        area, units = (ga.area, ga.quantity) if ga else ("", 0)
+        reply = await self.inventory.sell(parse_token(token), token, owner, seats, area, units, order_ref)
+        return reply.seq if isinstance(reply, replies.Changed) else 0
 
     async def get(self, who: Principal, token: str) -> HoldResult:
         screening = parse_token(token)
@@ -307,9 +309,13 @@ class Holds:
         async with self.inventory.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(k.hold(token))
             pipe.pttl(k.ttl(token))
-            hold, ttl = await pipe.execute()
-        if not hold or hold.get("owner") != str(who.user_id) or ttl <= 0:
-            raise NotFound("No live hold with this token.")
+            pipe.get(k.expired(token))
+            hold, ttl, expired_owner = await pipe.execute()
+        mine = hold.get("owner") == str(who.user_id)
+        if (mine and ttl <= 0) or (not mine and expired_owner == str(who.user_id)):
+            raise refusal(replies.Expired())
+        if not mine:
+            raise refusal(replies.Gone())
         ga = GASelection(hold["area"], int(hold["qty"])) if hold.get("area") else None
         return HoldResult(
             token=token,
@@ -321,44 +327,50 @@ class Holds:
         )
 
 
-def _hold_result(token: str, screening: int, ga: GASelection | None, result: list[Any]) -> HoldResult:
-    """From a successful hold or extend script: ['ok', seq, expires_ms, max_ms, 'A1,A2', …]."""
+def _hold_result(token: str, held: replies.Held, screening: int, ga: GASelection | None) -> HoldResult:
     return HoldResult(
         token=token,
         screening_id=screening,
-        seats=[label for label in result[4].split(",") if label],
+        seats=held.seats,
         ga=ga,
-        expires_at=_iso(int(result[2])),
-        max_expires_at=_iso(int(result[3])),
+        expires_at=_iso(held.expires_ms),
+        max_expires_at=_iso(held.max_ms),
     )
 
 
-def _refusal(result: list[Any]) -> Exception:
-    """The one translation from a script's refusal to our error tree."""
-    outcome = result[0]
-    if outcome == "taken":
-        n_taken = int(result[1])
-        taken, blocked = list(result[2 : 2 + n_taken]), list(result[2 + n_taken :])
-        lost = taken + blocked
-        return SeatTaken(
-            f"These seats are no longer available: {', '.join(lost)}.",
-            seats=lost,
-            taken=taken,
-            blocked=blocked,
-        )
-    if outcome == "not_on_sale":
-        reason = str(result[1])
-        return NotOnSale(_NOT_ON_SALE.get(reason, "This screening is not on sale."), reason=reason)
-    if outcome == "hold_limit":
-        return HoldLimit("You already hold seats for this screening: add to that hold or release it first.")
-    if outcome == "strand":
-        seat = str(result[1])
-        return WouldStrandSeat(f"This would leave seat {seat} alone; choose so that it is not.", seat=seat)
-    if outcome == "sold_out":
-        return SoldOut(f"Only {result[1]} left in this area.", remaining=int(result[1]))
-    if outcome == "unknown_area":
-        return InvalidInput(f"No GA area named {result[1]!r} here.", path="$.ga.area")
-    return NotFound("No live hold with this token.")
+def refusal(reply: replies.Refusal) -> SeatmapError:
+    """The one translation from a script's refusal to our error tree (REST and WebSocket alike)."""
+    match reply:
+        case replies.Taken(taken, blocked):
+            lost = taken + blocked
+            return SeatTaken(
+                f"These seats are no longer available: {', '.join(lost)}.",
+                seats=lost,
+                taken=taken,
+                blocked=blocked,
+            )
+        case replies.NotOnSale(reason):
+            return NotOnSale(_NOT_ON_SALE.get(reason, "This screening is not on sale."), reason=reason)
+        case replies.HoldLimit():
+            return HoldLimit(
+                "You already hold seats for this screening: add to that hold or release it first."
+            )
+        case replies.Strand(seat):
+            return WouldStrandSeat(
+                f"This would leave seat {seat} alone; choose so that it is not.", seat=seat
+            )
+        case replies.SoldOut(remaining):
+            return SoldOut(f"Only {remaining} left in this area.", remaining=remaining)
+        case replies.UnknownArea(area):
+            return InvalidInput(f"No GA area named {area!r} here.", path="$.ga.area")
+        case replies.TooMany(_, limit):
+            return TooManySeats(f"At most {limit} seats per hold.", limit=limit)
+        case replies.NotHeld(seats):
+            return InvalidInput("These seats are not in this hold.", path="$.remove", seats=seats)
+        case replies.Expired():
+            return HoldExpired("Your hold has expired; its seats went back on sale.")
+        case replies.Gone():
+            return NotFound("No live hold with this token.")
 
 
 def holds_of(rt: Runtime) -> Holds:

@@ -1,7 +1,11 @@
 """A screening's sellable inventory in Redis: its keys, its scripts, its rebuild from PostgreSQL.
 
+One typed method per Lua script (scripts.py loads them): it builds the script's KEYS from
+`Keys` and its ARGV from typed arguments, and decodes the reply into a Struct of replies.py, so
+no caller builds a key list or reads a reply by index.
+
 Redis makes the seat map fast; PostgreSQL is the truth. Every script refuses to run on a
-screening whose state is not loaded (`noinit`), and `run` then loads it from PostgreSQL
+screening whose state is not loaded (`["noinit"]`), and `_run` then loads it from PostgreSQL
 (blocked seats, sold seats, GA units sold) and runs the script again. So a Redis restart or
 flush heals itself on the next touch, and a sold seat never shows as free (invariant 5).
 """
@@ -9,26 +13,29 @@ flush heals itself on the next touch, and a sold seat never shows as free (invar
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import importlib.resources
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, NamedTuple, NewType
+from typing import Any, Final, TypeVar
 
-import hiredis
+import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, ResponseError
 
 from seatmap.db import Pool
 from seatmap.errors import NotFound
+from seatmap.live import replies
+from seatmap.live.replies import NOT_LOADED
+from seatmap.live.scripts import Scripts
 from seatmap.live.seats import DEFAULT_SWEET_ROW, Place, Plan, plan
 
-ScreeningId = NewType("ScreeningId", int)
-
-# What the hash stores -> what clients see. Held seats carry their token ("h:<token>").
-PUBLIC_STATE: Final = {"s": "sold", "b": "blocked"}
+_R = TypeVar("_R")
+# How long "this order's seats were marked sold" is remembered (retried webhooks come early).
+_SOLD_MARKER_MS: Final = 7 * 24 * 3600 * 1000
+# How long "this order's seats were freed" is remembered (a retried refund job comes early).
+_FREED_MARKER_MS: Final = 7 * 24 * 3600 * 1000
+# How long an owner touching a restocked hold is told it expired, rather than not found.
+_EXPIRED_MARKER_MS: Final = 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -71,138 +78,41 @@ class Keys:
     def user(self, user_id: int) -> str:
         return f"{self.base}:user:{user_id}"
 
+    def expired(self, token: str) -> str:
+        return f"{self.base}:expired:{token}"
+
+    def sold(self, order_ref: str) -> str:
+        return f"{self.base}:sold:{order_ref}"
+
+    def freed(self, order_id: int) -> str:
+        return f"{self.base}:freed:{order_id}"
+
+    def ranked(self, count: int, category: str | None, accessible: bool) -> str:
+        """The best-first list of blocks of `count` seats (see seats.ranked_blocks)."""
+        return f"{self.base}:ranked:{count}:{category or '*'}:{'a' if accessible else 'g'}"
+
+    def holding(self, token: str, user_id: int) -> list[str]:
+        """The keys of the scripts that change one hold, in their KEYS order."""
+        return [
+            self.meta, self.seats, self.ga, self.seq, self.log, self.expiry,
+            self.hold(token), self.ttl(token), self.user(user_id),
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HoldTerms:
+    """What a new or changed hold is allowed (from Settings): the scripts enforce it atomically."""
+
+    ttl_ms: int
+    max_ms: int
+    per_user: int
+    max_seats: int
+    strand_share: float
+
 
 def ttl_key_pattern(prefix: str) -> re.Pattern[str]:
     """Recognises an expired hold's TTL key in a keyspace notification: (screening, token)."""
     return re.compile(re.escape(prefix) + r":\{scr:(\d+)\}:ttl:(.+)$")
-
-
-def _load_scripts() -> dict[str, str]:
-    text = importlib.resources.files("seatmap.live").joinpath("holds.lua").read_text()
-    blocks: dict[str, str] = {}
-    for match in re.finditer(r"^--- (\w+) ---\n(.*?)(?=^--- \w+ ---\n|\Z)", text, re.S | re.M):
-        blocks[match[1]] = match[2]
-    prelude = blocks.pop("prelude")
-    return {name: prelude + body for name, body in blocks.items()}
-
-
-SCRIPT_SOURCES: Final = _load_scripts()
-
-
-class Scripts:
-    """The Lua scripts, auto-pipelined: calls made in one event-loop turn go to Redis together.
-
-    Under load most of a hold's cost was redis-py's per-command path (pool checkout, retry
-    and timeout wrappers, packing), not Redis. Here the calls queued while the loop was busy
-    are written at once on one connection and their replies read in order: one checkout and
-    one write for the batch. Each script is still atomic on its own; nothing waits for a
-    batch to fill, so a lone call goes out on the next turn. EVALSHA, falling back to EVAL
-    for scripts the server does not know (a restart, SCRIPT FLUSH).
-
-    A connection that fails before the first reply is read is replaced and the batch sent once
-    more (as redis-py retries a command); one that fails mid-batch fails the calls whose replies
-    were not read: whether such a script ran is unknown, and it is not sent again.
-    """
-
-    def __init__(self, redis: Redis) -> None:
-        self.redis = redis
-        self._sha = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SCRIPT_SOURCES.items()}
-        self._queue: list[_Call] = []
-
-    def __call__(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if not self._queue:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._queue.append(_Call(name, keys, args, future))
-        return future
-
-    def _flush(self) -> None:
-        calls, self._queue = self._queue, []
-        task = asyncio.ensure_future(self._send(calls))
-        _sending.add(task)
-        task.add_done_callback(_sending.discard)
-
-    async def _send(self, calls: list[_Call], attempt: int = 1) -> None:
-        pool = self.redis.connection_pool
-        unknown: list[_Call] = []
-        read = 0
-        try:
-            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        except Exception as exc:
-            _fail(calls, exc)
-            return
-        try:
-            packed = b"".join(
-                # hiredis packs a command in C, ~8x faster than redis-py's asyncio connection.
-                hiredis.pack_command(("EVALSHA", self._sha[c.name], len(c.keys), *c.keys, *c.args))
-                for c in calls
-            )
-            await conn.send_packed_command(packed, check_health=False)
-            for call in calls:
-                try:
-                    reply = await conn.read_response()
-                except NoScriptError:
-                    unknown.append(call)
-                except ResponseError as exc:
-                    _settle(call.future, exception=exc)
-                else:
-                    _settle(call.future, reply)
-                read += 1
-        except BaseException as exc:
-            # The connection is out of step with its replies: it must not be reused as it is.
-            await conn.disconnect(nowait=True)
-            if read == 0 and attempt == 1 and isinstance(exc, RedisConnectionError | OSError):
-                # A pooled connection that died idle (Redis restarted, a proxy dropped it):
-                # once more on a fresh one, as redis-py retries its own commands.
-                retry = True
-            else:
-                retry = False
-                _fail(calls[read:], exc)
-                if not isinstance(exc, Exception):
-                    raise
-        else:
-            retry = False
-        finally:
-            await pool.release(conn)
-        if retry:
-            await self._send(calls, attempt=2)
-            return
-        for call in unknown:
-            try:
-                source = SCRIPT_SOURCES[call.name]
-                reply = await self.redis.eval(source, len(call.keys), *call.keys, *call.args)
-            except Exception as exc:
-                _settle(call.future, exception=exc)
-            else:
-                _settle(call.future, reply)
-
-
-class _Call(NamedTuple):
-    name: str
-    keys: list[str]
-    args: list[Any]
-    future: asyncio.Future[Any]
-
-
-_sending: Final[set[asyncio.Future[None]]] = set()  # batches in flight (tasks need a reference)
-
-
-def _settle(
-    future: asyncio.Future[Any], result: Any = None, *, exception: BaseException | None = None
-) -> None:
-    if future.done():  # the caller gave up (cancelled); the script ran or not, as for any command
-        return
-    if isinstance(exception, asyncio.CancelledError):
-        future.cancel()
-    elif exception is not None:
-        future.set_exception(exception)
-    else:
-        future.set_result(result)
-
-
-def _fail(calls: list[_Call], exc: BaseException) -> None:
-    for call in calls:
-        _settle(call.future, exception=exc)
 
 
 @dataclass(frozen=True)
@@ -309,67 +219,171 @@ class Inventory:
         for label, (left, right) in neighbours.items():
             args += [label, f"{left}|{right}"]
         k = self.keys(screening)
-        await self.scripts("init", [k.meta, k.seats, k.ga, k.seq, k.nb], args)
+        await self._call("init", _LOADED, [k.meta, k.seats, k.ga, k.seq, k.nb], args)
 
-    async def run(self, screening: int, name: str, keys: list[str], args: list[Any]) -> list[Any]:
+    async def _call(
+        self, name: str, decoder: msgspec.json.Decoder[_R], keys: list[str], args: list[Any]
+    ) -> _R:
+        return decoder.decode(await self.scripts(name, keys, args))
+
+    async def _run(
+        self, screening: int, name: str, decoder: msgspec.json.Decoder[_R], keys: list[str], args: list[Any]
+    ) -> _R:
         """Run a script; if the screening is not loaded in Redis, load it and run it again."""
-        result: list[Any] = await self.scripts(name, keys, args)
-        if result and result[0] == "noinit":
+        raw = await self.scripts(name, keys, args)
+        if raw == NOT_LOADED:
             await self.load(screening)
-            result = await self.scripts(name, keys, args)
-        return result
+            raw = await self.scripts(name, keys, args)
+        return decoder.decode(raw)
 
     async def log_after(self, keys: Keys, seq: int) -> list[tuple[int, str]]:
         """Recovery-log entries after `seq`, oldest first, as (seq, delta text)."""
         entries: Any = await self.redis.xrange(keys.log, min=f"{seq + 1}-0", max="+", count=10_000)
         return [(int(entry_id.split("-")[0]), fields["d"]) for entry_id, fields in entries]
 
+    # ---- holds (seats.lua) ---------------------------------------------------------------------
+
+    async def hold(
+        self, screening: int, token: str, owner: int, terms: HoldTerms, candidates: list[list[str]],
+        ga_area: str = "", ga_units: int = 0,
+    ) -> replies.HoldReply:  # fmt: skip
+        """A new hold of the first candidate that is free and strands no seat (one candidate: those seats)."""
+        k = self.keys(screening)
+        args: list[Any] = [
+            k.channel, token, owner, terms.ttl_ms, terms.max_ms, terms.per_user, self.loglen, ga_area,
+            ga_units, repr(terms.strand_share), len(candidates),
+        ]  # fmt: skip
+        for candidate in candidates:
+            args += [len(candidate), *candidate]
+        return await self._run(screening, "hold", _HOLD, [*k.holding(token, owner), k.nb], args)
+
+    async def best(
+        self, screening: int, token: str, owner: int, terms: HoldTerms, ranked: str
+    ) -> replies.BestReply:
+        """A new hold of the first free block of the ranked list stored at `ranked` (Keys.ranked)."""
+        k = self.keys(screening)
+        args: list[Any] = [
+            k.channel, token, owner, terms.ttl_ms, terms.max_ms, terms.per_user, self.loglen,
+            repr(terms.strand_share),
+        ]  # fmt: skip
+        return await self._run(screening, "best", _BEST, [*k.holding(token, owner), k.nb, ranked], args)
+
+    async def modify(
+        self, screening: int, token: str, owner: int, terms: HoldTerms, add: list[str], remove: list[str]
+    ) -> replies.ModifyReply:
+        k = self.keys(screening)
+        args: list[Any] = [
+            k.channel, token, owner, terms.max_seats, self.loglen, len(add), repr(terms.strand_share),
+            *add, *remove,
+        ]  # fmt: skip
+        keys = [*k.holding(token, owner), k.nb, k.expired(token)]
+        return await self._run(screening, "modify", _MODIFY, keys, args)
+
+    async def extend(self, screening: int, token: str, owner: int, ttl_ms: int) -> replies.ExtendReply:
+        k = self.keys(screening)
+        keys = [k.meta, k.hold(token), k.ttl(token), k.expiry, k.user(owner), k.expired(token)]
+        return await self._run(screening, "extend", _EXTEND, keys, [token, owner, ttl_ms])
+
+    async def release(self, screening: int, token: str, owner: int) -> replies.ReleaseReply:
+        k = self.keys(screening)
+        keys = [*k.holding(token, owner), k.expired(token)]
+        return await self._run(screening, "release", _RELEASE, keys, [k.channel, token, owner, self.loglen])
+
+    async def sell(
+        self, screening: int, token: str, owner: int, seats: list[str], ga_area: str, ga_units: int,
+        order_ref: str,
+    ) -> replies.MarkedReply:  # fmt: skip
+        """Mark an order's seats sold, once per `order_ref` (a repeat answers Done)."""
+        k = self.keys(screening)
+        keys = [*k.holding(token, owner), k.sold(order_ref)]
+        args: list[Any] = [k.channel, token, self.loglen, ga_area, ga_units, _SOLD_MARKER_MS, *seats]
+        return await self._run(screening, "sell", _MARKED, keys, args)
+
+    # ---- back on sale (restock.lua) ------------------------------------------------------------
+
+    async def restock(self, screening: int, token: str) -> replies.RestockReply:
+        """Free an expired hold's seats; Restocked only for the one call that did it."""
+        k = self.keys(screening)
+        # The user index key is per user; the script only needs its name to ZREM the token.
+        owner: Any = await self.redis.hget(k.hold(token), "owner")
+        keys = [*k.holding(token, int(owner or 0)), k.expired(token)]
+        args = [k.channel, token, self.loglen, _EXPIRED_MARKER_MS]
+        return await self._run(screening, "restock", _RESTOCK, keys, args)
+
+    async def drop_holds(self, screening: int) -> int:
+        """Release every live hold of the screening in one delta; returns how many there were."""
+        k = self.keys(screening)
+        tokens = [str(token) for token in await self.redis.zrange(k.expiry, 0, -1)]
+        if not tokens:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for token in tokens:
+                pipe.hget(k.hold(token), "owner")
+            owners: list[str | None] = await pipe.execute()
+        keys = [k.meta, k.seats, k.ga, k.seq, k.log, k.expiry]
+        for token, owner in zip(tokens, owners, strict=True):
+            keys += [k.hold(token), k.ttl(token), k.user(int(owner or 0))]
+        dropped = await self._run(screening, "drop_holds", _DROPPED, keys, [k.channel, self.loglen, *tokens])
+        return dropped.holds
+
+    async def free(
+        self, screening: int, order_id: int, seats: list[str], ga_area: str, ga_units: int
+    ) -> replies.MarkedReply | None:
+        """A refunded order's seats back on sale, once per order; None if the screening is not loaded
+        (then nothing is needed: a load from PostgreSQL shows them free)."""
+        k = self.keys(screening)
+        keys = [k.meta, k.seats, k.ga, k.seq, k.log, k.freed(order_id)]
+        args: list[Any] = [k.channel, self.loglen, ga_area, ga_units, _FREED_MARKER_MS, *seats]
+        raw = await self.scripts("free", keys, args)
+        return None if raw == NOT_LOADED else _MARKED.decode(raw)
+
+    # ---- the screening as a whole (screening.lua, blocks.lua) ----------------------------------
+
     async def snapshot(self, screening: int) -> SeatMap:
         k = self.keys(screening)
-        raw = await self.run(screening, "snapshot", [k.meta, k.seats, k.ga, k.seq], [])
-        seq, seats_flat, ga_flat, meta_flat = raw
-        meta = dict(zip(meta_flat[::2], meta_flat[1::2], strict=True))
-        taken = dict(zip(ga_flat[::2], map(int, ga_flat[1::2]), strict=True))
-        seats = {
-            label: PUBLIC_STATE.get(state, "held")
-            for label, state in zip(seats_flat[::2], seats_flat[1::2], strict=True)
-        }
-        ga = {
-            field[4:]: int(capacity) - taken.get(field[4:], 0)
-            for field, capacity in meta.items()
-            if field.startswith("cap:")
-        }
-        return SeatMap(int(seq), seats, ga, meta.get("status", "scheduled"))
+        return await self._run(screening, "snapshot", _SEAT_MAP, [k.meta, k.seats, k.ga, k.seq], [])
 
     async def block(self, screening: int, labels: list[str]) -> list[str]:
         """Mark free seats blocked; returns the seats that are held or sold instead (nothing changed then)."""
         k = self.keys(screening)
-        result = await self.run(
-            screening, "block", [k.meta, k.seats, k.seq, k.log], [k.channel, self.loglen, *labels]
-        )
-        return [] if result[0] == "ok" else list(result[1:])
+        keys, args = [k.meta, k.seats, k.seq, k.log], [k.channel, self.loglen, *labels]
+        result = await self._run(screening, "block", _BLOCK, keys, args)
+        return result.seats if isinstance(result, replies.Busy) else []
 
     async def unblock(self, screening: int, labels: list[str]) -> None:
         k = self.keys(screening)
-        await self.run(
-            screening, "unblock", [k.meta, k.seats, k.seq, k.log], [k.channel, self.loglen, *labels]
-        )
+        keys, args = [k.meta, k.seats, k.seq, k.log], [k.channel, self.loglen, *labels]
+        await self._run(screening, "unblock", _CHANGED, keys, args)
 
     async def set_status(self, screening: int, status: str, starts_at: datetime) -> int:
         """Change the live status (e.g. cancelled) and tell every viewer; returns the seq."""
         k = self.keys(screening)
-        result = await self.run(
-            screening, "status", [k.meta, k.seq, k.log], [k.channel, status, _ms(starts_at), self.loglen]
-        )
-        return int(result[1])
+        args = [k.channel, status, _ms(starts_at), self.loglen]
+        changed = await self._run(screening, "status", _CHANGED, [k.meta, k.seq, k.log], args)
+        return changed.seq
 
 
-@dataclass(frozen=True)
-class SeatMap:
+class SeatMap(msgspec.Struct, array_like=True, frozen=True):
+    """A screening's live state at `seq`: seats that are not free (held, sold, blocked), GA units left."""
+
     seq: int
     seats: dict[str, str]
     ga: dict[str, int]
     status: str
+
+
+_HOLD: Final[msgspec.json.Decoder[replies.HoldReply]] = msgspec.json.Decoder(replies.HoldReply)
+_BEST: Final[msgspec.json.Decoder[replies.BestReply]] = msgspec.json.Decoder(replies.BestReply)
+_MODIFY: Final[msgspec.json.Decoder[replies.ModifyReply]] = msgspec.json.Decoder(replies.ModifyReply)
+_EXTEND: Final[msgspec.json.Decoder[replies.ExtendReply]] = msgspec.json.Decoder(replies.ExtendReply)
+_RELEASE: Final[msgspec.json.Decoder[replies.ReleaseReply]] = msgspec.json.Decoder(replies.ReleaseReply)
+_RESTOCK: Final[msgspec.json.Decoder[replies.RestockReply]] = msgspec.json.Decoder(replies.RestockReply)
+_MARKED: Final[msgspec.json.Decoder[replies.MarkedReply]] = msgspec.json.Decoder(replies.MarkedReply)
+_BLOCK: Final[msgspec.json.Decoder[replies.BlockReply]] = msgspec.json.Decoder(replies.BlockReply)
+_CHANGED: Final = msgspec.json.Decoder(replies.Changed)
+_DROPPED: Final = msgspec.json.Decoder(replies.Dropped)
+_LOADED: Final = msgspec.json.Decoder(replies.Loaded)
+_SEAT_MAP: Final = msgspec.json.Decoder(SeatMap)
 
 
 def _ms(moment: datetime) -> int:

@@ -142,18 +142,7 @@ async def release_live(rt: Runtime, screening_id: int, starts_at: datetime) -> i
     if await inventory.redis.hget(k.meta, "status") != "cancelled":
         await inventory.set_status(screening_id, "cancelled", starts_at)
     # From here no hold can be added (the scripts refuse a cancelled screening).
-    tokens = [str(token) for token in await inventory.redis.zrange(k.expiry, 0, -1)]
-    if not tokens:
-        return 0
-    async with inventory.redis.pipeline(transaction=False) as pipe:
-        for token in tokens:
-            pipe.hget(k.hold(token), "owner")
-        owners: list[str | None] = await pipe.execute()
-    keys = [k.meta, k.seats, k.ga, k.seq, k.log, k.expiry]
-    for token, owner in zip(tokens, owners, strict=True):
-        keys += [k.hold(token), k.ttl(token), k.user(int(owner or 0))]
-    result = await inventory.run(screening_id, "drop_holds", keys, [k.channel, inventory.loglen, *tokens])
-    return int(result[2]) if result[0] == "ok" else 0
+    return await inventory.drop_holds(screening_id)
 
 
 async def run_live_cancel(rt: Runtime, job: jobs.Job) -> None:

@@ -39,6 +39,7 @@ from seatmap.api import (
 )
 from seatmap.db import AnyConnection
 from seatmap.errors import (
+    HoldExpired,
     IdempotencyKeyReused,
     InvalidInput,
     NotFound,
@@ -406,8 +407,8 @@ async def cancel_order(request: Request) -> Response:
             raise OrderClosed(f"This order is {order.status}.", status=order.status)
     try:
         await holds_of(rt).release(who, token)
-    except NotFound:
-        pass  # the hold lapsed meanwhile: its seats are free already
+    except (NotFound, HoldExpired):
+        pass  # the hold lapsed meanwhile: its seats are free already (or about to be)
     return respond(await visible_order(rt, who, order_id))
 
 
@@ -424,8 +425,8 @@ async def expire_lapsed(rt: Runtime) -> int:
         owner = Principal(user_id=row["owner"], role="customer", jti="", expires_at=0)
         try:
             await holds.release(owner, row["hold_token"])
-        except NotFound:
-            pass  # restocked already
+        except (NotFound, HoldExpired):
+            pass  # expired: restocked already, or the restock is on its way
     return len(rows)
 
 

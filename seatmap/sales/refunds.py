@@ -44,8 +44,6 @@ log = logging.getLogger("seatmap.sales.refunds")
 JOB: Final = "refund"
 # Payments taken at the counter go back at the counter: nothing for a gateway to do.
 COUNTER_METHODS: Final = frozenset({"cash", "card_present"})
-# How long "this order's seats were freed" is remembered in Redis (a retried job comes early).
-_FREED_MARKER_MS: Final = 7 * 24 * 3600 * 1000
 
 outcomes: Final = Counter(
     "seatmap_refunds_total",
@@ -221,12 +219,7 @@ async def free_seats(
     the tickets are void already.
     """
     inventory = holds_of(rt).inventory
-    k = inventory.keys(screening_id)
-    await inventory.scripts(
-        "free",
-        [k.meta, k.seats, k.ga, k.seq, k.log, f"{k.base}:freed:{order_id}"],
-        [k.channel, inventory.loglen, ga_area or "", ga_units if ga_area else 0, _FREED_MARKER_MS, *seats],
-    )
+    await inventory.free(screening_id, order_id, seats, ga_area or "", ga_units if ga_area else 0)
 
 
 # ---- the customer's refund -------------------------------------------------------------------

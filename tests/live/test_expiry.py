@@ -10,13 +10,14 @@ from datetime import datetime
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from seatmap.app import create_app
 from seatmap.live.expiry import Expiry
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running
-from tests.support import TIMEOUT_FACTOR, Server, Viewer, make_screening, quick_users
+from tests.support import TIMEOUT_FACTOR, Server, User, Viewer, make_screening, quick_users
 
 
 @pytest.mark.parametrize("notifications", [True, False], ids=["keyspace-events", "sweeper-only"])
@@ -81,7 +82,8 @@ async def test_extended_hold_survives_its_first_deadline(rt: Runtime, settings: 
             assert (await client.post(f"/api/holds/{token}/extend", headers=alice.headers)).status_code == 200
         assert (await client.get(f"/api/holds/{token}", headers=alice.headers)).status_code == 200
         await asyncio.sleep(1.5)
-        assert (await client.get(f"/api/holds/{token}", headers=alice.headers)).status_code == 404
+        r = await client.get(f"/api/holds/{token}", headers=alice.headers)
+        assert (r.status_code, r.json()["error"]["code"]) == (409, "hold_expired")
 
 
 async def test_many_restockers_release_once(rt: Runtime, settings: Settings) -> None:
@@ -109,6 +111,83 @@ async def test_many_restockers_release_once(rt: Runtime, settings: Settings) -> 
         with pytest.raises(TimeoutError):
             await viewer.next("delta", within=0.5)
         await viewer.close()
+
+
+async def test_owner_is_told_the_hold_expired(rt: Runtime, settings: Settings) -> None:
+    """Past the deadline the owner's hold answers 409 hold_expired (REST and socket), before and
+    after its restock; to anyone else it is still 404, as if it never existed."""
+    screening = await make_screening(rt, ["SSSS"])
+    short = replace(settings, hold_ttl=1, sweep_interval=60, expiry_notifications=False)
+    async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
+        alice, bob = await quick_users(rt, 2)
+        token = (
+            await client.post(
+                "/api/holds", json={"screening_id": screening, "seats": ["A1"]}, headers=alice.headers
+            )
+        ).json()["token"]
+        me = await Viewer.connect(srv, screening)
+        await me.next("snapshot")
+        await me.command(type="auth", token=alice.token)
+
+        async def answers(user: User) -> set[tuple[int, str]]:
+            path = f"/api/holds/{token}"
+            tried = [
+                await client.get(path, headers=user.headers),
+                await client.post(f"{path}/extend", headers=user.headers),
+                await client.post(f"{path}/seats", json={"add": ["A2"]}, headers=user.headers),
+                await client.delete(path, headers=user.headers),
+            ]
+            return {(r.status_code, r.json()["error"]["code"]) for r in tried}
+
+        async def on_socket() -> set[str]:
+            tried = [
+                await me.command(type="extend", token=token),
+                await me.command(type="hold", token=token, seats=["A2"]),
+                await me.command(type="release", token=token),
+            ]
+            return {reply.get("code", reply["type"]) for reply in tried}
+
+        await asyncio.sleep(1.2)
+        assert await answers(alice) == {(409, "hold_expired")}
+        assert await on_socket() == {"hold_expired"}
+        assert await answers(bob) == {(404, "not_found")}
+        expiry = srv_runtime(srv).extras["expiry"]
+        assert isinstance(expiry, Expiry)
+        assert await expiry.restock(screening, token) is True
+        assert await answers(alice) == {(409, "hold_expired")}
+        assert await on_socket() == {"hold_expired"}
+        assert await answers(bob) == {(404, "not_found")}
+        await me.close()
+
+
+async def test_restocks_and_their_lag_are_exported(rt: Runtime, settings: Settings) -> None:
+    """A hold driven to expiry moves the restock counter once and the lag histogram by its delay."""
+    screening = await make_screening(rt, ["SSSS"])
+    short = replace(settings, hold_ttl=1, sweep_interval=60, expiry_notifications=False)
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
+        (alice,) = await quick_users(rt, 1)
+        token = (
+            await client.post(
+                "/api/holds", json={"screening_id": screening, "seats": ["A1"]}, headers=alice.headers
+            )
+        ).json()["token"]
+        before = {
+            name: sample(name)
+            for name in ("seatmap_restocks_total", "seatmap_restock_lag_seconds_count",
+                         "seatmap_restock_lag_seconds_sum")
+        }  # fmt: skip
+        await asyncio.sleep(1.6)  # restocked 0.6 s after its deadline
+        expiry = srv_runtime(srv).extras["expiry"]
+        assert isinstance(expiry, Expiry)
+        assert [await expiry.restock(screening, token) for _ in range(3)] == [True, False, False]
+        assert sample("seatmap_restocks_total") - before["seatmap_restocks_total"] == 1
+        assert sample("seatmap_restock_lag_seconds_count") - before["seatmap_restock_lag_seconds_count"] == 1
+        lag = sample("seatmap_restock_lag_seconds_sum") - before["seatmap_restock_lag_seconds_sum"]
+        assert 0.4 < lag < 0.6 + 2 * TIMEOUT_FACTOR
 
 
 def srv_runtime(srv: Server) -> Runtime:

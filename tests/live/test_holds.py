@@ -9,9 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from seatmap.accounts.auth import Principal
-from seatmap.live.holds import holds_of
+from seatmap.live import replies
+from seatmap.live.holds import holds_of, refusal
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running
@@ -379,3 +381,47 @@ async def test_holds_go_on_after_redis_drops_the_idle_connections(
     )
     assert [h.seats for h in made] == [["B1"], ["B2"], ["B3"]]
     assert (await seat_map(rt, screening))["seats"] == {s: "held" for s in ["A1", "B1", "B2", "B3"]}
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "details"),
+    [
+        (
+            replies.Taken(["A1"], ["A2"]),
+            "seat_taken",
+            {"seats": ["A1", "A2"], "taken": ["A1"], "blocked": ["A2"]},
+        ),
+        (replies.Taken([], ["A2"]), "seat_taken", {"seats": ["A2"], "taken": [], "blocked": ["A2"]}),
+        (replies.Strand("B4"), "would_strand_seat", {"seat": "B4"}),
+        (replies.NotOnSale("started"), "not_on_sale", {"reason": "started"}),
+        (replies.HoldLimit(["1.x"]), "hold_limit", {}),
+        (replies.UnknownArea("Pit"), "invalid_input", {"path": "$.ga.area"}),
+        (replies.SoldOut(3), "sold_out", {"remaining": 3}),
+        (replies.TooMany(12, 10), "too_many_seats", {"limit": 10}),
+        (replies.NotHeld(["C1"]), "invalid_input", {"path": "$.remove", "seats": ["C1"]}),
+        (replies.Expired(), "hold_expired", {}),
+        (replies.Gone(), "not_found", {}),
+    ],
+)
+def test_every_refusal_becomes_the_error_clients_switch_on(
+    reply: replies.Refusal, code: str, details: dict[str, Any]
+) -> None:
+    """Each refusal a script can answer reaches REST and the socket as one code with its details."""
+    error = refusal(reply)
+    assert (error.code, error.details) == (code, details)
+
+
+async def test_hold_attempts_are_counted_by_outcome(
+    rt: Runtime, client: httpx.AsyncClient, screening: int
+) -> None:
+    """seatmap_holds_total counts a created hold, a taken seat, the hold limit and a bad request."""
+
+    def count(outcome: str) -> float:
+        return REGISTRY.get_sample_value("seatmap_holds_total", {"outcome": outcome}) or 0.0
+
+    outcomes = ("created", "taken", "limit", "invalid")
+    before = {o: count(o) for o in outcomes}
+    alice, bob = await quick_users(rt, 2)
+    for who, seats in [(alice, ["E1"]), (bob, ["E1"]), (alice, ["E3"]), (bob, ["Z99"])]:
+        await client.post("/api/holds", json={"screening_id": screening, "seats": seats}, headers=who.headers)
+    assert {o: count(o) - before[o] for o in outcomes} == {"created": 1, "taken": 1, "limit": 1, "invalid": 1}

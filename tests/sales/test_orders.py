@@ -109,6 +109,24 @@ async def test_concurrent_retries_with_one_key_make_one_order(
     assert len({r.json()["id"] for r in replies}) == 1
 
 
+async def test_order_from_an_expired_hold_says_it_expired(rt: Runtime, settings: Settings) -> None:
+    """Checking out a hold past its deadline answers 409 hold_expired (not 404), and makes no order."""
+    from dataclasses import replace
+
+    from seatmap.app import create_app
+
+    screening = await make_screening(rt, ["SSSS"])
+    short = replace(settings, hold_ttl=1, sweep_interval=60, expiry_notifications=False)
+    async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
+        (alice,) = await quick_users(rt, 1)
+        held = await hold(client, alice, screening, ["A1"])
+        await asyncio.sleep(1.2)
+        r = await order(client, alice, held["token"])
+        assert (r.status_code, r.json()["error"]["code"]) == (409, "hold_expired")
+    async with rt.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM orders") == 0
+
+
 async def test_order_needs_your_own_live_hold(rt: Runtime, client: httpx.AsyncClient, screening: int) -> None:
     """Someone else's hold, a released hold or a made-up token is 404; bad bodies are 422."""
     alice, bob = await quick_users(rt, 2)

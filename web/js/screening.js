@@ -143,7 +143,10 @@ export async function showScreening(main, id) {
     try {
       remember(await api(`/api/holds/${encodeURIComponent(hold.token)}`));
     } catch (error) {
-      if (error.status === 404 || error.status === 401) {
+      if (error.code === "hold_expired") {
+        remember(null);
+        say(message, explain(error), "warn");
+      } else if (error.status === 404 || error.status === 401) {
         remember(null);
         say(message, "Your hold has expired or was released; the seats went back on sale.", "warn");
       }
@@ -151,6 +154,7 @@ export async function showScreening(main, id) {
   }
 
   function refuse(error, context) {
+    if (error.code === "hold_expired") remember(null); // nothing left to extend, change or release
     say(message, explain(error, context), "error");
     view.flash(error.details?.seats || (error.details?.seat ? [error.details.seat] : []));
   }
@@ -198,7 +202,7 @@ export async function showScreening(main, id) {
           say(message, `${label} is held for you.`, "ok");
           return;
         } catch (error) {
-          if (error.status !== 404) throw error;
+          if (error.status !== 404 && error.code !== "hold_expired") throw error;
           remember(null); // the hold ended meanwhile: start a new one
         }
       }
