@@ -13,25 +13,11 @@ import websockets
 
 from seatmap.accounts.auth import Principal
 from seatmap.app import create_app
-from seatmap.live.backlog import RESYNC, Subscriber
-from seatmap.live.channels import Channel
 from seatmap.live.holds import Holds
-from seatmap.live.inventory import Keys
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running
 from tests.support import TIMEOUT_FACTOR, Viewer, make_screening, quick_users
-
-
-def test_full_queue_becomes_one_resync() -> None:
-    """A subscriber that falls behind holds at most its queue size, then just 'send a snapshot'."""
-    sub = Subscriber(Channel(1, Keys.of("t", 1)), maxsize=4)
-    for seq in range(1, 100):
-        sub.offer(seq, f"delta {seq}")
-        assert len(sub.pending) <= 4
-    items = list(sub.pending)
-    assert RESYNC in items
-    assert items[-1][0] == 99  # the newest delta follows the resync marker
 
 
 async def test_a_client_that_stops_reading_does_not_delay_others(rt: Runtime, settings: Settings) -> None:
@@ -81,9 +67,9 @@ async def test_a_client_that_stops_reading_does_not_delay_others(rt: Runtime, se
             assert seqs == list(range(start + 1, start + changes + 1))
         channel = srv.runtime.channels.channels[screening] if srv.runtime.channels else None
         assert channel is not None
-        stuck = [s for s in channel.subscribers if s.resyncs > 0]
+        stuck = [w for w in channel.feed.watchers if w.resyncs > 0]
         assert stuck, "the stalled socket should have been reset to a snapshot"
-        assert all(len(s.pending) <= 16 for s in channel.subscribers)
+        assert all(len(w.pending) <= 16 for w in channel.feed.watchers)
         p99 = statistics.quantiles(latencies, n=100)[98]
         assert p99 < 1000 * TIMEOUT_FACTOR, f"p99 {p99:.0f} ms with a stalled client"
         # Once it reads again, the stalled client converges on the same map (via a snapshot).
