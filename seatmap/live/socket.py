@@ -14,16 +14,15 @@ import contextlib
 import functools
 import logging
 import time
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
-import msgspec
 from prometheus_client import Gauge
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from seatmap.accounts.auth import ACCESS_COOKIE, Principal, principal_from_token
-from seatmap.errors import NotFound, SeatmapError, Unauthorized
+from seatmap.errors import NotFound, SeatmapError, Unauthorized, socket_error
 from seatmap.live.channels import RESYNCS, Channels
 from seatmap.live.feed import FROM_STREAM, Feed, Replay, ResumeFrom, TooSlow, Watcher
 from seatmap.live.holds import Holds, holds_of
@@ -188,7 +187,7 @@ class Session:
             try:
                 reply = await self.execute(command)
             except SeatmapError as exc:
-                await self.send(_error(exc, getattr(command, "ref", None)))
+                await self.ws.send_text(socket_error(exc, getattr(command, "ref", None)))
                 continue
             if reply is not None:
                 await self.send(reply)
@@ -233,18 +232,6 @@ class Session:
             raise NotFound("No live hold with this token on this screening.")
 
 
-_ERROR_DETAILS: Final = tuple(f for f in Error.__struct_fields__ if f not in ("code", "message", "ref"))
-
-
-def _error(exc: SeatmapError, ref: str | None) -> Error:
-    """A SeatmapError as a socket message: the details REST would render, as typed fields."""
-    details: dict[str, Any] = {k: v for k, v in exc.details.items() if k in _ERROR_DETAILS}
-    try:
-        return msgspec.convert({"code": exc.code, "message": exc.message, "ref": ref, **details}, Error)
-    except msgspec.ValidationError:
-        return Error(code=exc.code, message=exc.message, ref=ref)
-
-
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -279,7 +266,7 @@ async def screening_socket(ws: WebSocket) -> None:
     try:
         await holds.inventory.layout(screening)
     except NotFound as exc:
-        await ws.send_text(encode(Error(code=exc.code, message=exc.message)))
+        await ws.send_text(socket_error(exc, None))
         await ws.close(CLOSE_NOT_FOUND, "no such screening")
         return
     principal: Principal | None = None

@@ -99,6 +99,26 @@ async def test_socket_hold_loses_race_with_named_seats(
     await me.close()
 
 
+async def test_socket_error_carries_every_detail_the_rest_error_has(
+    rt: Runtime, server: Server, client: httpx.AsyncClient, screening: int
+) -> None:
+    """A seat lost over the socket says which were taken and which blocked, exactly as REST does."""
+    alice, bob = await quick_users(rt, 2)
+    await hold(client, alice.headers, screening, "E4")
+    r = await client.post(
+        "/api/holds", json={"screening_id": screening, "seats": ["E3", "E4"]}, headers=bob.headers
+    )
+    assert r.status_code == 409
+    rest = r.json()["error"]
+    assert (rest["taken"], rest["blocked"]) == (["E4"], [])
+    me = await Viewer.connect(server, screening)
+    await me.next("snapshot")
+    await me.command(type="auth", token=bob.token)
+    error = await me.command(type="hold", ref="y", seats=["E3", "E4"])
+    assert error == {"type": "error", "ref": "y", **rest}
+    await me.close()
+
+
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
