@@ -26,7 +26,7 @@ and `flush()` hands the deltas applied since the last flush to every watcher, `b
 and `heartbeat(...)` the messages outside the seq order. A watcher whose backlog is full is reset
 to "send a fresh snapshot" (websockets' broadcast advice: the fan-out never waits for a socket).
 
-A socket's writer drains its watcher with `Watcher.frame_to_send(feed)` and tells it `sent(now)`.
+A socket's writer drains its watcher with `Watcher.frame_to_send(feed)` and sets `last_sent`.
 """
 
 from __future__ import annotations
@@ -372,9 +372,6 @@ class Watcher:
     def started(self, seq: int, now: float) -> None:
         """A snapshot or a replay up to `seq` went out outside the backlog."""
         self.last_seq = seq
-        self.last_sent = now
-
-    def sent(self, now: float) -> None:
         self.last_sent = now
 
     def frame_to_send(self, feed: Feed) -> str | ResumeFrom | TooSlow | None:

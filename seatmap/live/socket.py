@@ -145,16 +145,14 @@ class Session:
                 # arrives meanwhile shares the frame. A quiet socket is not delayed at all.
                 await asyncio.sleep(wait)
             frame = watcher.frame_to_send(self.feed)
-            if frame is None:
-                continue
-            if isinstance(frame, TooSlow):
+            if type(frame) is str:  # the common case first: this runs per frame and socket
+                await self.ws.send_text(frame)
+                watcher.last_sent = time.monotonic()
+            elif isinstance(frame, TooSlow):
                 await self.ws.close(CLOSE_TOO_SLOW, "too slow: reconnect and resume")
                 return
-            if isinstance(frame, ResumeFrom):
+            elif isinstance(frame, ResumeFrom):
                 await self._resume(frame.since)
-                continue
-            await self.ws.send_text(frame)
-            watcher.sent(time.monotonic())
 
     # -- reader --------------------------------------------------------------------------
 
