@@ -345,6 +345,15 @@ def error_response(exc: SeatmapError) -> Response:
     return Response(body, status_code=exc.status, headers=headers, media_type="application/json")
 
 
+def socket_error(exc: SeatmapError, ref: str | None) -> str:
+    """The same error as a WebSocket `error` frame: every detail REST renders, next to `ref`."""
+    frame: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
+    if ref is not None:
+        frame["ref"] = ref
+    frame.update(exc.details)
+    return _encoder.encode(frame).decode()
+
+
 async def http_handler(request: Request, exc: Exception) -> Response:
     """The one place a `SeatmapError` becomes an HTTP response."""
     assert isinstance(exc, SeatmapError)

@@ -1,23 +1,18 @@
-"""Fan-out: one Redis pub/sub connection per process, one `Channel` per watched screening.
+"""Fan-out I/O: one Redis pub/sub connection per process, one `Channel` per watched screening.
 
 A process subscribes to a screening's channel when its first local viewer arrives and drops
-it shortly after the last one leaves. Each delta arrives once per process, is decoded once
-(to keep the channel's own copy of the seat map current) and its text, as the Lua script
-wrote it, goes to every local socket through that socket's bounded queue. Nothing here ever
-awaits a socket: a socket whose queue is full is reset to "send a fresh snapshot" instead
-of growing memory (websockets' broadcast advice).
+it shortly after the last one leaves. Each message arrives once per process and goes to the
+screening's `Feed` (feed.py), which holds every rule: seq order, gaps, the recovery stream or a
+snapshot, which socket is too slow. This module only carries out what the feed asks for (read
+the stream, read a snapshot, hand the deltas over once per loop turn) and never awaits a socket.
 
-Ordering: deltas carry the screening's seq. A channel applies them strictly in order; a gap
-(a message lost while the pub/sub connection was down, or published between our snapshot
-and our subscription) is filled from the screening's recovery stream, or, when the stream no
-longer reaches back, by a fresh snapshot for everyone. A once-a-second check of the
-screening's seq (together with presence) catches a gap that no later delta would reveal.
+A once-a-second round publishes this process's viewers, sums everyone's, and checks the
+screening's seq, which catches a gap that no later delta would reveal.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
@@ -27,114 +22,45 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Final
 
 import msgspec
+from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError, RedisError
 
-from seatmap.live.backlog import Subscriber
-from seatmap.live.inventory import Inventory, Keys, SeatMap
-from seatmap.live.protocol import Delta, Heartbeat, Presence, Snapshot, Status, encoder
+from seatmap.live.feed import Feed, Fetch, Watcher
+from seatmap.live.inventory import Inventory, Keys
 
 log = logging.getLogger("seatmap.live.channels")
 
-_RING: Final = 512  # recent deltas kept per channel, to serve resumes without Redis
 _LINGER: Final = 2.0  # seconds a channel stays subscribed after its last viewer leaves
 _PRESENCE_FRESH_MS: Final = 5000
 
-_incoming: Final = msgspec.json.Decoder(Delta | Status)
+FANOUT_LAG: Final = Histogram(
+    "seatmap_fanout_lag_seconds",
+    "From a delta's commit (its ts) to handing it to this process's sockets.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+RESYNCS: Final = Counter(
+    "seatmap_resyncs_total",
+    "Sockets sent a fresh snapshot instead of the deltas they missed, by reason.",
+    ["reason"],
+)
+PUBSUB_RECONNECTS: Final = Counter(
+    "seatmap_pubsub_reconnects_total", "Times this process's pub/sub connection came back after a loss."
+)
 
 
 class Channel:
-    """The live state of one screening in this process, and its local subscribers."""
+    """One watched screening in this process: its feed, and the I/O state around it."""
+
+    __slots__ = ("feed", "flushing", "keys", "linger", "ready")
 
     def __init__(self, screening: int, keys: Keys) -> None:
-        self.screening = screening
+        self.feed = Feed(screening)
         self.keys = keys
-        self.subscribers: set[Subscriber] = set()
-        self.seq = 0
-        self.seats: dict[str, str] = {}
-        self.ga: dict[str, int] = {}
-        self.status = "scheduled"
-        self.viewers = 0
-        self.ready = asyncio.Event()
-        self.ring: collections.deque[tuple[int, str]] = collections.deque(maxlen=_RING)
-        self._pending: list[tuple[int, Delta | Status, str]] = []
-        self._outbox: list[tuple[int, str]] = []  # applied, not yet handed to the subscribers
-        self._catching_up = False
-        self._snapshot: tuple[int, int, str] | None = None
+        self.ready = asyncio.Event()  # the first snapshot is loaded
         self.linger: asyncio.TimerHandle | None = None
-
-    # -- state ---------------------------------------------------------------------------
-
-    def load(self, seat_map: SeatMap) -> None:
-        self.seq = seat_map.seq
-        self.seats = dict(seat_map.seats)
-        self.ga = dict(seat_map.ga)
-        self.status = seat_map.status
-        self.ring.clear()
-        self._snapshot = None
-
-    def snapshot_text(self) -> tuple[int, str]:
-        """The encoded snapshot, encoded once per (seq, viewers) however many sockets join."""
-        # Presence is summed across processes once a second; until then count at least ours.
-        viewers = max(self.viewers, len(self.subscribers))
-        cached = self._snapshot
-        if cached is not None and cached[0] == self.seq and cached[1] == viewers:
-            return self.seq, cached[2]
-        message = Snapshot(
-            screening=self.screening, seq=self.seq, seats=self.seats, ga=self.ga,
-            viewers=viewers, status=self.status,
-        )  # fmt: skip
-        text = encoder.encode(message).decode()
-        self._snapshot = (self.seq, viewers, text)
-        return self.seq, text
-
-    def _apply(self, message: Delta | Status, text: str) -> None:
-        if isinstance(message, Delta):
-            for change in message.changes:
-                if change.seat is not None:
-                    if change.state == "free":
-                        self.seats.pop(change.seat, None)
-                    elif change.state is not None:
-                        self.seats[change.seat] = change.state
-                elif change.area is not None and change.remaining is not None:
-                    self.ga[change.area] = change.remaining
-        else:
-            self.status = message.status
-        self.seq = message.seq
-        self.ring.append((message.seq, text))
-        if not self._outbox:
-            asyncio.get_running_loop().call_soon(self.deliver)
-        self._outbox.append((message.seq, text))
-
-    def deliver(self) -> None:
-        """Hand the deltas applied in this loop turn to every local socket, in one go per socket.
-
-        Per delta and socket this was the hottest line of a busy screening (100 holders on one
-        map: 400,000 offers a second); per turn it is one extend per socket.
-        """
-        items, self._outbox = self._outbox, []
-        if items:
-            for sub in self.subscribers:
-                sub.offer_many(items)
-
-    def broadcast(self, text: str) -> None:
-        """A message outside the seq order (presence, heartbeat): always delivered."""
-        self.deliver()  # after the deltas already applied: a heartbeat's seq must not overtake them
-        for sub in self.subscribers:
-            sub.offer(0, text)
-
-    def resync_all(self) -> None:
-        for sub in self.subscribers:
-            sub.reset()
-
-    def replay_since(self, since: int) -> list[str] | None:
-        """Deltas after `since` from memory, or None if the ring does not reach back."""
-        if since >= self.seq:
-            return []
-        if not self.ring or self.ring[0][0] > since + 1:
-            return None
-        return [text for seq, text in self.ring if seq > since]
+        self.flushing = False  # a flush is scheduled for the end of this loop turn
 
 
 class Channels:
@@ -214,9 +140,11 @@ class Channels:
                 self._connected.set()
                 if not first:
                     self.reconnects += 1
+                    PUBSUB_RECONNECTS.inc()
                     log.info("pub/sub reconnected; bringing %d channel(s) up to date", len(self.channels))
                     for channel in list(self.channels.values()):
-                        self._spawn_catch_up(channel, None)
+                        channel.feed.receive_reconnect()
+                        self._carry_out(channel)
                 first = False
                 backoff = 0.1
                 async for message in pubsub.listen():
@@ -240,58 +168,66 @@ class Channels:
         if handler is not None:
             handler(data)
 
-    # -- ordering ------------------------------------------------------------------------
+    # -- what the feed asks for ----------------------------------------------------------
 
     def _receive(self, channel: Channel, text: str) -> None:
         try:
-            message = _incoming.decode(text)
+            channel.feed.receive_message(text)
         except msgspec.DecodeError:
             log.error("undecodable message on %s: %.200s", channel.keys.channel, text)
             return
-        if not channel.ready.is_set() or channel._catching_up:
-            channel._pending.append((message.seq, message, text))
-            return
-        if message.seq <= channel.seq:
-            return
-        if message.seq == channel.seq + 1:
-            channel._apply(message, text)
-            return
-        channel._pending.append((message.seq, message, text))
-        self._spawn_catch_up(channel, message.seq)
+        self._carry_out(channel)
 
-    def _spawn_catch_up(self, channel: Channel, seen: int | None) -> None:
-        if channel._catching_up:
-            return
-        channel._catching_up = True
-        self._spawn(self._catch_up(channel, seen), f"channels.catch_up.{channel.screening}")
+    def _carry_out(self, channel: Channel) -> None:
+        """After an event: schedule the flush and start the read the feed needs, if any."""
+        feed = channel.feed
+        if not channel.flushing and feed.flush_due():
+            channel.flushing = True
+            asyncio.get_running_loop().call_soon(self.deliver, channel)
+        fetch = feed.fetch_to_do()
+        if fetch is not None:
+            self._spawn(self._fetch(channel, fetch), f"channels.catch_up.{feed.screening}")
 
-    async def _catch_up(self, channel: Channel, seen: int | None) -> None:
-        """Fill the gap after channel.seq from the recovery stream, else take a fresh snapshot."""
+    def deliver(self, channel: Channel) -> None:
+        """Hand the deltas applied in this loop turn to every local socket, in one go per socket."""
+        channel.flushing = False
+        stamps = channel.feed.flush()
+        if stamps:
+            now_ms = time.time() * 1000
+            for ts in stamps:
+                FANOUT_LAG.observe(max(0.0, now_ms - ts) / 1000)
+        self._count_resyncs(channel.feed)
+
+    @staticmethod
+    def _count_resyncs(feed: Feed) -> None:
+        for reason, n in feed.resyncs_to_count().items():
+            RESYNCS.labels(reason).inc(n)
+
+    async def _fetch(self, channel: Channel, fetch: Fetch | None) -> None:
+        """Carry out the feed's reads (the stream after its seq, else a snapshot) until it is content."""
+        feed = channel.feed
         try:
-            entries = await self.inventory.log_after(channel.keys, channel.seq)
-            if entries and entries[0][0] == channel.seq + 1:
-                for seq, text in entries:
-                    if seq == channel.seq + 1:
-                        channel._apply(_incoming.decode(text), text)
-            elif entries or (seen is not None and seen > channel.seq):
-                channel.load(await self.inventory.snapshot(channel.screening))
-                channel.resync_all()
-        finally:
-            channel._catching_up = False
-        pending, channel._pending = channel._pending, []
-        for seq, message, text in sorted(pending, key=lambda p: p[0]):
-            if seq == channel.seq + 1:
-                channel._apply(message, text)
-            elif seq > channel.seq + 1:
-                channel._pending.append((seq, message, text))
-        if channel._pending:
-            self._spawn_catch_up(channel, channel._pending[-1][0])
+            while fetch is not None:
+                if fetch.after is None:
+                    seat_map = await self.inventory.snapshot(feed.screening)
+                    feed.receive_snapshot(seat_map.seq, seat_map.seats, seat_map.ga, seat_map.status)
+                else:
+                    feed.receive_entries(await self.inventory.log_after(channel.keys, fetch.after))
+                self.deliver(channel)
+                fetch = feed.fetch_to_do()
+        except BaseException:
+            feed.receive_fetch_failure()  # the next seq check asks again
+            raise
+
+    async def log_after(self, screening: int, seq: int) -> list[tuple[int, str]]:
+        """The recovery stream after `seq`: for a resuming socket when the feed's memory is too short."""
+        return await self.inventory.log_after(self.inventory.keys(screening), seq)
 
     # -- viewers -------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def watch(self, screening: int) -> AsyncIterator[Subscriber]:
-        """Subscribe a local socket to a screening; the channel is ready (snapshot loaded) on entry."""
+    async def watch(self, screening: int, *, batching: bool = False) -> AsyncIterator[tuple[Feed, Watcher]]:
+        """Add a local socket to a screening's feed; the feed has its snapshot loaded on entry."""
         channel = self.channels.get(screening)
         if channel is None:
             channel = Channel(screening, self.inventory.keys(screening))
@@ -299,36 +235,38 @@ class Channels:
             self._by_name[channel.keys.channel] = channel
             try:
                 await self._subscribe(channel.keys.channel)
-                channel.load(await self.inventory.snapshot(screening))
+                seat_map = await self.inventory.snapshot(screening)
             except BaseException:
                 self._forget(channel)
                 raise
+            channel.feed.receive_snapshot(seat_map.seq, seat_map.seats, seat_map.ga, seat_map.status)
             channel.ready.set()
-            if channel._pending:
-                self._spawn_catch_up(channel, None)
+            self._carry_out(channel)
         else:
             if channel.linger is not None:
                 channel.linger.cancel()
                 channel.linger = None
             await channel.ready.wait()
-        sub = Subscriber(channel, self.queue_size)
-        channel.subscribers.add(sub)
+        feed = channel.feed
+        watcher = Watcher(self.queue_size, batching=batching, now=time.monotonic())
+        feed.watchers.add(watcher)
         try:
-            yield sub
+            yield feed, watcher
         finally:
-            channel.subscribers.discard(sub)
-            if not channel.subscribers and self.channels.get(screening) is channel:
+            feed.watchers.discard(watcher)
+            if not feed.watchers and self.channels.get(screening) is channel:
                 loop = asyncio.get_running_loop()
                 channel.linger = loop.call_later(_LINGER, self._drop, channel)
 
     def _drop(self, channel: Channel) -> None:
-        if channel.subscribers or self.channels.get(channel.screening) is not channel:
+        screening = channel.feed.screening
+        if channel.feed.watchers or self.channels.get(screening) is not channel:
             return
         self._forget(channel)
-        self._spawn(self._unsubscribe(channel), f"channels.unsubscribe.{channel.screening}")
+        self._spawn(self._unsubscribe(channel), f"channels.unsubscribe.{screening}")
 
     def _forget(self, channel: Channel) -> None:
-        self.channels.pop(channel.screening, None)
+        self.channels.pop(channel.feed.screening, None)
         self._by_name.pop(channel.keys.channel, None)
 
     async def _subscribe(self, name: str) -> None:
@@ -363,12 +301,13 @@ class Channels:
         now_ms = int(time.time() * 1000)
         async with self.redis.pipeline(transaction=False) as pipe:
             for channel in channels:
-                pipe.hset(channel.keys.viewers, self.process_id, f"{len(channel.subscribers)}:{now_ms}")
+                pipe.hset(channel.keys.viewers, self.process_id, f"{len(channel.feed.watchers)}:{now_ms}")
                 pipe.hgetall(channel.keys.viewers)
                 pipe.get(channel.keys.seq)
             results: list[Any] = await pipe.execute()
         heartbeat_before = time.monotonic() - self.heartbeat
         for i, channel in enumerate(channels):
+            feed = channel.feed
             everyone: dict[str, str] = results[3 * i + 1]
             total, stale = 0, []
             for process, value in everyone.items():
@@ -379,21 +318,13 @@ class Channels:
                     total += int(count)
             if stale:
                 await self.redis.hdel(channel.keys.viewers, *stale)
-            if total != channel.viewers:
-                channel.viewers = total
-                channel.broadcast(encoder.encode(Presence(viewers=total)).decode())
+            self.deliver(channel)  # the deltas applied so far go before presence and heartbeats
+            feed.receive_viewers(total)
             raw_seq = results[3 * i + 2]
-            if raw_seq is None:
-                # Redis lost this screening (restart, flush): reload it, everyone resyncs.
-                self._spawn_catch_up(channel, channel.seq + 1)
-            elif int(raw_seq) > channel.seq:
-                self._spawn_catch_up(channel, int(raw_seq))
-            quiet = [sub for sub in channel.subscribers if sub.last_sent < heartbeat_before]
-            if quiet:
-                channel.deliver()  # the deltas up to channel.seq first
-                text = encoder.encode(Heartbeat(seq=channel.seq)).decode()
-                for sub in quiet:
-                    sub.offer(0, text)
+            feed.receive_seq(None if raw_seq is None else int(raw_seq))
+            feed.heartbeat(heartbeat_before)
+            self._count_resyncs(feed)
+            self._carry_out(channel)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

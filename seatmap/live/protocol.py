@@ -160,7 +160,11 @@ class Result(msgspec.Struct, tag="result", kw_only=True):
 
 
 class Error(msgspec.Struct, tag="error", kw_only=True, omit_defaults=True):
-    """The same code, message and details as the REST error for the same failure."""
+    """A protocol error (bad frame, rate limit, bad `since`) as the socket itself sends it.
+
+    A command that fails with a SeatmapError is rendered by `errors.socket_error` instead,
+    with every detail the REST error has (e.g. `seat_taken`'s `taken` and `blocked`).
+    """
 
     code: str
     message: str

@@ -1,28 +1,30 @@
 """`/ws/screenings/{id}`: the live seat map over a WebSocket (protocol v1, docs/protocol.md).
 
 Each socket has two tasks: this reader, which validates and executes commands (through the
-same `Holds` as the REST API), and a writer, which drains the socket's bounded queue. The
-writer alone decides what the socket has seen: it remembers the last seq it sent and skips
-anything older, so a snapshot followed by queued deltas never shows a change twice.
+same `Holds` as the REST API), and a writer, which sends what the socket's `Watcher` (feed.py)
+decides: the deltas it has not seen, batched or not, a snapshot when it fell behind, a replay
+on `resume`, or a close when it is too slow even for snapshots. This module is the WebSocket
+I/O only; the rules are in feed.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
-import msgspec
+from prometheus_client import Gauge
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from seatmap.accounts.auth import ACCESS_COOKIE, Principal, principal_from_token
-from seatmap.errors import NotFound, SeatmapError, Unauthorized
-from seatmap.live.backlog import RESYNC, Subscriber
-from seatmap.live.channels import Channels
+from seatmap.errors import NotFound, SeatmapError, Unauthorized, socket_error
+from seatmap.live.channels import RESYNCS, Channels
+from seatmap.live.feed import FROM_STREAM, Feed, Replay, ResumeFrom, TooSlow, Watcher
 from seatmap.live.holds import Holds, holds_of
 from seatmap.live.protocol import (
     CLOSE_ABUSE,
@@ -41,7 +43,6 @@ from seatmap.live.protocol import (
     Result,
     Resume,
     ServerMessage,
-    batch_text,
     decode_client,
     encode,
 )
@@ -50,9 +51,7 @@ from seatmap.settings import Settings
 
 log = logging.getLogger("seatmap.live.socket")
 
-RESUME = -2  # writer queue item: (RESUME, "<seq>")
-_MAX_RESYNCS = 5  # a socket that needs more snapshots than this in a row is closed (too slow)
-_BATCH_MAX = 256  # messages per `batch` frame (a queue holds SEATMAP_WS_QUEUE_SIZE at most)
+SOCKETS_OPEN: Final = Gauge("seatmap_sockets_open", "Live seat-map WebSockets open in this process.")
 
 
 def origin_allowed(ws: WebSocket, settings: Settings) -> bool:
@@ -85,18 +84,20 @@ class TokenBucket:
 
 
 class Session:
-    """One socket: who it is, what it has seen, how it behaves."""
+    """One socket: who it is, what it has seen (its watcher), how it behaves."""
 
-    def __init__(self, ws: WebSocket, rt: Runtime, holds: Holds, sub: Subscriber, *, batching: bool) -> None:
+    def __init__(
+        self, ws: WebSocket, rt: Runtime, holds: Holds, channels: Channels, feed: Feed, watcher: Watcher
+    ) -> None:
         self.ws = ws
-        self.batching = batching
         self.rt = rt
         self.holds = holds
-        self.sub = sub
+        self.channels = channels
+        self.feed = feed
+        self.watcher = watcher
         self.principal: Principal | None = None
         self.bucket = TokenBucket(rt.settings.ws_commands_per_second, rt.settings.ws_command_burst)
         self.strikes = 0
-        self.last_seq = 0
 
     async def send(self, message: ServerMessage) -> None:
         await self.ws.send_text(encode(message))
@@ -104,88 +105,54 @@ class Session:
     # -- writer --------------------------------------------------------------------------
 
     async def start(self, since: int | None) -> None:
-        channel = self.sub.channel
-        if since is not None and await self._replay(since):
-            return
-        seq, text = channel.snapshot_text()
-        await self.ws.send_text(text)
-        self.last_seq = seq
-
-    async def _replay(self, since: int) -> bool:
-        """Send exactly the deltas after `since`; False when they can't be had (snapshot instead)."""
-        channel = self.sub.channel
-        if since > channel.seq:
-            # A number from before a Redis restart (seqs restart higher), or made up.
-            return False
-        texts = channel.replay_since(since)
-        last = channel.seq  # read before any await: later deltas reach the queue
-        if texts is None:
-            entries = await self.holds.inventory.log_after(channel.keys, since)
-            if not entries or entries[0][0] != since + 1:
-                return False
-            texts = [text for _, text in entries]
-            last = entries[-1][0]
-        if self.batching:
-            chunks = [texts[i : i + _BATCH_MAX] for i in range(0, len(texts), _BATCH_MAX)]
-            texts = [batch_text(chunk) if len(chunk) > 1 else chunk[0] for chunk in chunks]
-        for text in texts:
+        """The first frames: exactly the deltas after `since` when they can be had, else a snapshot."""
+        if since is None:
+            seq, text = self.feed.snapshot_text()
             await self.ws.send_text(text)
-        self.last_seq = last
-        return True
+            self.watcher.started(seq, time.monotonic())
+        else:
+            await self._resume(since)
+
+    async def _resume(self, since: int) -> None:
+        plan = self.feed.resume(since)
+        if plan == FROM_STREAM:
+            plan = Feed.resume_from_stream(since, await self.channels.log_after(self.feed.screening, since))
+        if isinstance(plan, Replay):
+            for text in plan.frames(self.watcher.batching):
+                await self.ws.send_text(text)
+            self.watcher.started(plan.last, time.monotonic())
+            return
+        RESYNCS.labels("resume").inc()
+        seq, text = self.feed.snapshot_text()
+        await self.ws.send_text(text)
+        self.watcher.started(seq, time.monotonic())
 
     async def write(self) -> None:
-        sub = self.sub
-        resyncs_in_a_row = 0
+        watcher = self.watcher
+        window = self.rt.settings.ws_batch_window
+        loop = asyncio.get_running_loop()
         while True:
-            seq, text = await sub.next()
-            if self.batching:
+            while not watcher.pending:
+                waiter = loop.create_future()
+                watcher.wake = functools.partial(_resolve, waiter)
+                try:
+                    await waiter
+                finally:
+                    watcher.wake = None
+            wait = watcher.delay(time.monotonic(), window)
+            if wait > 0:
                 # Nagle for seat maps: on a busy screening, wait out the window so that what
                 # arrives meanwhile shares the frame. A quiet socket is not delayed at all.
-                wait = sub.last_sent + self.rt.settings.ws_batch_window - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-            if (seq, text) == RESYNC:
-                resyncs_in_a_row += 1
-                if resyncs_in_a_row > _MAX_RESYNCS:
-                    await self.ws.close(CLOSE_TOO_SLOW, "too slow: reconnect and resume")
-                    return
-                seq, text = self.sub.channel.snapshot_text()
-                self.last_seq = seq
-            elif seq == RESUME:
-                if not await self._replay(int(text)):
-                    seq, text = self.sub.channel.snapshot_text()
-                    self.last_seq = seq
-                    await self.ws.send_text(text)
-                self.sub.last_sent = time.monotonic()
-                continue
-            elif seq > 0:
-                if seq <= self.last_seq:
-                    continue
-                self.last_seq = seq
-                resyncs_in_a_row = 0
-            if self.batching and sub.pending:
-                before = self.last_seq
-                text = self._batch(text)
-                if self.last_seq > before:
-                    resyncs_in_a_row = 0  # deltas went out after the snapshot: it keeps up
-            await self.ws.send_text(text)
-            self.sub.last_sent = time.monotonic()
-
-    def _batch(self, first: str) -> str:
-        """`first` and what queued up behind it while this socket was busy, as one frame.
-
-        Under load the cost of a socket is per frame (an ASGI send and a write syscall each),
-        not per byte: a holder on a busy screening gets tens of deltas per frame instead of
-        tens of frames. A quiet socket still gets each delta on its own, at once.
-        """
-        texts = [first]
-        for seq, text in self.sub.more(_BATCH_MAX - 1):
-            if seq > 0:
-                if seq <= self.last_seq:
-                    continue
-                self.last_seq = seq
-            texts.append(text)
-        return texts[0] if len(texts) == 1 else batch_text(texts)
+                await asyncio.sleep(wait)
+            frame = watcher.frame_to_send(self.feed)
+            if type(frame) is str:  # the common case first: this runs per frame and socket
+                await self.ws.send_text(frame)
+                watcher.last_sent = time.monotonic()
+            elif isinstance(frame, TooSlow):
+                await self.ws.close(CLOSE_TOO_SLOW, "too slow: reconnect and resume")
+                return
+            elif isinstance(frame, ResumeFrom):
+                await self._resume(frame.since)
 
     # -- reader --------------------------------------------------------------------------
 
@@ -218,7 +185,7 @@ class Session:
             try:
                 reply = await self.execute(command)
             except SeatmapError as exc:
-                await self.send(_error(exc, getattr(command, "ref", None)))
+                await self.ws.send_text(socket_error(exc, getattr(command, "ref", None)))
                 continue
             if reply is not None:
                 await self.send(reply)
@@ -230,12 +197,12 @@ class Session:
             self.principal = await principal_from_token(self.rt, command.token)
             return Result(ref=command.ref)
         if isinstance(command, Resume):
-            self.sub.offer(RESUME, str(command.seq))
+            self.watcher.resume(command.seq)
             return None
         who = self.principal
         if who is None:
             raise Unauthorized("Send an `auth` message (or log in) before changing seats.")
-        screening = self.sub.channel.screening
+        screening = self.feed.screening
         if isinstance(command, Hold):
             if command.token is None:
                 hold = await self.holds.create(
@@ -259,20 +226,13 @@ class Session:
         raise AssertionError(f"unhandled command {command!r}")
 
     def _own_screening(self, token: str) -> None:
-        if not token.startswith(f"{self.sub.channel.screening}."):
+        if not token.startswith(f"{self.feed.screening}."):
             raise NotFound("No live hold with this token on this screening.")
 
 
-_ERROR_DETAILS: Final = tuple(f for f in Error.__struct_fields__ if f not in ("code", "message", "ref"))
-
-
-def _error(exc: SeatmapError, ref: str | None) -> Error:
-    """A SeatmapError as a socket message: the details REST would render, as typed fields."""
-    details: dict[str, Any] = {k: v for k, v in exc.details.items() if k in _ERROR_DETAILS}
-    try:
-        return msgspec.convert({"code": exc.code, "message": exc.message, "ref": ref, **details}, Error)
-    except msgspec.ValidationError:
-        return Error(code=exc.code, message=exc.message, ref=ref)
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _decode(data: str | bytes) -> ClientMessage:
@@ -304,7 +264,7 @@ async def screening_socket(ws: WebSocket) -> None:
     try:
         await holds.inventory.layout(screening)
     except NotFound as exc:
-        await ws.send_text(encode(Error(code=exc.code, message=exc.message)))
+        await ws.send_text(socket_error(exc, None))
         await ws.close(CLOSE_NOT_FOUND, "no such screening")
         return
     principal: Principal | None = None
@@ -312,33 +272,36 @@ async def screening_socket(ws: WebSocket) -> None:
     if cookie:
         with contextlib.suppress(SeatmapError):
             principal = await principal_from_token(rt, cookie)
-    async with channels_of(rt).watch(screening) as sub:
-        session = Session(ws, rt, holds, sub, batching=ws.query_params.get("batch") == "1")
-        session.principal = principal
-        writer: asyncio.Task[None] | None = None
-        try:
-            await session.start(since)
-            writer = asyncio.create_task(session.write(), name="live.writer")
-            reader = asyncio.create_task(session.read(), name="live.reader")
-            done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (writer, reader):
-                if task not in done:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError):
-                        await task
-            for task in done:
-                failure = task.exception()
-                if failure is not None and not isinstance(failure, WebSocketDisconnect | OSError):
-                    log.error("websocket session failed", exc_info=failure)
-        except (WebSocketDisconnect, OSError):
-            pass
-        finally:
-            if (
-                ws.application_state == WebSocketState.CONNECTED
-                and ws.client_state == WebSocketState.CONNECTED
-            ):
-                with contextlib.suppress(Exception):
-                    await ws.close(1000)
+    channels = channels_of(rt)
+    batching = ws.query_params.get("batch") == "1"
+    with SOCKETS_OPEN.track_inprogress():
+        async with channels.watch(screening, batching=batching) as (feed, watcher):
+            await _serve(ws, Session(ws, rt, holds, channels, feed, watcher), principal, since)
+
+
+async def _serve(ws: WebSocket, session: Session, principal: Principal | None, since: int | None) -> None:
+    """The socket's life on its feed: the first frames, then its reader and writer until one ends."""
+    session.principal = principal
+    try:
+        await session.start(since)
+        writer = asyncio.create_task(session.write(), name="live.writer")
+        reader = asyncio.create_task(session.read(), name="live.reader")
+        done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (writer, reader):
+            if task not in done:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError):
+                    await task
+        for task in done:
+            failure = task.exception()
+            if failure is not None and not isinstance(failure, WebSocketDisconnect | OSError):
+                log.error("websocket session failed", exc_info=failure)
+    except (WebSocketDisconnect, OSError):
+        pass
+    finally:
+        if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await ws.close(1000)
 
 
 routes: list[BaseRoute] = [WebSocketRoute("/ws/screenings/{screening:int}", screening_socket)]

@@ -10,28 +10,15 @@ from dataclasses import replace
 
 import httpx
 import websockets
+from prometheus_client import REGISTRY
 
 from seatmap.accounts.auth import Principal
 from seatmap.app import create_app
-from seatmap.live.backlog import RESYNC, Subscriber
-from seatmap.live.channels import Channel
 from seatmap.live.holds import Holds
-from seatmap.live.inventory import Keys
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running
 from tests.support import TIMEOUT_FACTOR, Viewer, make_screening, quick_users
-
-
-def test_full_queue_becomes_one_resync() -> None:
-    """A subscriber that falls behind holds at most its queue size, then just 'send a snapshot'."""
-    sub = Subscriber(Channel(1, Keys.of("t", 1)), maxsize=4)
-    for seq in range(1, 100):
-        sub.offer(seq, f"delta {seq}")
-        assert len(sub.pending) <= 4
-    items = list(sub.pending)
-    assert RESYNC in items
-    assert items[-1][0] == 99  # the newest delta follows the resync marker
 
 
 async def test_a_client_that_stops_reading_does_not_delay_others(rt: Runtime, settings: Settings) -> None:
@@ -51,6 +38,8 @@ async def test_a_client_that_stops_reading_does_not_delay_others(rt: Runtime, se
         stalled = await websockets.connect(
             f"{srv.ws}/ws/screenings/{screening}", sock=sock, max_queue=1, compression=None, close_timeout=1
         )
+        too_slow = REGISTRY.get_sample_value("seatmap_resyncs_total", {"reason": "too_slow"}) or 0
+        lagged = REGISTRY.get_sample_value("seatmap_fanout_lag_seconds_count") or 0
         fast = [await Viewer.connect(srv, screening, compression=None) for _ in range(3)]
         first = [(await v.next("snapshot"))["seq"] for v in fast]
         users = await quick_users(rt, 10)
@@ -81,9 +70,11 @@ async def test_a_client_that_stops_reading_does_not_delay_others(rt: Runtime, se
             assert seqs == list(range(start + 1, start + changes + 1))
         channel = srv.runtime.channels.channels[screening] if srv.runtime.channels else None
         assert channel is not None
-        stuck = [s for s in channel.subscribers if s.resyncs > 0]
+        stuck = [w for w in channel.feed.watchers if w.resyncs > 0]
         assert stuck, "the stalled socket should have been reset to a snapshot"
-        assert all(len(s.pending) <= 16 for s in channel.subscribers)
+        assert all(len(w.pending) <= 16 for w in channel.feed.watchers)
+        assert (REGISTRY.get_sample_value("seatmap_resyncs_total", {"reason": "too_slow"}) or 0) > too_slow
+        assert (REGISTRY.get_sample_value("seatmap_fanout_lag_seconds_count") or 0) >= lagged + changes
         p99 = statistics.quantiles(latencies, n=100)[98]
         assert p99 < 1000 * TIMEOUT_FACTOR, f"p99 {p99:.0f} ms with a stalled client"
         # Once it reads again, the stalled client converges on the same map (via a snapshot).
@@ -119,6 +110,7 @@ async def test_viewers_catch_up_after_the_pubsub_connection_drops(
     channels = server.runtime.channels
     assert channels is not None
     before = channels.reconnects
+    counted = REGISTRY.get_sample_value("seatmap_pubsub_reconnects_total") or 0
     await rt.redis.client_kill_filter(_type="pubsub")
     for i, user in enumerate(users):
         r = await client.post(
@@ -130,6 +122,7 @@ async def test_viewers_catch_up_after_the_pubsub_connection_drops(
     async with asyncio.timeout(5 * TIMEOUT_FACTOR):
         while channels.reconnects == before:  # noqa: ASYNC110 (polling a counter the server bumps)
             await asyncio.sleep(0.05)
+    assert REGISTRY.get_sample_value("seatmap_pubsub_reconnects_total") == counted + 1
     # And the reconnected subscription carries new changes again.
     (late,) = await quick_users(rt, 1)
     body = {"screening_id": screening, "seats": ["B1"]}

@@ -8,6 +8,7 @@ import json
 import httpx
 import pytest
 import websockets
+from prometheus_client import REGISTRY
 
 from seatmap.accounts.auth import Principal
 from seatmap.live.holds import holds_of
@@ -96,6 +97,26 @@ async def test_socket_hold_loses_race_with_named_seats(
     error = await me.command(type="hold", ref="x", seats=["D3", "D4"])
     assert (error["code"], error["seats"], error["ref"]) == ("seat_taken", ["D4"], "x")
     assert (await me.command(type="ping", ref="p"))["type"] == "pong"
+    await me.close()
+
+
+async def test_socket_error_carries_every_detail_the_rest_error_has(
+    rt: Runtime, server: Server, client: httpx.AsyncClient, screening: int
+) -> None:
+    """A seat lost over the socket says which were taken and which blocked, exactly as REST does."""
+    alice, bob = await quick_users(rt, 2)
+    await hold(client, alice.headers, screening, "E4")
+    r = await client.post(
+        "/api/holds", json={"screening_id": screening, "seats": ["E3", "E4"]}, headers=bob.headers
+    )
+    assert r.status_code == 409
+    rest = r.json()["error"]
+    assert (rest["taken"], rest["blocked"]) == (["E4"], [])
+    me = await Viewer.connect(server, screening)
+    await me.next("snapshot")
+    await me.command(type="auth", token=bob.token)
+    error = await me.command(type="hold", ref="y", seats=["E3", "E4"])
+    assert error == {"type": "error", "ref": "y", **rest}
     await me.close()
 
 
@@ -224,21 +245,26 @@ async def test_resume_from_beyond_the_log_gets_a_snapshot(
     """A `since` the recovery log no longer reaches (or never had) yields a fresh snapshot."""
     (alice,) = await quick_users(rt, 1)
     await hold(client, alice.headers, screening, "H1")
+    before = REGISTRY.get_sample_value("seatmap_resyncs_total", {"reason": "resume"}) or 0
     old = await Viewer.connect(server, screening, since=1)
     snap = await old.next("snapshot")
     assert snap["seats"] == {"H1": "held"}
     future = await Viewer.connect(server, screening, since=snap["seq"] + 1000)
     assert (await future.next("snapshot"))["seq"] == snap["seq"]
+    assert REGISTRY.get_sample_value("seatmap_resyncs_total", {"reason": "resume"}) == before + 2
     await old.close()
     await future.close()
 
 
 async def test_presence_counts_viewers(server: Server, screening: int) -> None:
-    """Viewers are told how many people are watching, at most once a second."""
+    """Viewers are told how many people are watching, at most once a second (and so is /metrics)."""
+    await _settled("seatmap_sockets_open")
+    before = REGISTRY.get_sample_value("seatmap_sockets_open") or 0
     first = await Viewer.connect(server, screening)
     await first.next("snapshot")
     second = await Viewer.connect(server, screening)
     await second.next("snapshot")
+    assert REGISTRY.get_sample_value("seatmap_sockets_open") == before + 2
     async with asyncio.timeout(5):
         while True:
             message = await first.recv(within=3)
@@ -252,7 +278,19 @@ async def test_presence_counts_viewers(server: Server, screening: int) -> None:
                 break
     presences = [m for m in first.messages if m["type"] == "presence"]
     assert len(presences) <= 4
+    assert REGISTRY.get_sample_value("seatmap_sockets_open") == before + 1
     await first.close()
+
+
+async def _settled(name: str) -> None:
+    """Until a gauge stops moving: sockets of earlier tests may still be closing."""
+    last = REGISTRY.get_sample_value(name)
+    for _ in range(20):
+        await asyncio.sleep(0.05)
+        now = REGISTRY.get_sample_value(name)
+        if now == last:
+            return
+        last = now
 
 
 async def test_cookie_session_can_hold(rt: Runtime, server: Server, screening: int) -> None:
