@@ -21,9 +21,8 @@ the buyer's `booking_confirmed` notification in its transaction too.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Final, Protocol
 
@@ -36,13 +35,11 @@ from starlette.routing import BaseRoute, Route
 from seatmap.accounts.auth import require
 from seatmap.api import decode, documented, path_int, respond
 from seatmap.errors import (
-    ConfigError,
     NotFound,
     OrderClosed,
     PayloadTooLarge,
     SoldOut,
 )
-from seatmap.live.holds import holds_of
 from seatmap.runtime import Runtime, runtime
 from seatmap.sales import notifications, refunds
 from seatmap.sales.gateway import SIGNATURE_HEADER, verify_signature
@@ -112,29 +109,6 @@ class PaymentProvider(Protocol):
         ...
 
 
-@contextlib.asynccontextmanager
-async def open_provider(rt: Runtime) -> AsyncIterator[PaymentProvider]:
-    """The configured provider for the lifespan (imported lazily: only the chosen one loads)."""
-    name = rt.settings.payment_provider
-    if name != "simulated":
-        raise ConfigError(f"unknown SEATMAP_PAYMENT_PROVIDER {name!r} (known: simulated)")
-    from seatmap.simulated.provider import SimulatedGateway
-
-    gateway = SimulatedGateway(rt)
-    gateway.start()
-    rt.extras["payments"] = gateway
-    try:
-        yield gateway
-    finally:
-        await gateway.aclose()
-
-
-def provider_of(rt: Runtime) -> PaymentProvider:
-    provider: PaymentProvider | None = rt.extras.get("payments")
-    assert provider is not None, "the lifespan opens the payment provider"
-    return provider
-
-
 # ---- verifying a webhook ---------------------------------------------------------------------------
 
 
@@ -182,7 +156,7 @@ async def start_payment(request: Request) -> Response:
         if order["open_payment"] is not None:
             return respond(_payment(await conn.fetchrow(GET_PAYMENT, order["open_payment"])))
     # The gateway is another party (the simulated one uses our pool): no connection held meanwhile.
-    provider = provider_of(rt)
+    provider = rt.provider
     base = str(request.base_url).rstrip("/")
     created = await provider.create_payment(
         reference=str(order_id), amount=order["total"], currency=order["currency"],
@@ -245,7 +219,7 @@ class Receipt(msgspec.Struct, kw_only=True):
 
 async def _hold_covers(rt: Runtime, order: LiveOrder) -> bool:
     """Is the order's hold still live in Redis with every seat (and GA unit) it was made from?"""
-    k = holds_of(rt).inventory.keys(order.screening_id)
+    k = rt.holds.inventory.keys(order.screening_id)
     async with rt.redis.pipeline(transaction=False) as pipe:
         pipe.hmget(k.hold(order.hold_token), ["owner", "area", "qty"])
         pipe.pttl(k.ttl(order.hold_token))
@@ -365,7 +339,7 @@ async def apply_event(rt: Runtime, provider: str, event: WebhookEvent) -> Receip
 )
 async def webhook(request: Request) -> Response:
     rt = runtime(request)
-    provider = provider_of(rt)
+    provider = rt.provider
     if request.path_params["provider"] != provider.name:
         raise NotFound("No such payment provider here.")
     body = b""

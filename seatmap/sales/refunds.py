@@ -31,9 +31,8 @@ from seatmap.accounts.auth import require
 from seatmap.api import documented, path_int, respond
 from seatmap.db import AnyConnection
 from seatmap.errors import AlreadyUsed, Forbidden, NotFound, OrderClosed, RefundClosed
-from seatmap.live.holds import holds_of
 from seatmap.runtime import Runtime, runtime
-from seatmap.sales import notifications, payments
+from seatmap.sales import notifications
 from seatmap.sales.orders import Order, visible_order
 from seatmap.settings import Settings
 
@@ -183,7 +182,7 @@ async def _return_money(rt: Runtime, row: Any) -> tuple[str, str | None]:
         return "manual", None
     if row["amount"] == 0:
         return "succeeded", None
-    provider = payments.provider_of(rt)
+    provider = rt.provider
     if row["provider"] != provider.name:
         raise LookupError(f"the payment was made with {row['provider']!r}, which is not configured here")
     timeout = rt.settings.refund_timeout
@@ -206,7 +205,7 @@ async def free_seats(
     A screening whose state is not in Redis needs nothing: it is loaded from PostgreSQL, where
     the tickets are void already.
     """
-    inventory = holds_of(rt).inventory
+    inventory = rt.holds.inventory
     k = inventory.keys(screening_id)
     await inventory.scripts(
         "free",

@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from seatmap.app import create_app
-from seatmap.live.expiry import Expiry
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running
@@ -100,8 +99,8 @@ async def test_many_restockers_release_once(rt: Runtime, settings: Settings) -> 
         ).json()["token"]
         await viewer.next("delta")
         await asyncio.sleep(1.2)
-        expiry = app_rt.extras["expiry"]
-        assert isinstance(expiry, Expiry)
+        expiry = app_rt.expiry
+        assert expiry is not None
         results = await asyncio.gather(*(expiry.restock(screening, token) for _ in range(10)))
         assert results.count(True) == 1
         delta = await viewer.next("delta")

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from seatmap.runtime import Runtime
+from tests.sales.test_orders import commit_without_publishing
 from tests.shopping import buy, pending_order, start_payment
 from tests.support import Server, Viewer, make_screening, quick_users
-from tests.sales.test_orders import commit_without_publishing
 
 
 @pytest.fixture
