@@ -18,14 +18,11 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-import redis.asyncio as aioredis
-
 from bench.stage import adjacent
 from seatmap.accounts.auth import Principal
-from seatmap.db import create_pool
 from seatmap.errors import SeatmapError
 from seatmap.live.holds import Holds
-from seatmap.live.inventory import Inventory
+from seatmap.runtime import open_runtime
 from seatmap.settings import Secret, Settings
 
 
@@ -136,14 +133,11 @@ async def _serve(conn: Connection, target: Target) -> None:
         jwt_secret=Secret("unused by the driver" + "-" * 32),
         redis_prefix=target.prefix,
     )
-    pool = await create_pool(target.database_url, min_size=1, max_size=2)
-    redis = aioredis.Redis.from_url(target.redis_url, decode_responses=True)
-    try:
-        inventory = Inventory(redis, pool, target.prefix, settings.recovery_log_length)
-        driver = Driver(target, Holds(inventory, settings))
+    async with open_runtime(settings, "worker") as rt:
+        driver = Driver(target, rt.holds)
         # Load the screening into Redis now: loading starts its seq at the clock in microseconds,
         # which must happen before the first phase reads where it starts.
-        await inventory.snapshot(target.screening)
+        await rt.holds.inventory.snapshot(target.screening)
         while True:
             command = await asyncio.to_thread(conn.recv)
             if not isinstance(command, Seq | Drive):
@@ -152,9 +146,6 @@ async def _serve(conn: Connection, target: Target) -> None:
                 conn.send(await (driver.seq() if isinstance(command, Seq) else driver.drive(command)))
             except Exception:
                 conn.send(RuntimeError(f"driver failed on {command!r}:\n{traceback.format_exc()}"))
-    finally:
-        await redis.aclose()
-        await pool.close()
 
 
 def main(conn: Connection, target: Target) -> None:

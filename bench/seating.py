@@ -23,16 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import redis.asyncio as aioredis
-
 from bench.stage import Stage, adjacent, build
 from seatmap.accounts.auth import Principal
-from seatmap.db import create_pool
 from seatmap.embedded import Urls, embedded_servers
 from seatmap.errors import SeatmapError
 from seatmap.live.holds import Holds
-from seatmap.live.inventory import Inventory
 from seatmap.live.protocol import BestAvailable
+from seatmap.runtime import open_runtime
 from seatmap.settings import Secret, Settings
 
 
@@ -94,12 +91,8 @@ async def run(urls: Urls, requesters: int, seconds: float) -> None:
         jwt_secret=Secret(stage.jwt_secret),
         redis_prefix=stage.prefix,
     )
-    pool = await create_pool(stage.database_url, min_size=1, max_size=4)
-    redis = aioredis.Redis.from_pool(
-        aioredis.BlockingConnectionPool.from_url(stage.redis_url, max_connections=64, decode_responses=True)
-    )
-    try:
-        holds = Holds(Inventory(redis, pool, stage.prefix, settings.recovery_log_length), settings)
+    async with open_runtime(settings, "worker") as rt:
+        holds = rt.holds
         explicit_screening, best_screening = stage.hold_screenings
         # Warm up: layouts cached, scripts loaded, screenings loaded into Redis.
         await _phase(holds, stage, explicit_screening, "explicit", 2, 0.5)
@@ -108,9 +101,6 @@ async def run(urls: Urls, requesters: int, seconds: float) -> None:
             "explicit": await _phase(holds, stage, explicit_screening, "explicit", requesters, seconds),
             "best": await _phase(holds, stage, best_screening, "best", requesters, seconds),
         }
-    finally:
-        await redis.aclose()
-        await pool.close()
     print(f"\nholds/s with {requesters} concurrent requesters on a 600-seat hall, {seconds:.0f} s each")
     print(f"{'mode':<10}{'holds/s':>10}{'p50 ms':>9}{'p99 ms':>9}  refused")
     for mode, tally in results.items():

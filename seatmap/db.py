@@ -7,7 +7,6 @@ serialises runners, so several processes starting at once apply each file exactl
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import logging
 import re
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import asyncpg
+
+from seatmap import resources
 
 log = logging.getLogger("seatmap.db")
 
@@ -42,16 +43,8 @@ class Migration:
     sql: str
 
 
-def migrations_dir() -> Path:
-    """`sql/` beside the package in a checkout, `seatmap/_sql` inside an installed wheel."""
-    packaged = Path(str(importlib.resources.files("seatmap"))) / "_sql"
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "sql"
-
-
 def load_migrations(directory: Path | None = None) -> list[Migration]:
-    directory = directory or migrations_dir()
+    directory = directory or resources.sql_dir()
     found: list[Migration] = []
     for path in sorted(directory.glob("*.sql")):
         match = _NAME.match(path.name)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from seatmap import metrics, openapi
+from seatmap import metrics, openapi, resources
 from seatmap.api import documented, respond
 from seatmap.runtime import runtime
 
@@ -63,8 +63,8 @@ async def readyz(request: Request) -> Response:
 
     pg, redis = await asyncio.gather(check(check_pg), check(check_redis))
     checks = {"postgres": pg, "redis": redis}
-    # app.py's task watcher lists background tasks (pub/sub, expiry sweeper) that died.
-    failed: list[str] = rt.extras.get("failed", [])
+    # Background tasks (pub/sub, expiry sweeper, jobs) that died: runtime.ProcessState.watch.
+    failed = [task.get_name() for task in rt.state.failed]
     if failed:
         checks["background"] = "stopped: " + ", ".join(failed)
     if pg == "ok" and redis == "ok" and not failed:
@@ -90,9 +90,7 @@ async def openapi_json(request: Request) -> Response:
 @documented("A readable, offline page of the API (renders /openapi.json)", tags=TAGS)
 async def docs(request: Request) -> Response:
     """Plain HTML and JS from `web/docs.html`; no CDN, so it works without internet access."""
-    from seatmap.app import web_dir  # app.py imports this module; import at call time
-
-    return FileResponse(web_dir() / "docs.html", media_type="text/html; charset=utf-8")
+    return FileResponse(resources.web_dir() / "docs.html", media_type="text/html; charset=utf-8")
 
 
 routes: list[BaseRoute] = [

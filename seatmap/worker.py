@@ -22,28 +22,16 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from typing import Final
 
 import asyncpg
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from seatmap import jobs, mail
-from seatmap.db import create_pool
-from seatmap.errors import ConfigError
-from seatmap.live.holds import Holds
-from seatmap.live.inventory import Inventory
-from seatmap.runtime import Runtime
-from seatmap.sales import cancellations, notifications, orders, payments, refunds
+from seatmap.runtime import Runtime, open_runtime, start_provider, urls
+from seatmap.sales import cancellations, notifications, orders, refunds
 from seatmap.settings import Settings
 
 log = logging.getLogger("seatmap.worker")
-
-# A job holds a connection only while it talks to PostgreSQL, not while it waits for the gateway,
-# so many jobs share fewer connections (PostgreSQL allows 100 by default, for every process);
-# a few more serve the claim loop, lease renewal, housekeeping and mail.
-_MAX_JOB_CONNECTIONS: Final = 20
-_SPARE_CONNECTIONS: Final = 4
 
 
 def handlers(rt: Runtime) -> dict[str, jobs.Handler]:
@@ -89,23 +77,25 @@ async def _housekeeping(rt: Runtime, stop: asyncio.Event) -> None:
 
 @contextlib.asynccontextmanager
 async def background(
-    rt: Runtime, stop: asyncio.Event, *, concurrency: int | None = None
+    rt: Runtime, *, concurrency: int | None = None
 ) -> AsyncIterator[list[asyncio.Task[None]]]:
-    """Run the jobs and the housekeeping in this process until `stop` is set; yields the tasks.
+    """Run the jobs and the housekeeping in this process until it stops; yields the tasks, watched.
 
-    Needs the live holds (`rt.extras["holds"]`) and the payment provider open. On leaving, sets
-    `stop` and waits for the running jobs to finish.
+    A task added to the list is awaited on leaving too. On leaving, the process is stopping
+    (`rt.state.stopping`), and this waits for the running jobs to finish.
     """
     assert rt.settings.database_url is not None
     policy = jobs.policy_from(rt.settings)
     if concurrency is not None:
         policy = replace(policy, concurrency=concurrency)
     worker = jobs.Worker(rt.pool, rt.settings.database_url, handlers(rt), policy)
-    rt.extras["jobs.worker"] = worker
+    stop = rt.state.stopping
     tasks = [
         asyncio.create_task(worker.run(stop), name="jobs.worker"),
         asyncio.create_task(_housekeeping(rt, stop), name="jobs.housekeeping"),
     ]
+    for task in tasks:
+        rt.state.watch(task)
     try:
         yield tasks
     finally:
@@ -114,64 +104,42 @@ async def background(
 
 
 async def run(settings: Settings) -> None:
-    """Run until SIGTERM/SIGINT; needs both URLs (the CLI starts embedded servers for missing ones)."""
-    if settings.database_url is None or settings.redis_url is None:
-        raise ConfigError("the worker needs DATABASE_URL and REDIS_URL")
+    """Run until SIGTERM/SIGINT; needs both URLs (the CLI starts embedded servers for missing ones).
+
+    A background task that dies stops the worker: its exception ends `run`, for the supervisor
+    to see and restart the process.
+    """
+    urls(settings)
     server = mail.smtp_server(settings) if settings.smtp_url is not None else None  # bad URL: fail now
-    stop = asyncio.Event()
-    with _stop_on_signals(stop):
-        async with contextlib.AsyncExitStack() as stack:
-            pool = await create_pool(
-                settings.database_url,
-                min_size=2,
-                max_size=min(settings.job_concurrency, _MAX_JOB_CONNECTIONS) + _SPARE_CONNECTIONS,
-            )
-            stack.push_async_callback(pool.close)
-            redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
-            stack.push_async_callback(redis.aclose)
-            await redis.ping()
-            rt = Runtime(settings=settings, pool=pool, redis=redis)
-            inventory = Inventory(
-                redis, pool, settings.redis_prefix, settings.recovery_log_length, settings.sweet_row
-            )
-            rt.extras["holds"] = Holds(inventory, settings)
-            await stack.enter_async_context(payments.open_provider(rt))
-            tasks = await stack.enter_async_context(background(rt, stop))
-            log.info(
-                "worker running jobs (%s), %d at once",
-                ", ".join(sorted(handlers(rt))),
-                settings.job_concurrency,
-            )
-            if server is None:
-                async with pool.acquire() as conn:
-                    pending = await mail.pending_count(conn)
-                log.info("mail is stored, not sent: SEATMAP_SMTP_URL is not set (dev mode logs it instead)")
-                if pending:
-                    log.warning("%d mail(s) are pending; set SEATMAP_SMTP_URL to deliver them", pending)
-            else:
-                log.info("worker delivering mail through %s:%d", server.host, server.port)
-            await _watch(stop, tasks)
+    async with open_runtime(settings, "worker") as rt:
+        with _stop_on_signals(rt.state.stopping):
+            start_provider(rt)
+            async with background(rt):
+                log.info(
+                    "worker running jobs (%s), %d at once",
+                    ", ".join(sorted(handlers(rt))),
+                    settings.job_concurrency,
+                )
+                await _say_how_mail_goes(rt, server)
+                await rt.state.until_stopped()
+                if rt.state.crash() is None:
+                    log.info("worker stopping: letting the current work finish")
+        crash = rt.state.crash()
+        if crash is not None:
+            raise crash
     log.info("worker stopped")
 
 
-async def _watch(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
-    """Wait for `stop`, then for the tasks to finish; a task that ends before that is a crash."""
-    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
-    try:
-        done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-        await asyncio.gather(stopping, return_exceptions=True)
-    crashed = [task for task in done if task is not stopping]
-    if crashed and not stop.is_set():
-        stop.set()  # the others finish their batch and return
-        await asyncio.gather(*tasks, return_exceptions=True)
-        task = crashed[0]
-        error = task.exception()
-        log.error("background task %s stopped unexpectedly", task.get_name(), exc_info=error)
-        raise error or RuntimeError(f"background task {task.get_name()} returned while running")
-    log.info("worker stopping: letting the current work finish")
-    await asyncio.gather(*tasks)
+async def _say_how_mail_goes(rt: Runtime, server: mail.SMTPServer | None) -> None:
+    """Mail is a job kind (mail.py); say plainly whether this worker can send it."""
+    if server is None:
+        async with rt.pool.acquire() as conn:
+            pending = await mail.pending_count(conn)
+        log.info("mail is stored, not sent: SEATMAP_SMTP_URL is not set (dev mode logs it instead)")
+        if pending:
+            log.warning("%d mail(s) are pending; set SEATMAP_SMTP_URL to deliver them", pending)
+        return
+    log.info("worker delivering mail through %s:%d", server.host, server.port)
 
 
 @contextlib.contextmanager

@@ -30,9 +30,9 @@ import uvicorn
 from starlette.applications import Starlette
 
 from seatmap.app import create_app
-from seatmap.db import create_pool, migrate
+from seatmap.db import migrate
 from seatmap.embedded import embedded_postgres, embedded_redis
-from seatmap.runtime import Runtime
+from seatmap.runtime import Runtime, open_runtime
 from seatmap.settings import Secret, Settings
 from tests.support import TIMEOUT_FACTOR, Server
 
@@ -127,16 +127,14 @@ def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def rt(settings: Settings) -> AsyncIterator[Runtime]:
-    """The test's own connections to the same databases the server uses."""
-    assert settings.database_url is not None and settings.redis_url is not None
-    pool = await create_pool(settings.database_url, min_size=1, max_size=10)
-    redis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    """The test's own runtime on the databases the server uses: a worker's, with nothing started
+    (no jobs, no webhook pump), so the test alone decides what runs besides the server."""
     try:
-        yield Runtime(settings=settings, pool=pool, redis=redis)
+        async with open_runtime(settings, "worker") as runtime:
+            yield runtime
     finally:
-        await redis.aclose()
-        await pool.close()
         # Keys of this test's prefix; the server (and the next test) never sees them.
+        assert settings.redis_url is not None
         cleanup = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
         try:
             keys = [k async for k in cleanup.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]

@@ -28,8 +28,7 @@ WAIT = 5 * TIMEOUT_FACTOR
 
 def with_smtp(rt: Runtime, url: str, **changes: object) -> Runtime:
     """The test's runtime, configured the way a worker with SEATMAP_SMTP_URL is."""
-    settings = replace(rt.settings, smtp_url=Secret(url), **changes)  # type: ignore[arg-type]
-    return Runtime(settings=settings, pool=rt.pool, redis=rt.redis)
+    return replace(rt, settings=replace(rt.settings, smtp_url=Secret(url), **changes))  # type: ignore[arg-type]
 
 
 @contextlib.asynccontextmanager
@@ -106,7 +105,7 @@ async def test_outside_dev_mode_a_stored_mail_is_not_logged(
 ) -> None:
     """In production without SMTP the log says a mail was stored, but not what it says."""
     caplog.set_level(logging.INFO, logger="seatmap.mail")
-    production = Runtime(settings=replace(rt.settings, dev=False), pool=rt.pool, redis=rt.redis)
+    production = replace(rt, settings=replace(rt.settings, dev=False))
     mail_id = await enqueue(production, body="secret code 123456")
     assert (await row(rt, mail_id))["status"] == "stored"
     text = "\n".join(record.getMessage() for record in caplog.records)

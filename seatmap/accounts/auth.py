@@ -98,13 +98,8 @@ _TRUSTED_FOR: Final = 1.0
 _TRUSTED_MAX: Final = 10_000
 
 
-def _trusted(rt: Runtime) -> dict[str, tuple[Principal, float]]:
-    trusted: dict[str, tuple[Principal, float]] = rt.extras.setdefault("trusted_tokens", {})
-    return trusted
-
-
 async def principal_from_token(rt: Runtime, token: str) -> Principal:
-    trusted = _trusted(rt)
+    trusted = rt.state.trusted_tokens
     now = time.monotonic()
     known = trusted.get(token)
     if known is not None and now - known[1] < _TRUSTED_FOR and known[0].expires_at > time.time():
@@ -140,7 +135,7 @@ async def revoke_access_token(rt: Runtime, principal: Principal) -> None:
     remaining = principal.expires_at - int(time.time())
     if remaining > 0:
         await rt.redis.set(_revoked_key(rt, principal.jti), "1", ex=remaining)
-    trusted = _trusted(rt)
+    trusted = rt.state.trusted_tokens
     for token in [t for t, (p, _) in trusted.items() if p.jti == principal.jti]:
         del trusted[token]
 

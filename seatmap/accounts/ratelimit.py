@@ -11,10 +11,9 @@ Keys carry the hash tag `{limits}` so one call's keys share a Redis Cluster slot
 
 from __future__ import annotations
 
-import functools
-import importlib.resources
 from dataclasses import dataclass
 
+from seatmap import resources
 from seatmap.errors import RateLimited
 from seatmap.runtime import Runtime
 
@@ -31,16 +30,11 @@ def limit(rt: Runtime, kind: str, subject: str, *, limit: int, window: int) -> L
     return Limit(rt.key("{limits}", kind, subject), limit, window)
 
 
-@functools.cache
-def _source() -> str:
-    return importlib.resources.files("seatmap.accounts").joinpath("ratelimit.lua").read_text()
-
-
 async def _run(rt: Runtime, delta: int, limits: tuple[Limit, ...]) -> int:
     args: list[int] = [delta]
     for item in limits:
         args += [item.limit, item.window]
-    script = rt.redis.register_script(_source())
+    script = rt.redis.register_script(resources.lua("seatmap.accounts", "ratelimit.lua"))
     return int(await script(keys=[item.key for item in limits], args=args))
 
 

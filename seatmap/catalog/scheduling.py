@@ -27,7 +27,6 @@ from seatmap.catalog.layouts import CATEGORIES
 from seatmap.catalog.screenings import Screening, fetch_screening
 from seatmap.db import AnyConnection
 from seatmap.errors import Conflict, HasTickets, InvalidInput, NotFound, ScreeningOverlap
-from seatmap.live.holds import holds_of
 from seatmap.runtime import runtime
 
 CLEANING: Final = timedelta(minutes=15)
@@ -236,7 +235,7 @@ async def patch_screening(request: Request) -> Response:
         updated = await fetch_screening(conn, screening_id)
     if updated.status != row["status"] or updated.starts_at != row["starts_at"]:
         # Holds check status and start time in Redis: tell the live map (and every viewer).
-        await holds_of(runtime(request)).inventory.set_status(screening_id, updated.status, updated.starts_at)
+        await runtime(request).holds.inventory.set_status(screening_id, updated.status, updated.starts_at)
     return respond(updated)
 
 

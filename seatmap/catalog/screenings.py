@@ -187,9 +187,7 @@ async def live_seat_state(rt: Runtime, detail: ScreeningDetail) -> ScreeningDeta
 
     A client that then opens the WebSocket with `?since=<seq>` gets exactly the changes after this.
     """
-    from seatmap.live.holds import holds_of
-
-    seat_map = await holds_of(rt).inventory.snapshot(detail.id)
+    seat_map = await rt.holds.inventory.snapshot(detail.id)
     detail.seats = seat_map.seats
     detail.seq = seat_map.seq
     for area in detail.ga:

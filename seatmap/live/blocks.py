@@ -18,7 +18,6 @@ from starlette.routing import BaseRoute, Route
 from seatmap.accounts.auth import require
 from seatmap.api import documented, path_int, read_body, respond
 from seatmap.errors import InvalidInput, SeatTaken, UnknownSeats
-from seatmap.live.holds import holds_of
 from seatmap.live.protocol import SeatLabel
 from seatmap.runtime import runtime
 
@@ -60,7 +59,7 @@ _DELETE: Final = (
 
 async def _checked(request: Request, seats: list[str]) -> int:
     screening = path_int(request, "id")
-    layout = await holds_of(runtime(request)).inventory.layout(screening)
+    layout = await runtime(request).holds.inventory.layout(screening)
     if len(set(seats)) != len(seats):
         raise InvalidInput("A seat is listed twice.", path="$.seats")
     unknown = [s for s in seats if s not in layout.labels]
@@ -74,7 +73,7 @@ async def list_blocks(request: Request) -> Response:
     await require(request, "staff")
     rt = runtime(request)
     screening = path_int(request, "id")
-    await holds_of(rt).inventory.layout(screening)  # 404 for an unknown screening
+    await rt.holds.inventory.layout(screening)  # 404 for an unknown screening
     async with rt.pool.acquire() as conn:
         rows = await conn.fetch(_LIST, screening)
     return respond(
@@ -89,7 +88,7 @@ async def block_seats(request: Request) -> Response:
     body = await read_body(request, BlockRequest)
     screening = await _checked(request, body.seats)
     rt = runtime(request)
-    inventory = holds_of(rt).inventory
+    inventory = rt.holds.inventory
     async with rt.pool.acquire() as conn:
         new: list[str] = []
         in_redis = False
@@ -124,7 +123,7 @@ async def unblock_seats(request: Request) -> Response:
         async with conn.transaction():
             freed = [r["seat_label"] for r in await conn.fetch(_DELETE, screening, body.seats)]
             if freed:
-                await holds_of(rt).inventory.unblock(screening, freed)
+                await rt.holds.inventory.unblock(screening, freed)
         rows = await conn.fetch(_LIST, screening)
     return respond(
         BlockList([Block(r["seat_label"], r["reason"], r["created_at"], r["created_by"]) for r in rows])

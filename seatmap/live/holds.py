@@ -43,7 +43,7 @@ from seatmap.live import replies
 from seatmap.live.inventory import HoldTerms, Inventory
 from seatmap.live.protocol import BestAvailable, GASelection, HoldResult, SeatLabel
 from seatmap.live.seats import best_split, largest_block, ranked_blocks
-from seatmap.runtime import Runtime, runtime
+from seatmap.runtime import runtime
 from seatmap.settings import Settings
 
 _TOKEN: Final = re.compile(r"^(\d{1,18})\.([A-Za-z0-9_-]{16,64})$")
@@ -373,31 +373,25 @@ def refusal(reply: replies.Refusal) -> SeatmapError:
             return NotFound("No live hold with this token.")
 
 
-def holds_of(rt: Runtime) -> Holds:
-    holds = rt.extras.get("holds")
-    assert isinstance(holds, Holds), "the lifespan sets up holds"
-    return holds
-
-
 @documented("Hold seats", body=HoldRequest, responses={201: HoldResult}, auth="customer", tags=("holds",))
 async def create_hold(request: Request) -> Response:
     """All or nothing: either every requested seat is held for you, or none is (409 names the lost ones)."""
     who = await require(request)
     body = await read_body(request, HoldRequest)
-    holds = holds_of(runtime(request))
+    holds = runtime(request).holds
     return respond(await holds.create(who, body.screening_id, body.seats, body.ga, body.best_available), 201)
 
 
 @documented("Show a hold", responses={200: HoldResult}, auth="customer", tags=("holds",))
 async def show_hold(request: Request) -> Response:
     who = await require(request)
-    return respond(await holds_of(runtime(request)).get(who, request.path_params["token"]))
+    return respond(await runtime(request).holds.get(who, request.path_params["token"]))
 
 
 @documented("Release a hold", responses={204: None}, auth="customer", tags=("holds",))
 async def release_hold(request: Request) -> Response:
     who = await require(request)
-    await holds_of(runtime(request)).release(who, request.path_params["token"])
+    await runtime(request).holds.release(who, request.path_params["token"])
     return Response(status_code=204)
 
 
@@ -407,7 +401,7 @@ async def release_hold(request: Request) -> Response:
 async def change_seats(request: Request) -> Response:
     who = await require(request)
     body = await read_body(request, SeatsChange)
-    holds = holds_of(runtime(request))
+    holds = runtime(request).holds
     return respond(await holds.modify(who, request.path_params["token"], body.add, body.remove))
 
 
@@ -415,7 +409,7 @@ async def change_seats(request: Request) -> Response:
 async def extend_hold(request: Request) -> Response:
     """Pushes the expiry out by the hold TTL again, but never past the hold's maximum lifetime."""
     who = await require(request)
-    return respond(await holds_of(runtime(request)).extend(who, request.path_params["token"]))
+    return respond(await runtime(request).holds.extend(who, request.path_params["token"]))
 
 
 routes: list[BaseRoute] = [

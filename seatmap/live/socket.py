@@ -25,7 +25,7 @@ from seatmap.accounts.auth import ACCESS_COOKIE, Principal, principal_from_token
 from seatmap.errors import NotFound, SeatmapError, Unauthorized, socket_error
 from seatmap.live.channels import RESYNCS, Channels
 from seatmap.live.feed import FROM_STREAM, Feed, Replay, ResumeFrom, TooSlow, Watcher
-from seatmap.live.holds import Holds, holds_of
+from seatmap.live.holds import Holds
 from seatmap.live.protocol import (
     CLOSE_ABUSE,
     CLOSE_NOT_FOUND,
@@ -241,11 +241,6 @@ def _decode(data: str | bytes) -> ClientMessage:
     return decode_client(data)
 
 
-def channels_of(rt: Runtime) -> Channels:
-    assert rt.channels is not None, "the lifespan starts the channels"
-    return rt.channels
-
-
 async def screening_socket(ws: WebSocket) -> None:
     rt = runtime(ws)
     if not origin_allowed(ws, rt.settings):
@@ -260,7 +255,7 @@ async def screening_socket(ws: WebSocket) -> None:
         await ws.send_text(
             encode(Error(code="invalid_message", message="`since` must be a sequence number."))
         )
-    holds = holds_of(rt)
+    holds = rt.holds
     try:
         await holds.inventory.layout(screening)
     except NotFound as exc:
@@ -272,7 +267,9 @@ async def screening_socket(ws: WebSocket) -> None:
     if cookie:
         with contextlib.suppress(SeatmapError):
             principal = await principal_from_token(rt, cookie)
-    channels = channels_of(rt)
+    channels = rt.channels
+    if channels is None:  # a worker's runtime has no fan-out; only web processes mount this route
+        raise RuntimeError("the live seat map needs a web runtime")
     batching = ws.query_params.get("batch") == "1"
     with SOCKETS_OPEN.track_inprogress():
         async with channels.watch(screening, batching=batching) as (feed, watcher):

@@ -23,7 +23,6 @@ from starlette.routing import BaseRoute, Route
 
 from seatmap.api import documented, path_int, respond
 from seatmap.errors import InvalidInput
-from seatmap.live.holds import holds_of
 from seatmap.live.seats import Plan, largest_block, ranked_blocks, stranded_by
 from seatmap.runtime import runtime
 
@@ -92,7 +91,7 @@ async def suggest_seats(request: Request) -> Response:
     rt = runtime(request)
     if ask.count > rt.settings.hold_max_seats:
         raise InvalidInput(f"At most {rt.settings.hold_max_seats} seats together.", path="$.count")
-    inventory = holds_of(rt).inventory
+    inventory = rt.holds.inventory
     layout = await inventory.layout(screening)
     if ask.category is not None and ask.category not in layout.categories.values():
         raise InvalidInput(f"No {ask.category!r} seats here.", path="$.category")

@@ -25,7 +25,7 @@ from seatmap.errors import NotFound, SeatTaken
 from seatmap.live.protocol import GASelection, SeatLabel
 from seatmap.runtime import runtime
 from seatmap.sales.orders import HolderName, Order, holder_list, price_lines, pricing, visible_order
-from seatmap.sales.settlement import LiveOrder, checkout_holds, publish_sold_or_defer
+from seatmap.sales.settlement import LiveOrder, publish_sold_or_defer
 from seatmap.sales.tickets import issue
 
 TAGS: Final = ("box office",)
@@ -75,7 +75,7 @@ async def sell(request: Request) -> Response:
     staff = await require(request, "staff")
     sale = await read_body(request, Sale)
     rt = runtime(request)
-    holds = checkout_holds(rt)
+    holds = rt.checkout_holds
     hold = await holds.create(staff, sale.screening_id, sale.seats, sale.ga)
     try:
         layout = await holds.inventory.layout(hold.screening_id)  # before taking a connection

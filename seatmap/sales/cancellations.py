@@ -29,7 +29,6 @@ from seatmap import jobs
 from seatmap.accounts.auth import require
 from seatmap.api import documented, path_int, read_body, respond
 from seatmap.errors import Conflict, NotFound
-from seatmap.live.holds import holds_of
 from seatmap.runtime import Runtime, runtime
 from seatmap.sales import notifications, refunds
 
@@ -137,7 +136,7 @@ async def release_live(rt: Runtime, screening_id: int, starts_at: datetime) -> i
     Safe to repeat: the status is published again only if Redis does not say `cancelled` yet,
     and a second release finds no holds.
     """
-    inventory = holds_of(rt).inventory
+    inventory = rt.holds.inventory
     k = inventory.keys(screening_id)
     if await inventory.redis.hget(k.meta, "status") != "cancelled":
         await inventory.set_status(screening_id, "cancelled", starts_at)

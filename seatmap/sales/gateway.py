@@ -27,7 +27,6 @@ import msgspec
 
 from seatmap.api import decode
 from seatmap.errors import InvalidSignature
-from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 
 # ---- the gateway interface --------------------------------------------------------------------
@@ -79,13 +78,6 @@ class PaymentProvider(Protocol):
     async def refund(self, provider_ref: str, amount: int, idempotency_key: str) -> Refund:
         """Return money; the same idempotency key again returns the same refund."""
         ...
-
-
-def provider_of(rt: Runtime) -> PaymentProvider:
-    """The provider the lifespan opened (payments.open_provider)."""
-    provider: PaymentProvider | None = rt.extras.get("payments")
-    assert provider is not None, "the lifespan opens the payment provider"
-    return provider
 
 
 # ---- signing and verifying webhooks ----------------------------------------------------------------

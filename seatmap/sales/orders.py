@@ -47,12 +47,11 @@ from seatmap.errors import (
     OrderClosed,
     OrderExists,
 )
-from seatmap.live.holds import holds_of, parse_token
+from seatmap.live.holds import parse_token
 from seatmap.live.inventory import Layout
 from seatmap.live.protocol import GASelection
 from seatmap.money import exponent
 from seatmap.runtime import Runtime, runtime
-from seatmap.sales.settlement import checkout_holds
 from seatmap.sales.tickets import Ticket
 
 log = logging.getLogger("seatmap.sales.orders")
@@ -310,7 +309,7 @@ async def create_order(request: Request) -> Response:
     body = await read_body(request, OrderRequest)
     digest = hashlib.sha256(msgspec.json.encode(body)).digest()
     rt = runtime(request)
-    holds = checkout_holds(rt)
+    holds = rt.checkout_holds
     screening = parse_token(body.hold_token)
     # Never hold a PostgreSQL connection while Redis work may need one (a screening's state is
     # loaded from PostgreSQL on first touch): under load that would exhaust the pool.
@@ -406,7 +405,7 @@ async def cancel_order(request: Request) -> Response:
             order = await visible_order(rt, who, order_id, conn)
             raise OrderClosed(f"This order is {order.status}.", status=order.status)
     try:
-        await holds_of(rt).release(who, token)
+        await rt.holds.release(who, token)
     except (NotFound, HoldExpired):
         pass  # the hold lapsed meanwhile: its seats are free already (or about to be)
     return respond(await visible_order(rt, who, order_id))
@@ -420,7 +419,7 @@ async def expire_lapsed(rt: Runtime) -> int:
     (a hold can outlive its order when it was extended); returns how many. Run by the worker."""
     async with rt.pool.acquire() as conn:
         rows = await conn.fetch(EXPIRE_ORDERS)
-    holds = holds_of(rt)
+    holds = rt.holds
     for row in rows:
         owner = Principal(user_id=row["owner"], role="customer", jti="", expires_at=0)
         try:

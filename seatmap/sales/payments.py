@@ -19,8 +19,6 @@ the buyer's `booking_confirmed` notification in its transaction too.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import asyncpg
@@ -33,17 +31,15 @@ from starlette.routing import BaseRoute, Route
 from seatmap.accounts.auth import require
 from seatmap.api import documented, path_int, respond
 from seatmap.errors import (
-    ConfigError,
     NotFound,
     OrderClosed,
     PayloadTooLarge,
     SeatmapError,
     SoldOut,
 )
-from seatmap.live.holds import holds_of
 from seatmap.runtime import Runtime, runtime
 from seatmap.sales import notifications, refunds
-from seatmap.sales.gateway import PaymentProvider, WebhookEvent, provider_of
+from seatmap.sales.gateway import WebhookEvent
 from seatmap.sales.orders import Payment
 from seatmap.sales.settlement import LIVE_ORDER_COLUMNS, LiveOrder, publish_sold_or_defer
 from seatmap.sales.tickets import issue
@@ -63,23 +59,6 @@ webhooks_received: Final = Counter(
     "duplicate, or the receipt's outcome (paid, processing, declined, refund_needed, stale, …).",
     ["outcome"],
 )
-
-
-@contextlib.asynccontextmanager
-async def open_provider(rt: Runtime) -> AsyncIterator[PaymentProvider]:
-    """The configured provider for the lifespan (imported lazily: only the chosen one loads)."""
-    name = rt.settings.payment_provider
-    if name != "simulated":
-        raise ConfigError(f"unknown SEATMAP_PAYMENT_PROVIDER {name!r} (known: simulated)")
-    from seatmap.simulated.provider import SimulatedGateway
-
-    gateway = SimulatedGateway(rt)
-    gateway.start()
-    rt.extras["payments"] = gateway
-    try:
-        yield gateway
-    finally:
-        await gateway.aclose()
 
 
 # ---- starting a payment ------------------------------------------------------------------------------
@@ -121,7 +100,7 @@ async def start_payment(request: Request) -> Response:
         if order["open_payment"] is not None:
             return respond(_payment(await conn.fetchrow(GET_PAYMENT, order["open_payment"])))
     # The gateway is another party (the simulated one uses our pool): no connection held meanwhile.
-    provider = provider_of(rt)
+    provider = rt.provider
     base = str(request.base_url).rstrip("/")
     created = await provider.create_payment(
         reference=str(order_id), amount=order["total"], currency=order["currency"],
@@ -184,7 +163,7 @@ class Receipt(msgspec.Struct, kw_only=True):
 
 async def _hold_covers(rt: Runtime, order: LiveOrder) -> bool:
     """Is the order's hold still live in Redis with every seat (and GA unit) it was made from?"""
-    k = holds_of(rt).inventory.keys(order.screening_id)
+    k = rt.holds.inventory.keys(order.screening_id)
     async with rt.redis.pipeline(transaction=False) as pipe:
         pipe.hmget(k.hold(order.hold_token), ["owner", "area", "qty"])
         pipe.pttl(k.ttl(order.hold_token))
@@ -304,7 +283,7 @@ async def apply_event(rt: Runtime, provider: str, event: WebhookEvent) -> Receip
 )
 async def webhook(request: Request) -> Response:
     rt = runtime(request)
-    provider = provider_of(rt)
+    provider = rt.provider
     if request.path_params["provider"] != provider.name:
         raise NotFound("No such payment provider here.")
     body = b""

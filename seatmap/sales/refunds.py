@@ -32,10 +32,8 @@ from seatmap.accounts.auth import require
 from seatmap.api import documented, path_int, respond
 from seatmap.db import AnyConnection
 from seatmap.errors import AlreadyUsed, Forbidden, NotFound, OrderClosed, RefundClosed
-from seatmap.live.holds import holds_of
 from seatmap.runtime import Runtime, runtime
 from seatmap.sales import notifications
-from seatmap.sales.gateway import provider_of
 from seatmap.sales.orders import Order, visible_order
 from seatmap.settings import Settings
 
@@ -195,7 +193,7 @@ async def _return_money(rt: Runtime, row: Any) -> tuple[str, str | None]:
         return "manual", None
     if row["amount"] == 0:
         return "succeeded", None
-    provider = provider_of(rt)
+    provider = rt.provider
     if row["provider"] != provider.name:
         raise LookupError(f"the payment was made with {row['provider']!r}, which is not configured here")
     timeout = rt.settings.refund_timeout
@@ -218,7 +216,7 @@ async def free_seats(
     A screening whose state is not in Redis needs nothing: it is loaded from PostgreSQL, where
     the tickets are void already.
     """
-    inventory = holds_of(rt).inventory
+    inventory = rt.holds.inventory
     await inventory.free(screening_id, order_id, seats, ga_area or "", ga_units if ga_area else 0)
 
 

@@ -21,9 +21,9 @@ from typing import Any, Final
 import asyncpg
 from redis.exceptions import RedisError
 
-from seatmap.live.holds import Holds, holds_of
 from seatmap.live.protocol import GASelection
 from seatmap.runtime import Runtime
+from seatmap.settings import Settings
 
 log = logging.getLogger("seatmap.sales.settlement")
 
@@ -86,17 +86,12 @@ class LiveOrder:
         return owner
 
 
-def checkout_holds(rt: Runtime) -> Holds:
-    """The live holds, configured for checkout: `extend` reaches the payment window (within
-    the hold's maximum), and staff at the box office may hold for many sales at once."""
-    found = rt.extras.get("checkout_holds")
-    if isinstance(found, Holds):
-        return found
-    holds = holds_of(rt)
-    s = rt.settings
-    tuned = replace(s, hold_ttl=min(s.payment_window, s.hold_max), holds_per_user=max(s.holds_per_user, 1000))
-    made = rt.extras["checkout_holds"] = Holds(holds.inventory, tuned)
-    return made
+def checkout_settings(settings: Settings) -> Settings:
+    """The live holds' settings for checkout (`Runtime.checkout_holds`): `extend` reaches the
+    payment window (within the hold's maximum), and staff at the box office may hold for many
+    sales at once."""
+    s = settings
+    return replace(s, hold_ttl=min(s.payment_window, s.hold_max), holds_per_user=max(s.holds_per_user, 1000))
 
 
 async def publish_sold(rt: Runtime, order: LiveOrder) -> None:
@@ -106,9 +101,8 @@ async def publish_sold(rt: Runtime, order: LiveOrder) -> None:
     sweeper of any process runs it again, and a rebuild from PostgreSQL shows the seats sold
     anyway (tickets are in `inventory.SOLD_SOURCES`).
     """
-    holds = holds_of(rt)
-    await holds.sell(order.hold_token, order.hold_owner, order.seats, order.ga, str(order.id))
-    _published(rt).add(order.id)
+    await rt.holds.sell(order.hold_token, order.hold_owner, order.seats, order.ga, str(order.id))
+    rt.state.published_orders.add(order.id)
 
 
 async def publish_sold_or_defer(rt: Runtime, order: LiveOrder) -> None:
@@ -122,19 +116,14 @@ async def publish_sold_or_defer(rt: Runtime, order: LiveOrder) -> None:
         )
 
 
-def _published(rt: Runtime) -> set[int]:
-    """Orders shown sold by this process and not yet written down: the sweeper writes them in
-    one statement per round (well inside the grace period), instead of one per sale."""
-    published: set[int] = rt.extras.setdefault("orders.published", set())
-    return published
-
-
 async def flush_published(rt: Runtime) -> int:
-    done = set(_published(rt))
+    """Write down the orders this process showed sold: one statement per sweep round (well inside
+    the grace period) instead of one per sale."""
+    done = set(rt.state.published_orders)
     if done:
         async with rt.pool.acquire() as conn:
             await conn.execute(MARK_PUBLISHED, list(done))
-        _published(rt).difference_update(done)
+        rt.state.published_orders.difference_update(done)
     return len(done)
 
 

@@ -34,18 +34,19 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap.api import documented
+from seatmap.db import Pool
 from seatmap.errors import Conflict, IdempotencyKeyReused, NotFound, Unavailable
 from seatmap.money import format_amount
-from seatmap.runtime import Runtime, runtime
+from seatmap.runtime import runtime
 from seatmap.sales.gateway import (
     CreatedPayment,
     PaymentData,
     Refund,
     WebhookEvent,
-    provider_of,
     verify_event,
     webhook_key,
 )
+from seatmap.settings import Settings
 from seatmap.simulated.outbox import LEASE, Outbox
 
 TAGS: Final = ("simulated gateway",)
@@ -84,15 +85,16 @@ _encoder = msgspec.json.Encoder()
 
 
 class SimulatedGateway:
-    """A `PaymentProvider`. One per web process, opened and closed by the lifespan."""
+    """A `PaymentProvider`. One per process, opened and closed by `open_runtime`; `start` runs its
+    webhook pump (`runtime.start_provider`, in the processes that serve and work)."""
 
     name = "simulated"
 
-    def __init__(self, rt: Runtime) -> None:
-        self.pool = rt.pool
-        self.settings = rt.settings
-        self.key = webhook_key(rt.settings)
-        self.outbox = Outbox(rt.pool, self.key, copies=rt.settings.simulated_webhook_copies)
+    def __init__(self, pool: Pool, settings: Settings) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.key = webhook_key(settings)
+        self.outbox = Outbox(pool, self.key, copies=settings.simulated_webhook_copies)
 
     def start(self) -> None:
         self.outbox.start()
@@ -214,7 +216,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 
 
 def _gateway(request: Request) -> SimulatedGateway:
-    gateway = provider_of(runtime(request))
+    gateway = runtime(request).provider
     if not isinstance(gateway, SimulatedGateway):
         raise NotFound("The simulated gateway is not in use.")
     return gateway

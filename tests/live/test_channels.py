@@ -14,7 +14,6 @@ from prometheus_client import REGISTRY
 
 from seatmap.accounts.auth import Principal
 from seatmap.app import create_app
-from seatmap.live.holds import Holds
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running
@@ -29,8 +28,7 @@ async def test_a_client_that_stops_reading_does_not_delay_others(rt: Runtime, se
     small = replace(settings, ws_queue_size=16, hold_max_seats=100)
     async with running(create_app(small)) as srv:
         assert srv.runtime is not None
-        holds = srv.runtime.extras["holds"]
-        assert isinstance(holds, Holds)
+        holds = srv.runtime.holds
         # The stalled client: a tiny receive buffer and a library queue of one frame, never read.
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)

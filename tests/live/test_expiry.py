@@ -13,7 +13,6 @@ import pytest
 from prometheus_client import REGISTRY
 
 from seatmap.app import create_app
-from seatmap.live.expiry import Expiry
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running
@@ -102,8 +101,8 @@ async def test_many_restockers_release_once(rt: Runtime, settings: Settings) -> 
         ).json()["token"]
         await viewer.next("delta")
         await asyncio.sleep(1.2)
-        expiry = app_rt.extras["expiry"]
-        assert isinstance(expiry, Expiry)
+        expiry = app_rt.expiry
+        assert expiry is not None
         results = await asyncio.gather(*(expiry.restock(screening, token) for _ in range(10)))
         assert results.count(True) == 1
         delta = await viewer.next("delta")
@@ -151,8 +150,8 @@ async def test_owner_is_told_the_hold_expired(rt: Runtime, settings: Settings) -
         assert await answers(alice) == {(409, "hold_expired")}
         assert await on_socket() == {"hold_expired"}
         assert await answers(bob) == {(404, "not_found")}
-        expiry = srv_runtime(srv).extras["expiry"]
-        assert isinstance(expiry, Expiry)
+        expiry = srv_runtime(srv).expiry
+        assert expiry is not None
         assert await expiry.restock(screening, token) is True
         assert await answers(alice) == {(409, "hold_expired")}
         assert await on_socket() == {"hold_expired"}
@@ -181,8 +180,8 @@ async def test_restocks_and_their_lag_are_exported(rt: Runtime, settings: Settin
                          "seatmap_restock_lag_seconds_sum")
         }  # fmt: skip
         await asyncio.sleep(1.6)  # restocked 0.6 s after its deadline
-        expiry = srv_runtime(srv).extras["expiry"]
-        assert isinstance(expiry, Expiry)
+        expiry = srv_runtime(srv).expiry
+        assert expiry is not None
         assert [await expiry.restock(screening, token) for _ in range(3)] == [True, False, False]
         assert sample("seatmap_restocks_total") - before["seatmap_restocks_total"] == 1
         assert sample("seatmap_restock_lag_seconds_count") - before["seatmap_restock_lag_seconds_count"] == 1

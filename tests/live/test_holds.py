@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from seatmap.accounts.auth import Principal
 from seatmap.live import replies
-from seatmap.live.holds import holds_of, refusal
+from seatmap.live.holds import refusal
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running
@@ -321,11 +321,9 @@ async def test_sell_marks_seats_sold_once(rt: Runtime, server: object, client: h
         )
     ).json()
     await viewer.next("delta")
-    from seatmap.live.holds import Holds
     from seatmap.live.protocol import GASelection
 
-    holds = server.runtime.extras["holds"]
-    assert isinstance(holds, Holds)
+    holds = server.runtime.holds
     seq = await holds.sell(hold["token"], alice.id, ["A1", "A2"], GASelection("Floor", 2), "order-1")
     assert seq > 0
     delta = await viewer.next("delta")
@@ -371,7 +369,7 @@ async def test_holds_go_on_after_redis_drops_the_idle_connections(
     Redis after the kill (a login check would have replaced the dead connection first).
     """
     assert server.runtime is not None
-    holds = holds_of(server.runtime)
+    holds = server.runtime.holds
     who = [Principal(user_id=u.id, role="customer", jti="x", expires_at=0) for u in await quick_users(rt, 4)]
     await holds.create(who[0], screening, ["A1"])
     killed = await rt.redis.client_kill_filter(_type="normal", skipme=True)

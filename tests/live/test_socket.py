@@ -11,7 +11,6 @@ import websockets
 from prometheus_client import REGISTRY
 
 from seatmap.accounts.auth import Principal
-from seatmap.live.holds import holds_of
 from seatmap.live.protocol import CLOSE_ABUSE, CLOSE_NOT_FOUND
 from seatmap.runtime import Runtime
 from tests.support import Server, Viewer, make_screening, quick_users
@@ -368,7 +367,7 @@ async def test_a_batching_client_gets_the_same_messages_in_fewer_frames(
     """
     users = await quick_users(rt, 40)
     assert server.runtime is not None
-    holds = holds_of(server.runtime)
+    holds = server.runtime.holds
     plain = await Viewer.connect(server, screening)
     packed = await Viewer.connect(server, screening, batch=True)
     start = (await plain.next("snapshot"))["seq"]

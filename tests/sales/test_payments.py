@@ -17,7 +17,7 @@ import pytest
 from seatmap.app import create_app
 from seatmap.errors import Conflict, IdempotencyKeyReused, InvalidSignature
 from seatmap.runtime import Runtime
-from seatmap.sales.gateway import provider_of, sign, verify_signature, webhook_key
+from seatmap.sales.gateway import sign, verify_signature, webhook_key
 from seatmap.settings import Secret, Settings
 from tests.conftest import running
 from tests.shopping import (
@@ -275,7 +275,7 @@ async def test_simulated_gateway_remembers_refund_keys(
     paid = await buy(client, alice, screening, ["B5", "B6"])
     ref = await provider_ref(rt, paid["payments"][0]["id"])
     assert server.runtime is not None
-    gateway = provider_of(server.runtime)
+    gateway = server.runtime.provider
     first = await gateway.refund(ref, 60000, "refund-1")
     again = await gateway.refund(ref, 60000, "refund-1")
     assert (first.replayed, again.replayed, again.id) == (False, True, first.id)
