@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint types check bench clean
+.PHONY: run test lint types contract check bench clean
 
 run: $(STAMP)
 	$(BIN)/seatmap serve
@@ -19,7 +19,10 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
-check: lint types test
+contract: $(STAMP)
+	$(BIN)/lint-imports
+
+check: lint types contract test
 
 # The live seat map benchmark (bench/README.md); e.g. `make bench BENCH_ARGS="--viewers 5000"`.
 BENCH_ARGS ?= --viewers 1000

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from bench.stage import adjacent
 from seatmap.accounts.auth import Principal
+from seatmap.composition import open_runtime
 from seatmap.errors import SeatmapError
 from seatmap.live.holds import Holds
-from seatmap.runtime import open_runtime
 from seatmap.settings import Secret, Settings
 
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from bench.stage import Stage, adjacent, build
 from seatmap.accounts.auth import Principal
+from seatmap.composition import open_runtime
 from seatmap.embedded import Urls, embedded_servers
 from seatmap.errors import SeatmapError
 from seatmap.live.holds import Holds
 from seatmap.live.protocol import BestAvailable
-from seatmap.runtime import open_runtime
 from seatmap.settings import Secret, Settings
 
 

@@ -18,10 +18,11 @@ from starlette.staticfiles import StaticFiles
 from seatmap import metrics, ops, resources, worker
 from seatmap.accounts import users
 from seatmap.catalog import auditoriums, cinemas, movies, scheduling, screenings
+from seatmap.composition import open_runtime, start_provider
 from seatmap.errors import SeatmapError, http_handler, starlette_http_handler, unexpected_handler
 from seatmap.live import blocks, holds, socket, suggestions
 from seatmap.logs import RequestLog, configure
-from seatmap.runtime import Runtime, cancel, open_runtime, start_provider
+from seatmap.runtime import Runtime, cancel
 from seatmap.sales import (
     boxoffice,
     cancellations,

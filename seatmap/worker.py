@@ -27,7 +27,8 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from seatmap import jobs, mail
-from seatmap.runtime import Runtime, open_runtime, start_provider, urls
+from seatmap.composition import open_runtime, start_provider
+from seatmap.runtime import Runtime, urls
 from seatmap.sales import cancellations, notifications, orders, refunds
 from seatmap.settings import Settings
 

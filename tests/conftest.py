@@ -30,9 +30,10 @@ import uvicorn
 from starlette.applications import Starlette
 
 from seatmap.app import create_app
+from seatmap.composition import open_runtime
 from seatmap.db import migrate
 from seatmap.embedded import embedded_postgres, embedded_redis
-from seatmap.runtime import Runtime, open_runtime
+from seatmap.runtime import Runtime
 from seatmap.settings import Secret, Settings
 from tests.support import TIMEOUT_FACTOR, Server
 

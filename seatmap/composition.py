@@ -1,0 +1,117 @@
+"""The composition root: what a process of each role is made of, opened once, closed in reverse.
+
+`open_runtime(settings, role)` opens the PostgreSQL pool, the Redis client, the live holds, the
+payment provider and, for a web process, the pub/sub listener, the channels and the expiry, and
+yields the frozen `Runtime` (runtime.py) with a typed field for each. It starts no background
+task: the web lifespan (app.py) and the worker (worker.py) start theirs on it, and the tests open
+the same runtime to reach the databases a server uses without running a second sweeper or
+webhook pump. It is also the one place that knows which payment provider is in use: the domains
+see only the contract in `sales/gateway.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Final
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from seatmap.db import Pool, create_pool
+from seatmap.errors import ConfigError
+from seatmap.live.channels import Channels
+from seatmap.live.expiry import Expiry
+from seatmap.live.holds import Holds
+from seatmap.live.inventory import Inventory
+from seatmap.runtime import ProcessState, Role, Runtime, urls
+from seatmap.sales.gateway import PaymentProvider
+from seatmap.sales.settlement import checkout_settings
+from seatmap.settings import Settings
+from seatmap.simulated.provider import SimulatedGateway
+
+# A worker's job holds a connection only while it talks to PostgreSQL, not while it waits for the
+# gateway, so many jobs share fewer connections (PostgreSQL allows 100 by default, for every
+# process); a few more serve the claim loop, lease renewal, housekeeping and mail.
+_MAX_JOB_CONNECTIONS: Final = 20
+_SPARE_CONNECTIONS: Final = 4
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings, role: Role) -> AsyncIterator[Runtime]:
+    """Open what a process of `role` holds, and close it all again on leaving, in reverse."""
+    database_url, redis_url = urls(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        if role == "web":
+            pool = await create_pool(database_url, min_size=1, max_size=20)
+        else:
+            jobs = min(settings.job_concurrency, _MAX_JOB_CONNECTIONS)
+            pool = await create_pool(database_url, min_size=2, max_size=jobs + _SPARE_CONNECTIONS)
+        stack.push_async_callback(pool.close)
+        # A blocking pool: under a burst, commands wait briefly for a connection instead of
+        # failing with "Too many connections". A command that meets a dead pooled connection
+        # (Redis restarted, an idle connection dropped) reconnects and is sent again, twice at
+        # most; without `retry` on the pool, redis-py would raise at once.
+        redis_pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=64, timeout=10, decode_responses=True,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.01), 2),
+        )  # fmt: skip
+        redis = aioredis.Redis.from_pool(redis_pool)  # owns the pool: aclose() closes it
+        stack.push_async_callback(redis.aclose)
+        await redis.ping()  # unreachable Redis: fail now, not at the first request or job
+        inventory = Inventory(
+            redis, pool, settings.redis_prefix, settings.recovery_log_length, settings.sweet_row
+        )
+        provider = await stack.enter_async_context(_open_provider(settings, pool))
+        channels: Channels | None = None
+        expiry: Expiry | None = None
+        if role == "web":
+            # The pub/sub connection without that retry: redis-py would reconnect it silently,
+            # and Channels must see the drop to bring its viewers up to date (channels.py).
+            listener = aioredis.Redis.from_url(redis_url, decode_responses=True, max_connections=2)
+            stack.push_async_callback(listener.aclose)
+            channels = Channels(
+                redis, inventory, queue_size=settings.ws_queue_size, heartbeat=settings.ws_heartbeat,
+                listener=listener,
+            )  # fmt: skip
+            stack.push_async_callback(channels.stop)
+            expiry = Expiry(
+                redis, inventory, channels, hold_max=settings.hold_max, sweep_interval=settings.sweep_interval
+            )
+            stack.push_async_callback(expiry.stop)
+        yield Runtime(
+            settings=settings,
+            role=role,
+            pool=pool,
+            redis=redis,
+            holds=Holds(inventory, settings),
+            checkout_holds=Holds(inventory, checkout_settings(settings)),
+            provider=provider,
+            channels=channels,
+            expiry=expiry,
+            state=ProcessState(),
+        )
+
+
+@contextlib.asynccontextmanager
+async def _open_provider(settings: Settings, pool: Pool) -> AsyncIterator[PaymentProvider]:
+    """The payment provider SEATMAP_PAYMENT_PROVIDER names; the composition root is where it is chosen."""
+    name = settings.payment_provider
+    if name != "simulated":
+        raise ConfigError(f"unknown SEATMAP_PAYMENT_PROVIDER {name!r} (known: simulated)")
+    gateway = SimulatedGateway(pool, settings)
+    try:
+        yield gateway
+    finally:
+        await gateway.aclose()
+
+
+def start_provider(rt: Runtime) -> None:
+    """Start the provider's own background work: the simulated gateway's webhook pump.
+
+    Apart from `open_runtime`, so that a runtime opened for a look at the databases (tests,
+    tools) does not deliver webhooks behind the server's back.
+    """
+    if isinstance(rt.provider, SimulatedGateway):
+        rt.provider.start()
