@@ -21,7 +21,7 @@ from seatmap.catalog import auditoriums, cinemas, movies, scheduling, screenings
 from seatmap.errors import SeatmapError, http_handler, starlette_http_handler, unexpected_handler
 from seatmap.live import blocks, holds, socket
 from seatmap.logs import RequestLog, configure
-from seatmap.runtime import Runtime, cancel, open_runtime, start_provider
+from seatmap.runtime import Runtime, cancel, open_runtime, start_provider, urls
 from seatmap.sales import (
     boxoffice,
     cancellations,
@@ -44,8 +44,7 @@ class State(TypedDict):
 
 
 def create_app(settings: Settings) -> Starlette:
-    if settings.database_url is None or settings.redis_url is None:
-        raise SeatmapError("create_app needs DATABASE_URL and REDIS_URL (embedded.py provides them)")
+    urls(settings)  # refuse now, not when the lifespan starts
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
