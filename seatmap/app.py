@@ -22,7 +22,7 @@ from seatmap.composition import open_runtime, start_provider
 from seatmap.errors import SeatmapError, http_handler, starlette_http_handler, unexpected_handler
 from seatmap.live import blocks, holds, socket, suggestions
 from seatmap.logs import RequestLog, configure
-from seatmap.runtime import Runtime, cancel
+from seatmap.runtime import Runtime, cancel, urls
 from seatmap.sales import (
     boxoffice,
     cancellations,
@@ -45,8 +45,7 @@ class State(TypedDict):
 
 
 def create_app(settings: Settings) -> Starlette:
-    if settings.database_url is None or settings.redis_url is None:
-        raise SeatmapError("create_app needs DATABASE_URL and REDIS_URL (embedded.py provides them)")
+    urls(settings)  # refuse now, not when the lifespan starts
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:

@@ -270,10 +270,18 @@ class Worker:
         self.failed = 0
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set. If the lease renewer dies, the jobs running are given back
+        and its exception ends `run`: without renewals their leases would lapse and another
+        worker would run them a second time, while this one carried on as if all were well."""
         listener = await _listen(self.dsn, self._wake)
         renewer = asyncio.create_task(self._renew_leases(stop), name="jobs.renew")
+        renewer.add_done_callback(lambda _: self._wake.set())
         try:
             while not stop.is_set():
+                if renewer.done():
+                    for task in self._running.values():
+                        task.cancel()  # `_run` gives the job back
+                    raise renewer.exception() or RuntimeError("the lease renewer returned")
                 free = self.policy.concurrency - len(self._running)
                 claimed = await self._claim(free) if free > 0 else []
                 for job in claimed:
@@ -289,8 +297,7 @@ class Worker:
                 log.info("finishing %d running job(s) before stopping", len(self._running))
                 await asyncio.gather(*self._running.values(), return_exceptions=True)
             renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            await asyncio.gather(renewer, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await listener.close()
 

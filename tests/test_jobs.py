@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+import asyncpg
 import pytest
 
 from seatmap import jobs
@@ -182,6 +183,36 @@ async def test_a_dead_workers_job_is_picked_up_after_its_lease(rt: Runtime) -> N
         assert ran == []  # still leased
         await wait_for(lambda: _done(rt, job_id))
     assert ran == [2]
+
+
+async def test_a_worker_whose_lease_renewer_dies_stops_with_its_error(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When renewing leases fails, the worker gives its running job back and stops with that
+    error, instead of working on while the lease lapses and another worker runs the job again."""
+    started, released = asyncio.Event(), asyncio.Event()
+
+    async def endless(job: Job) -> None:
+        started.set()
+        await released.wait()  # a long job: it runs until given back (or the test ends)
+
+    # The renewal statement fails in PostgreSQL (as a dropped connection or a bug would).
+    monkeypatch.setattr(jobs, "_RENEW", "SELECT $1::bigint[], $2::text, $3::float8 / 0")
+    async with rt.pool.acquire() as conn:
+        job_id = await jobs.enqueue(conn, "endless")
+    worker = Worker(rt.pool, rt.settings.database_url or "", {"endless": endless}, replace(FAST, lease=0.6))
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        await asyncio.wait_for(started.wait(), 5 * TIMEOUT_FACTOR)
+        await asyncio.wait([running], timeout=5 * TIMEOUT_FACTOR)
+        assert running.done(), "the worker runs on without renewing its leases"
+        assert isinstance(running.exception(), asyncpg.DivisionByZeroError)
+    finally:
+        stop.set()
+        released.set()
+        await asyncio.gather(running, return_exceptions=True)
+    assert await status_of(rt, job_id or 0) == ("queued", 0, None)
 
 
 async def test_stopping_finishes_running_jobs(rt: Runtime) -> None:
