@@ -205,6 +205,16 @@ class Settings:
         "SEATMAP_SIMULATED_REFUND_TIMEOUT_RATE", 0.0, minimum=0, maximum=1,
         help="simulated gateway: share of refund calls that refund but never answer",
     )  # fmt: skip
+    # A worker has no web server: its counters (jobs and refunds by outcome, webhook deliveries)
+    # are only seen if it serves them itself. Queue depth and ages are read from PostgreSQL by
+    # every web process's /metrics, so they need no worker port.
+    worker_metrics_port: int = setting(
+        "SEATMAP_WORKER_METRICS_PORT", 0, minimum=0, maximum=65535,
+        help="a worker serves its own metrics at http://HOST:PORT/metrics; 0: not served",
+    )  # fmt: skip
+    worker_metrics_host: str = setting(
+        "SEATMAP_WORKER_METRICS_HOST", "127.0.0.1", help="the address the worker's metrics listen on"
+    )
     job_concurrency: int = setting(
         "SEATMAP_JOB_CONCURRENCY", 32, minimum=1, help="jobs one worker process runs at once"
     )

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
 import asyncpg
+import prometheus_client
 from redis.exceptions import RedisError
 
 from seatmap import jobs, mail
@@ -113,7 +114,7 @@ async def run(settings: Settings) -> None:
     urls(settings)
     server = mail.smtp_server(settings) if settings.smtp_url is not None else None  # bad URL: fail now
     async with open_runtime(settings, "worker") as rt:
-        with _stop_on_signals(rt.state.stopping):
+        with _stop_on_signals(rt.state.stopping), _metrics_server(settings):
             start_provider(rt)
             async with background(rt):
                 log.info(
@@ -141,6 +142,30 @@ async def _say_how_mail_goes(rt: Runtime, server: mail.SMTPServer | None) -> Non
             log.warning("%d mail(s) are pending; set SEATMAP_SMTP_URL to deliver them", pending)
         return
     log.info("worker delivering mail through %s:%d", server.host, server.port)
+
+
+@contextlib.contextmanager
+def _metrics_server(settings: Settings) -> Iterator[None]:
+    """The worker's own counters on SEATMAP_WORKER_METRICS_PORT, for Prometheus to scrape.
+
+    prometheus_client's server runs in a thread of its own and reads the same registry the jobs
+    count into; a port that cannot be bound fails the start, not the first scrape.
+    """
+    if not settings.worker_metrics_port:
+        yield
+        return
+    server, thread = prometheus_client.start_http_server(
+        settings.worker_metrics_port, addr=settings.worker_metrics_host
+    )
+    log.info(
+        "worker metrics on http://%s:%d/metrics", settings.worker_metrics_host, settings.worker_metrics_port
+    )
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 @contextlib.contextmanager

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from seatmap.app import create_app
-from seatmap.errors import ConfigError
 from seatmap.composition import open_runtime
+from seatmap.errors import ConfigError
 from seatmap.settings import Settings
 from tests.support import Server
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from seatmap import mail
+from seatmap import jobs, mail
 from seatmap.app import create_app
 from seatmap.runtime import Runtime
 from seatmap.settings import Secret, Settings
@@ -20,7 +20,15 @@ from tests import refunding
 from tests.conftest import running
 from tests.shopping import pending_order, seat_states
 from tests.smtp import SMTPSink
-from tests.support import TIMEOUT_FACTOR, Server, logged_in, make_screening, process_environ
+from tests.support import (
+    TIMEOUT_FACTOR,
+    Server,
+    free_port,
+    logged_in,
+    make_screening,
+    metric_value,
+    process_environ,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 10 * TIMEOUT_FACTOR
@@ -228,3 +236,20 @@ def test_dev_mode_runs_the_jobs_in_the_web_process_unless_told_otherwise(tmp_pat
     assert dev.inline_worker is True
     assert Settings.from_environ(production).inline_worker is False
     assert Settings.from_environ({**production, "SEATMAP_INLINE_WORKER": "1"}).inline_worker is True
+
+
+async def test_the_worker_serves_its_own_job_counters_to_prometheus(rt: Runtime, settings: Settings) -> None:
+    """With SEATMAP_WORKER_METRICS_PORT set, the worker's job outcomes can be scraped from it."""
+    port = free_port()
+    async with rt.pool.acquire() as conn:
+        await jobs.enqueue(conn, "mail", max_attempts=1)  # no SMTP here: the attempt fails, dead at once
+    async with worker(settings, SEATMAP_WORKER_METRICS_PORT=str(port)) as proc:
+        await proc.wait_for_line(f"worker metrics on http://127.0.0.1:{port}/metrics")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as scraper:
+            async with asyncio.timeout(WAIT):
+                while True:
+                    page = (await scraper.get("/metrics")).text
+                    if metric_value(page, "seatmap_jobs_total", {"kind": "mail", "outcome": "dead"}) == 1:
+                        break
+                    await asyncio.sleep(0.05)
+        assert await proc.stop() == 0

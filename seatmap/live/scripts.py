@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.resources
 import re
 from typing import Any, Final, NamedTuple
 
@@ -20,16 +19,17 @@ import hiredis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, ResponseError
 
+from seatmap import resources
+
 _FILES: Final = ("seats.lua", "restock.lua", "blocks.lua", "screening.lua")
 _MARKER: Final = re.compile(r"^--- (\w+) ---\n", re.M)
 
 
 def _load() -> dict[str, str]:
-    here = importlib.resources.files("seatmap.live")
-    prelude = here.joinpath("prelude.lua").read_text()
+    prelude = resources.lua("seatmap.live", "prelude.lua")
     sources: dict[str, str] = {}
     for name in _FILES:
-        helpers, *parts = _MARKER.split(here.joinpath(name).read_text())
+        helpers, *parts = _MARKER.split(resources.lua("seatmap.live", name))
         for script, body in zip(parts[::2], parts[1::2], strict=True):
             assert script not in sources, f"two scripts named {script}"
             sources[script] = prelude + helpers + body
