@@ -435,22 +435,22 @@ async def bare(
 
 # (label, a substring of a py-spy frame): a sample counts for every label its stack contains.
 _ENDPOINTS: Final = (
-    ("POST /api/holds", "create_hold (seatmap/holds.py"),
-    ("POST /api/orders", "create_order (seatmap/orders.py"),
-    ("POST /api/orders/{id}/payments", "start_payment (seatmap/payments.py"),
-    ("POST /pay/{id}/approve (gateway)", "_decide (seatmap/simulated.py"),
-    ("  of which delivering the webhook", "SimulatedGateway.deliver (seatmap/simulated.py"),
-    ("POST /api/payments/webhooks/simulated", "webhook (seatmap/payments.py"),
-    ("GET /api/orders/{id}", "get_order (seatmap/orders.py"),
+    ("POST /api/holds", "create_hold (seatmap/live/holds.py"),
+    ("POST /api/orders", "create_order (seatmap/sales/orders.py"),
+    ("POST /api/orders/{id}/payments", "start_payment (seatmap/sales/payments.py"),
+    ("POST /pay/{id}/approve (gateway)", "_decide (seatmap/simulated/provider.py"),
+    ("  of which delivering the webhook", "Outbox.deliver_now (seatmap/simulated/outbox.py"),
+    ("POST /api/payments/webhooks/simulated", "webhook (seatmap/sales/payments.py"),
+    ("GET /api/orders/{id}", "get_order (seatmap/sales/orders.py"),
     ("outside endpoint functions (HTTP parsing, responses, protocol callbacks)", ""),
 )
 _INSIDE: Final = (
-    ("auth: JWT + revocation check in Redis", "require (seatmap/auth.py"),
+    ("auth: JWT + revocation check in Redis", "require (seatmap/accounts/auth.py"),
     ("PostgreSQL client (asyncpg)", "asyncpg/"),
     ("  of which returning connections (reset query)", "PoolConnectionHolder.release"),
     ("Redis client (redis-py)", "redis/"),
-    ("the confirmation transaction", "_apply (seatmap/payments.py"),
-    ("showing seats sold (Holds.sell)", "publish_sold (seatmap/sales.py"),
+    ("the confirmation transaction", "_apply (seatmap/sales/payments.py"),
+    ("showing seats sold (Holds.sell)", "publish_sold (seatmap/sales/settlement.py"),
     ("request/metrics middleware", "RequestLog.__call__ (seatmap/logs.py"),
     ("socket writes (syscalls, leaf frames)", "Transport.write"),
 )

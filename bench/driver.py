@@ -1,6 +1,6 @@
 """The driver: holds and releases seats of one screening at a fixed rate, through the real Lua path.
 
-It calls `seatmap.holds.Holds` against Redis directly (the code behind POST/DELETE
+It calls `seatmap.live.holds.Holds` against Redis directly (the code behind POST/DELETE
 /api/holds), so the server under test spends its CPU on fan-out only, and every change is
 one delta with the next seq. The choice of seats comes from a seeded RNG and every phase
 ends by releasing whatever is still held, so each server is fed the same sequence of

@@ -4,7 +4,7 @@
 
 Each of N requesters (its own user) loops: hold (2-4 seats), then release, on a 600-seat hall,
 all at once. "explicit" picks a random block of adjacent seats itself, as a person clicking would;
-"best" asks for `best_available` and lets the server choose. Both go through `seatmap.holds.Holds`,
+"best" asks for `best_available` and lets the server choose. Both go through `seatmap.live.holds.Holds`,
 the code the REST and WebSocket endpoints call (Lua scripts in Redis, the layout from PostgreSQL),
 without HTTP in front, so the ratio shows what choosing seats on the server costs. The
 no-stranded-seat rule is on in both. Numbers are only comparable within one run.

@@ -3,7 +3,7 @@
 Client messages are a tagged union on `type`; anything else (bad JSON, unknown type, wrong
 field types) decodes to a `ProtocolError` with a code, and the socket stays open. Deltas
 are not encoded here: they are written once, inside the atomic Lua step that made the
-change, and forwarded as they are (see holds.lua and channels.py). `docs/protocol.md`
+change, and forwarded as they are (see seats.lua and channels.py). `docs/protocol.md`
 describes every message and close code.
 """
 
