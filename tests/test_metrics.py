@@ -7,6 +7,7 @@ two scrapes; what is read from PostgreSQL belongs to the test's own database and
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -19,12 +20,15 @@ from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from seatmap import jobs, metrics
+from seatmap.app import create_app
 from seatmap.runtime import Runtime
 from seatmap.sales import refunds
+from seatmap.settings import Settings
 from seatmap.simulated.outbox import delivery_outcome
-from tests.refunding import cancel_screening, paid_orders
+from tests.conftest import running
+from tests.refunding import cancel_screening, eventually, paid_orders
 from tests.shopping import buy
-from tests.support import TIMEOUT_FACTOR, Server, logged_in, make_screening, metric_value
+from tests.support import TIMEOUT_FACTOR, Server, logged_in, make_screening, metric_value, quick_users
 
 
 async def scrape(client: httpx.AsyncClient) -> str:
@@ -284,3 +288,33 @@ async def test_job_outcomes_by_kind(rt: Runtime) -> None:
         ("flaky", "done"): 1, ("flaky", "retry"): 1, ("flaky", "dead"): 0,
         ("broken", "done"): 0, ("broken", "retry"): 0, ("broken", "dead"): 1,
     }  # fmt: skip
+
+
+async def test_a_hold_left_to_expire_moves_the_restock_counter_and_the_lag_histogram(
+    settings: Settings, rt: Runtime
+) -> None:
+    """Nobody touches a 1 s hold: Redis expires it, the seat comes back, and /metrics says so."""
+    screening = await make_screening(rt, ["SSSS"])
+    short = replace(settings, hold_ttl=1)
+    async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
+        (alice,) = await quick_users(rt, 1)
+        before = await scrape(client)
+        held = await client.post(
+            "/api/holds", json={"screening_id": screening, "seats": ["A1"]}, headers=alice.headers
+        )
+        assert held.status_code == 201
+
+        async def restocked() -> bool:
+            return "A1" not in (await client.get(f"/api/screenings/{screening}")).json()["seats"]
+
+        await eventually(restocked, within=10)
+        after = await scrape(client)
+
+    def moved(name: str) -> float:
+        return metric_value(after, name, {}) - metric_value(before, name, {})
+
+    assert moved("seatmap_restocks_total") == 1
+    assert moved("seatmap_restock_lag_seconds_count") == 1
+    # Restocked by the keyspace notification, well inside the sweeper's interval after the deadline.
+    assert 0 <= moved("seatmap_restock_lag_seconds_sum") < settings.sweep_interval + 1 * TIMEOUT_FACTOR
+    assert moved("seatmap_holds_total") == 1
