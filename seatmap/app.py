@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 from seatmap import metrics, ops, resources, worker
 from seatmap.accounts import users
 from seatmap.catalog import auditoriums, cinemas, movies, scheduling, screenings
-from seatmap.composition import open_runtime, start_provider
+from seatmap.composition import open_runtime
 from seatmap.errors import SeatmapError, http_handler, starlette_http_handler, unexpected_handler
 from seatmap.live import blocks, holds, socket, suggestions
 from seatmap.logs import RequestLog, configure
@@ -109,7 +109,7 @@ async def _start(rt: Runtime, stack: contextlib.AsyncExitStack) -> list[asyncio.
         await rt.expiry.listen()
     tasks.append(asyncio.create_task(rt.expiry.sweep_forever(), name="expiry.sweeper"))
     tasks.append(asyncio.create_task(settlement.sweep_forever(rt), name="sales.sweeper"))
-    start_provider(rt)
+    rt.provider.start()
     for task in tasks:
         rt.state.watch(task)
     if rt.settings.inline_worker:

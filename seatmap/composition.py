@@ -105,13 +105,3 @@ async def _open_provider(settings: Settings, pool: Pool) -> AsyncIterator[Paymen
         yield gateway
     finally:
         await gateway.aclose()
-
-
-def start_provider(rt: Runtime) -> None:
-    """Start the provider's own background work: the simulated gateway's webhook pump.
-
-    Apart from `open_runtime`, so that a runtime opened for a look at the databases (tests,
-    tools) does not deliver webhooks behind the server's back.
-    """
-    if isinstance(rt.provider, SimulatedGateway):
-        rt.provider.start()

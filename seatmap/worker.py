@@ -28,7 +28,7 @@ import prometheus_client
 from redis.exceptions import RedisError
 
 from seatmap import jobs, mail
-from seatmap.composition import open_runtime, start_provider
+from seatmap.composition import open_runtime
 from seatmap.runtime import Runtime, urls
 from seatmap.sales import cancellations, notifications, orders, refunds
 from seatmap.settings import Settings
@@ -115,7 +115,7 @@ async def run(settings: Settings) -> None:
     server = mail.smtp_server(settings) if settings.smtp_url is not None else None  # bad URL: fail now
     async with open_runtime(settings, "worker") as rt:
         with _stop_on_signals(rt.state.stopping), _metrics_server(settings):
-            start_provider(rt)
+            rt.provider.start()
             async with background(rt):
                 log.info(
                     "worker running jobs (%s), %d at once",

@@ -79,6 +79,12 @@ class PaymentProvider(Protocol):
         """Return money; the same idempotency key again returns the same refund."""
         ...
 
+    def start(self) -> None:
+        """Begin the provider's own background work, if it has any (the simulated gateway's
+        webhook pump). Only processes that serve or work call it: a runtime opened to look at
+        the databases (tests, tools) must not act behind the server's back."""
+        ...
+
 
 # ---- signing and verifying webhooks ----------------------------------------------------------------
 

@@ -86,7 +86,7 @@ _encoder = msgspec.json.Encoder()
 
 class SimulatedGateway:
     """A `PaymentProvider`. One per process, opened and closed by `open_runtime`; `start` runs its
-    webhook pump (`runtime.start_provider`, in the processes that serve and work)."""
+    webhook pump (`start`, called by the processes that serve and work)."""
 
     name = "simulated"
 
