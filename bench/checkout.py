@@ -210,7 +210,7 @@ def server(
     env = {
         **os.environ, "DATABASE_URL": stage.database_url, "REDIS_URL": redis_url,
         "SEATMAP_JWT_SECRET": stage.jwt_secret, "SEATMAP_REDIS_PREFIX": stage.prefix,
-        "SEATMAP_LOG_LEVEL": "WARNING",
+        "SEATMAP_PUBLIC_URL": f"http://127.0.0.1:{port}", "SEATMAP_LOG_LEVEL": "WARNING",
     }  # fmt: skip
     command = [
         sys.executable, "-m", "uvicorn", "seatmap.app:app_from_environ", "--factory", "--host", "127.0.0.1",

@@ -86,6 +86,7 @@ def command_for(kind: Kind, port: int, backing: Backing) -> tuple[list[str], dic
             "REDIS_URL": backing.redis_url,
             "SEATMAP_REDIS_PREFIX": backing.prefix,
             "SEATMAP_JWT_SECRET": backing.jwt_secret,
+            "SEATMAP_PUBLIC_URL": f"http://127.0.0.1:{port}",
             "SEATMAP_LOG_LEVEL": "WARNING",
         }
         return _uvicorn("seatmap.app:app_from_environ", port, kind.ws), env

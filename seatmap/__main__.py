@@ -53,6 +53,15 @@ async def _prepare(settings: Settings, *, load_demo: bool) -> list[tuple[str, st
         await pool.close()
 
 
+def served_url(host: str, port: int) -> str:
+    """The address `seatmap serve --host HOST --port PORT` is reached at from this machine."""
+    if host in ("127.0.0.1", "0.0.0.0", "::", "::1", "localhost", ""):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    return f"http://{host}:{port}"
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
@@ -67,9 +76,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if ready.dev:
             os.environ["SEATMAP_DEV"] = "1"
         os.environ["SEATMAP_DATA_DIR"] = str(ready.data_dir)
-        host = "localhost" if args.host in ("127.0.0.1", "0.0.0.0") else args.host
+        address = served_url(args.host, args.port)
+        if ready.dev and ready.public_url is None:
+            # Dev mode's public URL is the address served: payment pages and webhooks come back
+            # here, and pages from here may change things with the session cookie (origins.py).
+            os.environ["SEATMAP_PUBLIC_URL"] = address
         ready_in = time.monotonic() - started
-        print(f"\n  seatmap is starting on http://{host}:{args.port}  (ready in {ready_in:.1f}s)")
+        print(f"\n  seatmap is starting on {address}  (ready in {ready_in:.1f}s)")
         if accounts:
             print("  demo accounts:")
             for role, email, password in accounts:

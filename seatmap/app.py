@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from seatmap import metrics, ops, resources, worker
 from seatmap.accounts import users
+from seatmap.accounts.origins import CrossOriginGuard
 from seatmap.catalog import auditoriums, cinemas, movies, scheduling, screenings
 from seatmap.composition import open_runtime
 from seatmap.errors import SeatmapError, http_handler, starlette_http_handler, unexpected_handler
@@ -46,6 +47,7 @@ class State(TypedDict):
 
 def create_app(settings: Settings) -> Starlette:
     urls(settings)  # refuse now, not when the lifespan starts
+    settings.base_url  # noqa: B018 (the same: outside dev mode SEATMAP_PUBLIC_URL must be set)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -87,7 +89,11 @@ def create_app(settings: Settings) -> Starlette:
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestLog), Middleware(metrics.Metrics)],
+        middleware=[
+            Middleware(RequestLog),
+            Middleware(metrics.Metrics),
+            Middleware(CrossOriginGuard, settings=settings),
+        ],
         exception_handlers={
             SeatmapError: http_handler,
             HTTPException: starlette_http_handler,

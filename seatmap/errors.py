@@ -12,6 +12,7 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     │   ├── InvalidCredentials        401 invalid_credentials
     │   └── InvalidToken              401 invalid_token
     ├── Forbidden                     403 forbidden
+    │   └── CrossOrigin                 403 cross_origin
     ├── NotFound                      404 not_found
     ├── MethodNotAllowed              405 method_not_allowed
     ├── Conflict                      409 conflict
@@ -130,6 +131,12 @@ class Forbidden(SeatmapError):
 
     code = "forbidden"
     status = 403
+
+
+class CrossOrigin(Forbidden):
+    """A page on another origin may not act with your session; API clients send a Bearer token."""
+
+    code = "cross_origin"
 
 
 class NotFound(SeatmapError):

@@ -16,12 +16,15 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from seatmap.errors import ConfigError
 
 # Each field's default is `setting(...)`, which returns the dataclass field itself (so a call).
 # ruff: noqa: RUF009
 DEFAULT_DATA_DIR: Final = "./.seatmap"
+# What `seatmap serve` serves by default; the public URL of a dev server that was not told its own.
+DEV_PUBLIC_URL: Final = "http://localhost:8000"
 
 
 class Secret:
@@ -123,8 +126,15 @@ class Settings:
         "SEATMAP_COOKIE_SECURE", False, production_default=True, help="`Secure` flag of the session cookies"
     )
     allowed_origins: tuple[str, ...] = setting(
-        "SEATMAP_ALLOWED_ORIGINS", (), help="other origins whose pages may open the WebSocket"
-    )
+        "SEATMAP_ALLOWED_ORIGINS", (),
+        help="other origins whose pages may open the WebSocket and send cookie-authenticated changes",
+    )  # fmt: skip
+    # Every absolute URL we hand out (payment redirects, webhook targets) is built from this, never
+    # from the request's Host header, which the client chooses (see `base_url`).
+    public_url: str | None = setting(
+        "SEATMAP_PUBLIC_URL", None,
+        help="the address users reach us at (http[s]://host[:port]); required outside dev mode",
+    )  # fmt: skip
     smtp_url: Secret | None = setting("SEATMAP_SMTP_URL", None, help="mail server; unset, mail stays stored")
     mail_from: str = setting("SEATMAP_MAIL_FROM", "seatmap <no-reply@seatmap.local>", help="sender of mails")
     login_max_attempts: int = setting(
@@ -286,6 +296,24 @@ class Settings:
     )
 
     @property
+    def base_url(self) -> str:
+        """The public base URL, without a trailing slash: `SEATMAP_PUBLIC_URL`, or in dev mode
+        (where `seatmap serve` sets it to the address it serves) `http://localhost:8000`.
+
+        Outside dev mode an unset one is a ConfigError; `create_app` asks at start-up, so a web
+        process refuses to start rather than hand out URLs built from a client's Host header.
+        """
+        if self.public_url is not None:
+            return self.public_url.rstrip("/")
+        if self.dev:
+            return DEV_PUBLIC_URL
+        raise ConfigError(
+            f"{_variable('public_url').env} is not set. It is required outside dev mode: it is the "
+            "address users reach this server at (e.g. https://tickets.example.com), from which "
+            "payment redirects and webhook URLs are built."
+        )
+
+    @property
     def embedded(self) -> bool:
         """True when at least one backing server has to be started by us (see embedded.py)."""
         return self.database_url is None or self.redis_url is None
@@ -324,6 +352,8 @@ class Settings:
                     "(dev mode is on when DATABASE_URL or REDIS_URL is unset, or SEATMAP_DEV=1)."
                 )
             secret = Secret(_dev_secret(values["data_dir"]))
+        if values["public_url"] is not None:
+            values["public_url"] = _public_url(values["public_url"])
         if values["hold_max"] < values["hold_ttl"]:
             raise ConfigError("SEATMAP_HOLD_MAX must not be shorter than SEATMAP_HOLD_TTL")
         return cls(dev=dev, jwt_secret=secret, **values)
@@ -384,6 +414,26 @@ def _read(environ: Mapping[str, str], variable: Variable, kind: Any, default: An
         return raw.upper()
     assert kind is str or kind == str | None, f"{name}: no reader for {kind}"
     return raw
+
+
+def _public_url(raw: str) -> str:
+    """`SEATMAP_PUBLIC_URL` checked: an http(s) URL with a host, a valid port and nothing after
+    its path (no user, query or fragment); returned without a trailing slash."""
+    name = _variable("public_url").env
+    try:
+        parts = urlsplit(raw.strip())
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        raise ConfigError(f"{name} must be a URL such as https://tickets.example.com, got {raw!r}") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.query
+        or parts.fragment
+    ):
+        raise ConfigError(f"{name} must be a URL such as https://tickets.example.com, got {raw!r}")
+    return raw.strip().rstrip("/")
 
 
 def _check_bounds(variable: Variable, value: float) -> None:

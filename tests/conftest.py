@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -146,8 +147,26 @@ async def rt(settings: Settings) -> AsyncIterator[Runtime]:
 
 
 @contextlib.asynccontextmanager
-async def running(app: Starlette, ws_max_size: int = 16 * 1024, port: int = 0) -> AsyncIterator[Server]:
-    """Uvicorn in this event loop on a free port (or `port`), as websockets' own tests do."""
+async def running(
+    app: Starlette | Settings, ws_max_size: int | None = None, port: int = 0
+) -> AsyncIterator[Server]:
+    """Uvicorn in this event loop on a free port (or `port`), as websockets' own tests do.
+
+    Given settings rather than an app, the app is made for them once the port is bound, with
+    that address as its public URL (unless they name one): payment redirects and the gateway's
+    webhooks then come back to this server, and its pages are the trusted origin."""
+    sock: socket.socket | None = None
+    if isinstance(app, Settings):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        bound = sock.getsockname()[1]
+        settings = app
+        if settings.public_url is None:
+            settings = replace(settings, public_url=f"http://127.0.0.1:{bound}")
+        if ws_max_size is None:
+            ws_max_size = settings.ws_max_message
+        app = create_app(settings)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -155,12 +174,12 @@ async def running(app: Starlette, ws_max_size: int = 16 * 1024, port: int = 0) -
         log_config=None,
         lifespan="on",
         access_log=False,
-        ws_max_size=ws_max_size,
+        ws_max_size=16 * 1024 if ws_max_size is None else ws_max_size,
     )
     server = uvicorn.Server(config)
     # uvicorn would take over SIGINT/SIGTERM; the test runner keeps its own.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=None if sock is None else [sock]))
     try:
         async with asyncio.timeout(10 * TIMEOUT_FACTOR):
             while not server.started:
@@ -173,11 +192,13 @@ async def running(app: Starlette, ws_max_size: int = 16 * 1024, port: int = 0) -
     finally:
         server.should_exit = True
         await task
+        if sock is not None:
+            sock.close()
 
 
 @pytest.fixture
 async def server(settings: Settings, rt: Runtime) -> AsyncIterator[Server]:
-    async with running(create_app(settings), settings.ws_max_message) as srv:
+    async with running(settings) as srv:
         yield srv
 
 

@@ -35,13 +35,15 @@ def _start(port: int, environ: dict[str, str]) -> subprocess.Popen[bytes]:
 
 @contextlib.asynccontextmanager
 async def web_processes(settings: Settings, count: int, **env: str) -> AsyncIterator[list[Server]]:
-    """`count` separate `uvicorn seatmap.app:app_from_environ` processes, as the Procfile runs them."""
-    environ = process_environ(settings, SEATMAP_LOG_LEVEL="WARNING", **env)
+    """`count` separate `uvicorn seatmap.app:app_from_environ` processes, as the Procfile runs them.
+    Their public URL (what a load balancer would be) is the first one's address."""
+    ports = [free_port() for _ in range(count)]
+    public = {"SEATMAP_PUBLIC_URL": f"http://127.0.0.1:{ports[0]}"}
+    environ = process_environ(settings, SEATMAP_LOG_LEVEL="WARNING", **(public | env))
     procs: list[subprocess.Popen[bytes]] = []
     servers: list[Server] = []
     try:
-        for _ in range(count):
-            port = free_port()
+        for port in ports:
             procs.append(_start(port, environ))
             servers.append(Server(f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}"))
         async with httpx.AsyncClient() as client:

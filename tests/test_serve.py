@@ -207,6 +207,14 @@ def test_serve_starts_embedded_servers_and_stops_cleanly(data_dir: Path) -> None
             timeout=10,
         )
         assert login.status_code == 200, login.text
+        # Its public URL is the address it serves: a page there may act with the session cookie,
+        # one on another port (here the default's) may not.
+        session = {"Cookie": f"sm_access={login.cookies['sm_access']}"}
+        for origin, status in (("http://localhost:8000", 403), (f"http://localhost:{server.port}", 204)):
+            out = httpx.post(
+                f"{server.url}/api/auth/logout", headers={**session, "Origin": origin}, timeout=10
+            )
+            assert out.status_code == status, (origin, out.text)
         output = server.output
         assert f"http://localhost:{server.port}" in output
         assert "demo accounts" in output

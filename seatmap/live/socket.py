@@ -15,12 +15,12 @@ import functools
 import logging
 import time
 from typing import Final
-from urllib.parse import urlsplit
 
 from prometheus_client import Gauge
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from seatmap.accounts import origins
 from seatmap.accounts.auth import ACCESS_COOKIE, Principal, principal_from_token
 from seatmap.errors import NotFound, SeatmapError, Unauthorized, socket_error
 from seatmap.live.channels import RESYNCS, Channels
@@ -55,14 +55,13 @@ SOCKETS_OPEN: Final = Gauge("seatmap_sockets_open", "Live seat-map WebSockets op
 
 
 def origin_allowed(ws: WebSocket, settings: Settings) -> bool:
-    """Browsers always send Origin; other clients may not, and are not a CSRF risk."""
+    """Browsers always send Origin; other clients may not, and are not a CSRF risk. A browser's
+    must be the public URL's origin or an allowed one, scheme, host and port (origins.py): never
+    judged by the Host header, which a DNS-rebinding page controls."""
     origin = ws.headers.get("origin")
     if origin is None:
         return True
-    if "*" in settings.allowed_origins or origin in settings.allowed_origins:
-        return True
-    # Same origin as the page that served the UI.
-    return urlsplit(origin).netloc == ws.headers.get("host")
+    return origins.origin_allowed(origin, origins.trusted_origins(settings))
 
 
 class TokenBucket:

@@ -101,7 +101,9 @@ async def start_payment(request: Request) -> Response:
             return respond(_payment(await conn.fetchrow(GET_PAYMENT, order["open_payment"])))
     # The gateway is another party (the simulated one uses our pool): no connection held meanwhile.
     provider = rt.provider
-    base = str(request.base_url).rstrip("/")
+    # Never request.base_url: its host is the client's Host header (an attacker's, in a link or
+    # a rebinding page), and the gateway would send the buyer and the signed webhook there.
+    base = rt.settings.base_url
     created = await provider.create_payment(
         reference=str(order_id), amount=order["total"], currency=order["currency"],
         description=f"seatmap order {order_id}", expires_at=order["expires_at"],

@@ -26,7 +26,6 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 import msgspec
 from starlette.requests import Request
@@ -116,9 +115,9 @@ class SimulatedGateway:
             await conn.execute(
                 CREATE, payment_id, reference, amount, currency, description, notify, return_url, expires_at
             )
-        origin = urlsplit(notify_url)
+        # Its pages are served by our server, at our public address (never one from a request).
         return CreatedPayment(
-            provider_ref=payment_id, redirect_url=f"{origin.scheme}://{origin.netloc}/pay/{payment_id}"
+            provider_ref=payment_id, redirect_url=f"{self.settings.base_url}/pay/{payment_id}"
         )
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:

@@ -10,7 +10,6 @@ from datetime import timedelta
 import httpx
 from playwright.async_api import WebSocketRoute, expect
 
-from seatmap.app import create_app
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.browser.pages import Browsers, log_in_here, open_screening, screenshot, seat
@@ -25,7 +24,7 @@ async def test_two_viewers_see_hold_expiry_and_sale_live(
     browsers: Browsers, settings: Settings, rt: Runtime
 ) -> None:
     """B sees A hold F12 within 1 s, the 2 s hold expire, A buy F13 (sold); A's ticket has a QR."""
-    async with running(create_app(replace(settings, hold_ttl=2))) as srv:
+    async with running(replace(settings, hold_ttl=2)) as srv:
         screening = await make_screening(rt, ["S" * 16] * 8, starts_in=SOON)
         buyer = await create_user(rt, "customer")
         a = await browsers.page(srv.http)

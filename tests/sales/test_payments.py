@@ -45,7 +45,7 @@ async def screening(rt: Runtime) -> int:
 async def serving(settings: Settings, **changes: Any) -> AsyncIterator[tuple[Server, httpx.AsyncClient]]:
     """Our server with other settings (e.g. a misbehaving gateway), and a client for it."""
     async with (
-        running(create_app(replace(settings, **changes))) as srv,
+        running(replace(settings, **changes)) as srv,
         httpx.AsyncClient(base_url=srv.http, timeout=10 * TIMEOUT_FACTOR) as client,
     ):
         yield srv, client
