@@ -12,6 +12,7 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     │   ├── InvalidCredentials        401 invalid_credentials
     │   └── InvalidToken              401 invalid_token
     ├── Forbidden                     403 forbidden
+    │   └── EmailUnverified           403 email_unverified
     ├── NotFound                      404 not_found
     ├── MethodNotAllowed              405 method_not_allowed
     ├── Conflict                      409 conflict
@@ -130,6 +131,12 @@ class Forbidden(SeatmapError):
 
     code = "forbidden"
     status = 403
+
+
+class EmailUnverified(Forbidden):
+    """Verify your email first: POST the mailed code to /api/auth/verify (resend: /api/auth/verify/resend)."""
+
+    code = "email_unverified"
 
 
 class NotFound(SeatmapError):
