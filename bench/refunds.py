@@ -126,14 +126,14 @@ async def build(urls: Urls, orders: int) -> Stage:
         async with conn.transaction():
             auditorium, movie = await hall(conn, rows, "Big hall")
             customers = await conn.fetch(
-                "INSERT INTO users (email, name, password_hash, role)"
-                " SELECT 'refund' || g || '@example.com', 'Buyer ' || g, 'x', 'customer'"
+                "INSERT INTO users (email, name, password_hash, role, email_verified_at)"
+                " SELECT 'refund' || g || '@example.com', 'Buyer ' || g, 'x', 'customer', now()"
                 " FROM generate_series(1, $1) g RETURNING id",
                 orders,
             )
             admin_id = await conn.fetchval(
-                "INSERT INTO users (email, name, password_hash, role)"
-                " VALUES ('admin@example.com', 'Admin', 'x', 'admin') RETURNING id"
+                "INSERT INTO users (email, name, password_hash, role, email_verified_at)"
+                " VALUES ('admin@example.com', 'Admin', 'x', 'admin', now()) RETURNING id"
             )
     finally:
         await conn.close()

@@ -12,7 +12,8 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     │   ├── InvalidCredentials        401 invalid_credentials
     │   └── InvalidToken              401 invalid_token
     ├── Forbidden                     403 forbidden
-    │   └── CrossOrigin                 403 cross_origin
+    │   ├── CrossOrigin               403 cross_origin
+    │   └── EmailUnverified           403 email_unverified
     ├── NotFound                      404 not_found
     ├── MethodNotAllowed              405 method_not_allowed
     ├── Conflict                      409 conflict
@@ -137,6 +138,12 @@ class CrossOrigin(Forbidden):
     """A page on another origin may not act with your session; API clients send a Bearer token."""
 
     code = "cross_origin"
+
+
+class EmailUnverified(Forbidden):
+    """Verify your email first: POST the mailed code to /api/auth/verify (resend: /api/auth/verify/resend)."""
+
+    code = "email_unverified"
 
 
 class NotFound(SeatmapError):

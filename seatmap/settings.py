@@ -144,6 +144,23 @@ class Settings:
     login_ip_max_attempts: int = setting(
         "SEATMAP_LOGIN_IP_MAX_ATTEMPTS", 30, minimum=1, help="failed logins per client IP per window"
     )
+    login_device_max_attempts: int = setting(
+        "SEATMAP_LOGIN_DEVICE_MAX_ATTEMPTS", 5, minimum=1,
+        help="failed logins per window from a device cookie, which the IP and account limits spare",
+    )  # fmt: skip
+    device_cookie_ttl: int = setting(
+        "SEATMAP_DEVICE_COOKIE_TTL", 180 * 24 * 3600, minimum=60,
+        help="how long a device that logged in stays known to the login limits",
+    )  # fmt: skip
+    register_max_per_address: int = setting(
+        "SEATMAP_REGISTER_MAX_PER_ADDRESS", 20, minimum=1, help="registrations per client IP per window"
+    )
+    register_window: int = setting(
+        "SEATMAP_REGISTER_WINDOW", 3600, minimum=1, help="the registration rate-limit window"
+    )
+    require_verified_email: bool = setting(
+        "SEATMAP_REQUIRE_VERIFIED_EMAIL", True, help="holding seats and ordering need a verified email"
+    )
     verification_code_ttl: int = setting(
         "SEATMAP_VERIFICATION_CODE_TTL", 900, minimum=60, help="lifetime of an e-mail verification code"
     )

@@ -7,6 +7,7 @@ import collections
 import json
 import math
 import os
+import re
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
@@ -74,13 +75,28 @@ class User:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-async def create_user(rt: Runtime, role: Role = "customer", *, email: str | None = None) -> User:
+async def create_user(
+    rt: Runtime, role: Role = "customer", *, email: str | None = None, verified: bool = True
+) -> User:
+    """An account with a verified email (as holding and buying need), unless `verified=False`."""
     email = email or f"{role}-{uuid.uuid4().hex[:8]}@example.com"
     async with rt.pool.acquire() as conn:
         user_id = await users.create_user(
-            conn, email=email, password=PASSWORD, name=f"Test {role}", role=role, verified=True
+            conn, email=email, password=PASSWORD, name=f"Test {role}", role=role, verified=verified
         )
     return User(user_id, email, PASSWORD, role)
+
+
+async def latest_code(rt: Runtime, email: str) -> str:
+    """The code in the newest mail to `email`, read from the outbox as the user reads the mail."""
+    async with rt.pool.acquire() as conn:
+        body = await conn.fetchval(
+            "SELECT body FROM mail_outbox WHERE lower(recipient) = lower($1) ORDER BY id DESC LIMIT 1", email
+        )
+    assert body is not None, f"no mail to {email}"
+    match = re.search(r"\b(\d{6})\b", body)
+    assert match is not None, body
+    return match[1]
 
 
 async def login(client: httpx.AsyncClient, user: User) -> User:
@@ -201,19 +217,19 @@ class Viewer:
 
 
 async def quick_users(rt: Runtime, n: int, role: Role = "customer") -> list[User]:
-    """Many users with access tokens, without paying for n password hashes and logins."""
+    """Many users with verified emails and access tokens, without paying for n password hashes
+    and logins."""
     from seatmap.accounts.auth import issue_access_token
 
     async with rt.pool.acquire() as conn:
         rows = await conn.fetch(
-            "INSERT INTO users (email, name, password_hash, role)"
-            " SELECT 'u' || g || '-' || $2 || '@example.com', 'User ' || g, 'x', $3"
+            "INSERT INTO users (email, name, password_hash, role, email_verified_at)"
+            " SELECT 'u' || g || '-' || $2 || '@example.com', 'User ' || g, 'x', $3, now()"
             " FROM generate_series(1, $1) g RETURNING id, email",
             n, uuid.uuid4().hex[:8], role,
         )  # fmt: skip
-    return [
-        User(r["id"], r["email"], "", role, issue_access_token(rt.settings, r["id"], role)[0]) for r in rows
-    ]
+    token = [issue_access_token(rt.settings, r["id"], role, email_verified=True)[0] for r in rows]
+    return [User(r["id"], r["email"], "", role, t) for r, t in zip(rows, token, strict=True)]
 
 
 def process_environ(settings: Settings, **extra: str) -> dict[str, str]:

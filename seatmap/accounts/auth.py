@@ -5,10 +5,22 @@ send them as `Authorization: Bearer`; browsers get the same token in an HttpOnly
 cookie so the web UI and the WebSocket can use it. Logout puts the token's `jti` on a
 deny-list in Redis until the token would have expired anyway; other processes see it within a
 second (they trust a token they checked for that long).
+
+Changing a user's role revokes every token of that user at once (`revoke_user`): a per-user
+cut-off time in Redis refuses each access token issued at or before it (`iat` has millisecond
+precision for this), and the user's refresh tokens are revoked in PostgreSQL. The bound is the
+same as logout's: at once in the process that made the change, and at most `_TRUSTED_FOR` (one
+second) later in the others, because a process trusts a token for that long after a check that
+*started* before the cut-off was written. Clocks of the web hosts must agree to well under that.
+
+The token also says whether the email was verified when it was issued (`email_verified`, the
+OpenID Connect claim): verification is never taken back, so a token that says yes needs no
+database read; one that says no is checked again (`verification.require_verified`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Final, Literal, get_args
@@ -38,19 +50,26 @@ class Principal(msgspec.Struct, frozen=True):
     role: Role
     jti: str
     expires_at: int
+    issued_at: float = 0.0
+    email_verified: bool = False
 
     def has_role(self, role: Role) -> bool:
         """Roles are ranked: an admin may do what staff may, staff what a customer may."""
         return _RANK[self.role] >= _RANK[role]
 
 
-def issue_access_token(settings: Settings, user_id: int, role: Role) -> tuple[str, int]:
-    now = int(time.time())
+def issue_access_token(
+    settings: Settings, user_id: int, role: Role, *, email_verified: bool = False
+) -> tuple[str, int]:
+    now = time.time()
     claims = {
         "sub": str(user_id),
         "role": role,
-        "iat": now,
-        "exp": now + settings.access_token_ttl,
+        "email_verified": email_verified,
+        # Milliseconds: a role change revokes the tokens issued up to that moment, not the
+        # ones of a login a moment later in the same second.
+        "iat": math.floor(now * 1000) / 1000,
+        "exp": int(now) + settings.access_token_ttl,
         "jti": uuid.uuid4().hex,
     }
     token = jwt.encode(claims, settings.jwt_secret.reveal(), algorithm=_ALGORITHM)
@@ -71,7 +90,14 @@ def decode_access_token(settings: Settings, token: str) -> Principal:
         role = claims["role"]
         if role not in ROLES:
             raise InvalidToken()
-        return Principal(user_id=user_id, role=role, jti=str(claims["jti"]), expires_at=int(claims["exp"]))
+        return Principal(
+            user_id=user_id,
+            role=role,
+            jti=str(claims["jti"]),
+            expires_at=int(claims["exp"]),
+            issued_at=float(claims["iat"]),
+            email_verified=claims.get("email_verified") is True,
+        )
     except (jwt.PyJWTError, ValueError, TypeError):
         raise InvalidToken() from None
 
@@ -90,6 +116,10 @@ def _revoked_key(rt: Runtime, jti: str) -> str:
     return rt.key("revoked", jti)
 
 
+def _cutoff_key(rt: Runtime, user_id: int) -> str:
+    return rt.key("revoked-user", str(user_id))
+
+
 # A token verified (signature and deny-list) is trusted by this process for this long: a buyer
 # sends the same token five times in a few hundred milliseconds, and each check was a JWT decode
 # and a Redis round trip. A logout takes effect at once in the process that served it, and
@@ -105,7 +135,11 @@ async def principal_from_token(rt: Runtime, token: str) -> Principal:
     if known is not None and now - known[1] < _TRUSTED_FOR and known[0].expires_at > time.time():
         return known[0]
     principal = decode_access_token(rt.settings, token)
-    if await rt.redis.exists(_revoked_key(rt, principal.jti)):
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.exists(_revoked_key(rt, principal.jti))
+        pipe.get(_cutoff_key(rt, principal.user_id))
+        revoked, cutoff = await pipe.execute()
+    if revoked or (cutoff is not None and principal.issued_at <= float(cutoff)):
         raise InvalidToken("The token has been revoked.")
     if len(trusted) >= _TRUSTED_MAX:
         trusted.clear()
@@ -137,6 +171,16 @@ async def revoke_access_token(rt: Runtime, principal: Principal) -> None:
         await rt.redis.set(_revoked_key(rt, principal.jti), "1", ex=remaining)
     trusted = rt.state.trusted_tokens
     for token in [t for t, (p, _) in trusted.items() if p.jti == principal.jti]:
+        del trusted[token]
+
+
+async def revoke_user(rt: Runtime, user_id: int) -> None:
+    """Refuse every access token of `user_id` issued until now, in every process (see the module
+    docstring for how soon); call it after the change that made them wrong was committed, so a
+    token issued meanwhile, from the old row, is refused too."""
+    await rt.redis.set(_cutoff_key(rt, user_id), repr(time.time()), ex=rt.settings.access_token_ttl + 1)
+    trusted = rt.state.trusted_tokens
+    for token in [t for t, (p, _) in trusted.items() if p.user_id == user_id]:
         del trusted[token]
 
 

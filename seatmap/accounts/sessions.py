@@ -32,7 +32,8 @@ VALUES ($1, $2, $3, now() + make_interval(secs => $4))
 # one succeeds and the other sees it used (and revokes the family).
 FIND: Final = """
 SELECT t.id, t.user_id, t.family, t.expires_at <= now() AS expired,
-       t.used_at IS NOT NULL AS used, t.revoked_at IS NOT NULL AS revoked, u.role
+       t.used_at IS NOT NULL AS used, t.revoked_at IS NOT NULL AS revoked, u.role,
+       u.email_verified_at IS NOT NULL AS email_verified
 FROM refresh_tokens t JOIN users u ON u.id = t.user_id
 WHERE t.token_hash = $1
 FOR UPDATE OF t
@@ -43,6 +44,8 @@ MARK_USED: Final = "UPDATE refresh_tokens SET used_at = now() WHERE id = $1"
 REVOKE_FAMILY: Final = """
 UPDATE refresh_tokens SET revoked_at = now() WHERE family = $1 AND revoked_at IS NULL
 """
+
+REVOKE_USER: Final = "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL"
 
 REVOKE_FAMILY_OF: Final = """
 UPDATE refresh_tokens SET revoked_at = now()
@@ -55,6 +58,7 @@ WHERE revoked_at IS NULL
 class Rotated:
     user_id: int
     role: Role
+    email_verified: bool
     refresh_token: str
 
 
@@ -87,9 +91,20 @@ async def rotate(conn: AnyConnection, settings: Settings, token: str) -> Rotated
         return InvalidToken("The refresh token has expired.")
     await conn.execute(MARK_USED, row["id"])
     successor = await start(conn, settings, row["user_id"], row["family"])
-    return Rotated(user_id=row["user_id"], role=row["role"], refresh_token=successor)
+    return Rotated(
+        user_id=row["user_id"],
+        role=row["role"],
+        email_verified=row["email_verified"],
+        refresh_token=successor,
+    )
 
 
 async def end(conn: AnyConnection, token: str, user_id: int) -> None:
     """Revoke the family of `token` (logout); a token of someone else is ignored."""
     await conn.execute(REVOKE_FAMILY_OF, _hash(token), user_id)
+
+
+async def end_all(conn: AnyConnection, user_id: int) -> None:
+    """Revoke every login of the user (their role changed: the old tokens speak for a role they
+    no longer have)."""
+    await conn.execute(REVOKE_USER, user_id)

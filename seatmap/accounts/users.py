@@ -6,12 +6,15 @@ parts with rules of their own live beside it: `passwords.py` (scrypt), `verifica
 `mail.py` (the outbox the codes travel through).
 
 Login answers the same 401 `invalid_credentials`, after the same scrypt work, whether the
-email is unknown or the password wrong, so it tells nobody which emails have accounts.
+email is unknown or the password wrong, so it tells nobody which emails have accounts. Every
+route keys accounts by `emails.normalize` (see there why). Failed logins are counted per
+account id (per normalized address when there is no such account: the same limit, the same
+429, so the limit tells nothing either), per client address, and for a device that logged in
+before, per device instead of both (`devices.py`). Registrations are limited per address.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Final, Literal, TypeVar
 
 import msgspec
@@ -21,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from seatmap.accounts import passwords, ratelimit, sessions, verification
+from seatmap.accounts import devices, emails, passwords, ratelimit, sessions, verification
 from seatmap.accounts.auth import (
     REFRESH_COOKIE,
     ROLES,
@@ -30,20 +33,27 @@ from seatmap.accounts.auth import (
     issue_access_token,
     require,
     revoke_access_token,
+    revoke_user,
     set_session_cookies,
 )
-from seatmap.api import Page, decode_cursor, documented, encode_cursor, query_int, read_body, respond
+from seatmap.api import (
+    Page,
+    decode_cursor,
+    documented,
+    encode_cursor,
+    path_int,
+    query_int,
+    read_body,
+    respond,
+)
 from seatmap.db import AnyConnection
-from seatmap.errors import EmailTaken, InvalidCode, InvalidCredentials, InvalidInput, InvalidToken
+from seatmap.errors import EmailTaken, InvalidCode, InvalidCredentials, InvalidInput, InvalidToken, NotFound
 from seatmap.runtime import Runtime, runtime
 from seatmap.settings import Settings
 
 T = TypeVar("T")
 
 MIN_PASSWORD: Final = 8
-# The local part and domain may be almost anything, but there is exactly one @, no spaces,
-# and the domain has a dot between non-empty labels: enough to catch typos, not a parser.
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+$")
 
 Email = Annotated[str, Meta(max_length=254)]
 Password = Annotated[str, Meta(max_length=1024)]
@@ -93,6 +103,10 @@ class CodeRequest(msgspec.Struct, kw_only=True):
     email: Email
 
 
+class RoleChange(msgspec.Struct, kw_only=True):
+    role: Role
+
+
 class RefreshRequest(msgspec.Struct, kw_only=True):
     refresh_token: Annotated[str, Meta(min_length=1, max_length=256)]
 
@@ -126,7 +140,10 @@ RETURNING id
 """
 
 USER_BY_ID: Final = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
+# The unique index on lower(email) finds the one candidate; `account` decides whether it is it.
 USER_BY_EMAIL: Final = f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE lower(email) = lower($1)"
+
+SET_ROLE: Final = f"UPDATE users SET role = $2 WHERE id = $1 RETURNING {USER_COLUMNS}"
 
 LIST_USERS: Final = f"""
 SELECT {USER_COLUMNS} FROM users
@@ -146,11 +163,11 @@ def _user(row: Record) -> User:
     )
 
 
-def check_email(email: str) -> str:
-    email = email.strip()
-    if not _EMAIL.match(email):
-        raise InvalidInput("This is not a valid email address.", path="$.email")
-    return email
+async def account(conn: AnyConnection, email: str) -> Record | None:
+    """The account whose address normalizes to `emails.normalize(email)`, or None."""
+    key = emails.normalize(email)
+    row: Record | None = await conn.fetchrow(USER_BY_EMAIL, key)
+    return row if row is not None and emails.normalize(row["email"]) == key else None
 
 
 async def create_user(
@@ -160,7 +177,7 @@ async def create_user(
 
     Used by registration, the admin endpoint, `seatmap createuser` and the demo data.
     """
-    email = check_email(email)
+    email = emails.check(email)
     if len(password) < MIN_PASSWORD:
         raise InvalidInput(
             f"The password must be at least {MIN_PASSWORD} characters long.", path="$.password"
@@ -187,8 +204,10 @@ async def _optional_body(request: Request, type_: type[T]) -> T | None:
     return await read_body(request, type_)
 
 
-def _signed_in(settings: Settings, user_id: int, role: Role, refresh_token: str) -> Response:
-    access_token, expires_in = issue_access_token(settings, user_id, role)
+def _signed_in(
+    settings: Settings, user_id: int, role: Role, email_verified: bool, refresh_token: str
+) -> Response:
+    access_token, expires_in = issue_access_token(settings, user_id, role, email_verified=email_verified)
     response = respond(Tokens(access_token=access_token, refresh_token=refresh_token, expires_in=expires_in))
     set_session_cookies(response, settings, access_token, refresh_token)
     return response
@@ -199,25 +218,50 @@ def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _login_limits(rt: Runtime, email: str, ip: str) -> tuple[ratelimit.Limit, ratelimit.Limit]:
-    window = rt.settings.login_window
+def _login_limits(
+    rt: Runtime, email: str, row: Record | None, device: str | None, ip: str
+) -> tuple[ratelimit.Limit, ...]:
+    """What a login attempt counts against: a known device's own limit alone, or else the
+    account's (by id; by normalized address when there is none) and the client address's."""
+    settings = rt.settings
+    window = settings.login_window
+    if device is not None:
+        return (
+            ratelimit.limit(
+                rt, "login-device", device, limit=settings.login_device_max_attempts, window=window
+            ),
+        )
+    subject = (
+        ("login-account", str(row["id"])) if row is not None else ("login-email", emails.normalize(email))
+    )
     return (
-        ratelimit.limit(
-            rt, "login-account", email.lower(), limit=rt.settings.login_max_attempts, window=window
-        ),
-        ratelimit.limit(rt, "login-ip", ip, limit=rt.settings.login_ip_max_attempts, window=window),
+        ratelimit.limit(rt, *subject, limit=settings.login_max_attempts, window=window),
+        ratelimit.limit(rt, "login-ip", ip, limit=settings.login_ip_max_attempts, window=window),
     )
 
 
 @documented(
     "Register a customer account; a verification code is mailed",
     body=Registration,
-    responses={201: User, 409: None},
+    responses={201: User, 409: None, 429: None},
     tags=("accounts",),
 )
 async def register(request: Request) -> Response:
+    """At most `SEATMAP_REGISTER_MAX_PER_ADDRESS` attempts per client address per window (429
+    with Retry-After), counted before the password is even hashed."""
     rt = runtime(request)
     body = await read_body(request, Registration)
+    settings = rt.settings
+    await ratelimit.hit(
+        rt,
+        ratelimit.limit(
+            rt,
+            "register-ip",
+            _client_ip(request),
+            limit=settings.register_max_per_address,
+            window=settings.register_window,
+        ),
+    )
     async with rt.pool.acquire() as conn, conn.transaction():
         user_id = await create_user(
             conn, email=body.email, password=body.password, name=body.name, role="customer", verified=False
@@ -240,7 +284,7 @@ async def verify(request: Request) -> Response:
     body = await read_body(request, CodeCheck)
     async with rt.pool.acquire() as conn:
         async with conn.transaction():
-            row = await conn.fetchrow(USER_BY_EMAIL, body.email.strip())
+            row = await account(conn, body.email)
             problem = (
                 InvalidCode("There is no code for this account.", reason="missing")
                 if row is None
@@ -263,12 +307,12 @@ async def resend_code(request: Request) -> Response:
     """Answers the same for unknown and already verified emails, so it reveals no accounts."""
     rt = runtime(request)
     body = await read_body(request, CodeRequest)
-    email = body.email.strip()
+    email = emails.normalize(body.email)
     await ratelimit.hit(
-        rt, ratelimit.limit(rt, "verify-resend", email.lower(), limit=1, window=verification.RESEND_INTERVAL)
+        rt, ratelimit.limit(rt, "verify-resend", email, limit=1, window=verification.RESEND_INTERVAL)
     )
     async with rt.pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(USER_BY_EMAIL, email)
+        row = await account(conn, email)
         if row is not None and not row["email_verified"]:
             await verification.issue(
                 conn, rt.settings, user_id=row["id"], email=row["email"], name=row["name"]
@@ -285,24 +329,28 @@ async def resend_code(request: Request) -> Response:
     tags=("accounts",),
 )
 async def login(request: Request) -> Response:
-    """Failed attempts are limited per account and per client IP (429 with Retry-After);
-    a successful login clears the account's count."""
+    """Failed attempts are limited per account and per client IP, or per device for a device
+    that logged in to this account before (429 with Retry-After); a successful login clears
+    the account's (or the device's) count and remembers the device (`sm_device` cookie)."""
     rt = runtime(request)
     body = await read_body(request, Credentials)
-    limits = _login_limits(rt, body.email.strip(), _client_ip(request))
-    await ratelimit.hit(rt, *limits)
     async with rt.pool.acquire() as conn:
-        row = await conn.fetchrow(USER_BY_EMAIL, body.email.strip())
+        row = await account(conn, body.email)
+    cookie = request.cookies.get(devices.DEVICE_COOKIE)
+    device = devices.trusted(rt.settings, cookie, row["id"]) if row is not None else None
+    limits = _login_limits(rt, body.email, row, device, _client_ip(request))
+    await ratelimit.hit(rt, *limits)
     # Hash even for an unknown email (a dummy), so both failures cost the same time.
     valid = await passwords.verify_password(body.password, row["password_hash"] if row else None)
     if row is None or not valid:
         raise InvalidCredentials()
-    account_limit, ip_limit = limits
-    await ratelimit.reset(rt, account_limit)
-    await ratelimit.forgive(rt, ip_limit)
+    await ratelimit.reset(rt, limits[0])
+    await ratelimit.forgive(rt, *limits[1:])
     async with rt.pool.acquire() as conn:
         refresh_token = await sessions.start(conn, rt.settings, row["id"])
-    return _signed_in(rt.settings, row["id"], row["role"], refresh_token)
+    response = _signed_in(rt.settings, row["id"], row["role"], row["email_verified"], refresh_token)
+    devices.remember(response, rt.settings, cookie, row["id"])
+    return response
 
 
 @documented(
@@ -323,7 +371,7 @@ async def refresh(request: Request) -> Response:
             result = await sessions.rotate(conn, rt.settings, token)
     if isinstance(result, InvalidToken):
         raise result  # after the commit: a reuse leaves its family revoked
-    return _signed_in(rt.settings, result.user_id, result.role, result.refresh_token)
+    return _signed_in(rt.settings, result.user_id, result.role, result.email_verified, result.refresh_token)
 
 
 @documented(
@@ -407,6 +455,37 @@ async def admin_list_users(request: Request) -> Response:
     return respond(UserPage(items=users, next_cursor=next_cursor))
 
 
+@documented(
+    "Change an account's role; every token it holds stops working at once",
+    body=RoleChange,
+    responses={200: User, 404: None},
+    auth="admin",
+    tags=("admin",),
+)
+async def admin_change_role(request: Request) -> Response:
+    """A demoted (or promoted) user logs in again and gets the new role; until then each of
+    their access and refresh tokens is refused with 401 on every process (`auth.revoke_user`)."""
+    rt = runtime(request)
+    await require(request, "admin")
+    user_id = path_int(request, "id")
+    body = await read_body(request, RoleChange)
+    user = await change_role(rt, user_id, body.role)
+    return respond(user)
+
+
+async def change_role(rt: Runtime, user_id: int, role: Role) -> User:
+    """Give the user `role` and revoke every token they hold, first in PostgreSQL (their refresh
+    tokens, in the same transaction as the role), then in Redis (their access tokens, after the
+    commit, so one issued from the old row meanwhile is refused as well)."""
+    async with rt.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(SET_ROLE, user_id, role)
+        if row is None:
+            raise NotFound("No such user.")
+        await sessions.end_all(conn, user_id)
+    await revoke_user(rt, user_id)
+    return _user(row)
+
+
 routes: list[BaseRoute] = [
     Route("/auth/register", register, methods=["POST"]),
     Route("/auth/verify", verify, methods=["POST"]),
@@ -417,4 +496,5 @@ routes: list[BaseRoute] = [
     Route("/me", me, methods=["GET"]),
     Route("/admin/users", admin_create_user, methods=["POST"]),
     Route("/admin/users", admin_list_users, methods=["GET"]),
+    Route("/admin/users/{id:int}", admin_change_role, methods=["PATCH"]),
 ]

@@ -5,6 +5,10 @@ A code expires after `settings.verification_code_ttl`, works once, and dies afte
 is rate-limited by the caller). Only the newest code of a user counts: issuing one deletes
 the older unused ones. Codes are stored as an HMAC keyed by the server secret: a copy of the
 database alone cannot be turned back into live codes by trying all million.
+
+Holding seats and ordering need a verified email (`require_verified`, unless
+`SEATMAP_REQUIRE_VERIFIED_EMAIL` is off): otherwise throwaway addresses could hoard a
+screening's seats.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import secrets
 from typing import Final
 
 from seatmap import mail
+from seatmap.accounts.auth import Principal
 from seatmap.db import AnyConnection
-from seatmap.errors import InvalidCode
+from seatmap.errors import EmailUnverified, InvalidCode, InvalidToken
+from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 
 MAX_ATTEMPTS: Final = 5
@@ -43,6 +49,7 @@ FOR UPDATE
 
 COUNT_WRONG: Final = "UPDATE email_verifications SET attempts = attempts + 1 WHERE id = $1"
 MARK_USED: Final = "UPDATE email_verifications SET used_at = now() WHERE id = $1"
+IS_VERIFIED: Final = "SELECT email_verified_at IS NOT NULL FROM users WHERE id = $1"
 MARK_VERIFIED: Final = "UPDATE users SET email_verified_at = coalesce(email_verified_at, now()) WHERE id = $1"
 
 
@@ -102,3 +109,20 @@ async def consume(conn: AnyConnection, settings: Settings, *, user_id: int, code
     await conn.execute(MARK_USED, row["id"])
     await conn.execute(MARK_VERIFIED, user_id)
     return None
+
+
+async def require_verified(rt: Runtime, who: Principal) -> None:
+    """`EmailUnverified` (403, saying how to verify) unless the caller's email is verified.
+
+    The one check in front of holding seats (REST and the socket) and ordering. A token issued
+    after verification says so and costs nothing; one issued before is checked in PostgreSQL, so
+    entering the code works at once, without logging in again.
+    """
+    if who.email_verified or not rt.settings.require_verified_email:
+        return
+    async with rt.pool.acquire() as conn:
+        verified: bool | None = await conn.fetchval(IS_VERIFIED, who.user_id)
+    if verified is None:
+        raise InvalidToken("The account of this token no longer exists.")
+    if not verified:
+        raise EmailUnverified()

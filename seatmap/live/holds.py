@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap.accounts.auth import Principal, require
+from seatmap.accounts.verification import require_verified
 from seatmap.api import documented, read_body, respond
 from seatmap.errors import (
     HoldExpired,
@@ -373,12 +374,17 @@ def refusal(reply: replies.Refusal) -> SeatmapError:
             return NotFound("No live hold with this token.")
 
 
-@documented("Hold seats", body=HoldRequest, responses={201: HoldResult}, auth="customer", tags=("holds",))
+@documented(
+    "Hold seats", body=HoldRequest, responses={201: HoldResult, 403: None}, auth="customer", tags=("holds",)
+)
 async def create_hold(request: Request) -> Response:
-    """All or nothing: either every requested seat is held for you, or none is (409 names the lost ones)."""
+    """All or nothing: either every requested seat is held for you, or none is (409 names the lost ones).
+    Needs a verified email (403 `email_unverified`)."""
     who = await require(request)
     body = await read_body(request, HoldRequest)
-    holds = runtime(request).holds
+    rt = runtime(request)
+    await require_verified(rt, who)
+    holds = rt.holds
     return respond(await holds.create(who, body.screening_id, body.seats, body.ga, body.best_available), 201)
 
 

@@ -22,6 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from seatmap.accounts import origins
 from seatmap.accounts.auth import ACCESS_COOKIE, Principal, principal_from_token
+from seatmap.accounts.verification import require_verified
 from seatmap.errors import NotFound, SeatmapError, Unauthorized, socket_error
 from seatmap.live.channels import RESYNCS, Channels
 from seatmap.live.feed import FROM_STREAM, Feed, Replay, ResumeFrom, TooSlow, Watcher
@@ -204,6 +205,7 @@ class Session:
         screening = self.feed.screening
         if isinstance(command, Hold):
             if command.token is None:
+                await require_verified(self.rt, who)
                 hold = await self.holds.create(
                     who, screening, command.seats, command.ga, command.best_available
                 )

@@ -27,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap.accounts.auth import Principal, require
+from seatmap.accounts.verification import require_verified
 from seatmap.api import (
     Page,
     decode_cursor,
@@ -299,7 +300,7 @@ def holder_list(names: list[str], lines: int) -> list[str | None]:
     "Make an order from your hold (send an Idempotency-Key header; the same key and body return "
     "the same order)",
     body=OrderRequest,
-    responses={201: Order, 404: None, 409: None},
+    responses={201: Order, 403: None, 404: None, 409: None},
     auth="customer",
     tags=TAGS,
 )
@@ -309,6 +310,7 @@ async def create_order(request: Request) -> Response:
     body = await read_body(request, OrderRequest)
     digest = hashlib.sha256(msgspec.json.encode(body)).digest()
     rt = runtime(request)
+    await require_verified(rt, who)  # buying needs a verified email, as holding does
     holds = rt.checkout_holds
     screening = parse_token(body.hold_token)
     # Never hold a PostgreSQL connection while Redis work may need one (a screening's state is

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from dataclasses import replace
@@ -17,7 +16,7 @@ from seatmap.app import create_app
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running
-from tests.support import PASSWORD, User, create_user, logged_in, login
+from tests.support import PASSWORD, User, create_user, latest_code, logged_in, login
 
 
 def new_email() -> str:
@@ -26,18 +25,6 @@ def new_email() -> str:
 
 async def register(client: httpx.AsyncClient, email: str, password: str = PASSWORD) -> httpx.Response:
     return await client.post("/api/auth/register", json={"email": email, "password": password, "name": "Ada"})
-
-
-async def latest_code(rt: Runtime, email: str) -> str:
-    """The code in the newest mail to `email`, read from the outbox as the user reads the mail."""
-    async with rt.pool.acquire() as conn:
-        body = await conn.fetchval(
-            "SELECT body FROM mail_outbox WHERE lower(recipient) = lower($1) ORDER BY id DESC LIMIT 1", email
-        )
-    assert body is not None, f"no mail to {email}"
-    match = re.search(r"\b(\d{6})\b", body)
-    assert match is not None, body
-    return match[1]
 
 
 def error(response: httpx.Response) -> dict[str, Any]:

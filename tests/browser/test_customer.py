@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import replace
 from datetime import timedelta
 
@@ -15,7 +16,7 @@ from seatmap.settings import Settings
 from tests.browser.pages import Browsers, log_in_here, open_screening, screenshot, seat
 from tests.conftest import running
 from tests.shopping import hold
-from tests.support import Server, create_user, login, make_screening
+from tests.support import PASSWORD, Server, create_user, latest_code, login, make_screening
 
 SOON = timedelta(minutes=30)  # on sale, and inside the door's check-in window
 
@@ -100,6 +101,39 @@ async def test_keyboard_alone_selects_and_holds_a_seat(
     await expect(seat(page, "C3")).to_have_attribute("aria-pressed", "true")
     await expect(page.locator(".hold-lines")).to_contain_text("C3")
     await screenshot(page, "customer-keyboard-hold")
+
+
+async def test_create_account_asks_for_the_mailed_code_then_holds(
+    browsers: Browsers, server: Server, rt: Runtime
+) -> None:
+    """A new visitor creates an account from the seat map, is asked inline for the code (a wrong
+    one is refused, a new one can be sent), enters it, and the seat they clicked is theirs."""
+    screening = await make_screening(rt, ["S" * 10] * 4, starts_in=SOON)
+    email = f"new-{uuid.uuid4().hex[:8]}@example.com"
+    page = await browsers.page(server.http)
+    await open_screening(page, screening)
+
+    await seat(page, "B1").click()
+    dialog = page.locator(".login-dialog")
+    await dialog.get_by_role("button", name="Create an account").click()
+    await dialog.locator("#login-name").fill("Ada")
+    await dialog.locator("#login-email").fill(email)
+    await dialog.locator("#login-password").fill(PASSWORD)
+    await dialog.get_by_role("button", name="Create account and log in").click()
+
+    await expect(dialog.locator("#verify-code")).to_be_focused()
+    await expect(dialog).to_contain_text(email)
+    await dialog.locator("#verify-code").fill(f"{(int(await latest_code(rt, email)) + 1) % 1_000_000:06d}")
+    await dialog.get_by_role("button", name="Verify email").click()
+    await expect(dialog.locator(".notice")).to_contain_text("wrong")
+    await dialog.get_by_role("button", name="Send a new code").click()
+    await expect(dialog.locator(".notice")).to_contain_text("new code is on its way")
+    await screenshot(page, "customer-verify-code")
+    await dialog.locator("#verify-code").fill(await latest_code(rt, email))
+    await dialog.get_by_role("button", name="Verify email").click()
+
+    await expect(dialog).to_have_count(0)
+    await expect(seat(page, "B1")).to_have_attribute("data-state", "mine")
 
 
 async def test_refusals_name_the_seat_and_the_largest_block(

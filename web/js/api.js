@@ -122,6 +122,17 @@ export async function register(name, email, password) {
   return login(email, password);
 }
 
+/** Enter the mailed code; the session's user is verified from then on (no new login needed). */
+export async function verifyEmail(email, code) {
+  currentUser = await api("/api/auth/verify", { method: "POST", body: { email, code } });
+  announce(currentUser);
+  return currentUser;
+}
+
+export async function resendCode(email) {
+  await api("/api/auth/verify/resend", { method: "POST", body: { email } });
+}
+
 export async function logout() {
   try {
     await api("/api/auth/logout", { method: "POST" });
@@ -183,6 +194,10 @@ export function explain(error, context = {}) {
       return "An account with this email already exists: log in instead.";
     case "rate_limited":
       return `Too many attempts; try again in ${Math.ceil(d.retry_after || 60)} seconds.`;
+    case "email_unverified":
+      return "Verify your email first: enter the six-digit code we mailed you.";
+    case "invalid_code":
+      return error.message || "That code does not work; ask for a new one.";
     case "forbidden":
       return "Your account is not allowed to do this.";
     case "order_closed":

@@ -1,8 +1,9 @@
 // Log in (or register) without leaving the page: a modal dialog that resolves with the user,
 // or null when it was closed. The server sets the HttpOnly session cookie; the page never
-// sees the token.
+// sees the token. An account whose email is not verified yet (a new one, always) is asked for
+// the mailed code in the same dialog: holding seats and buying need it.
 
-import { explain, login, register } from "./api.js";
+import { explain, login, register, resendCode, verifyEmail } from "./api.js";
 import { h, say } from "./dom.js";
 
 const RANK = { customer: 0, staff: 1, admin: 2 };
@@ -54,17 +55,15 @@ export function askLogin({ reason = "", role = "customer", register: offerRegist
     }
     switcher.addEventListener("click", () => setMode(mode === "login" ? "register" : "login"));
 
+    let loggedIn = null; // once logged in, closing the dialog still resolves with the user
     function finish(user) {
       dialog.close();
       dialog.remove();
       resolve(user);
     }
     dialog.addEventListener("cancel", (event) => {
-      if (!dismissable) event.preventDefault();
-      else {
-        event.preventDefault();
-        finish(null);
-      }
+      event.preventDefault();
+      if (dismissable || loggedIn) finish(loggedIn);
     });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
@@ -77,6 +76,13 @@ export function askLogin({ reason = "", role = "customer", register: offerRegist
             : await login(email.value.trim(), password.value);
         if (RANK[user.role] < RANK[role]) {
           say(message, `This page needs a ${role} account; ${user.email} is a ${user.role}.`, "error");
+          return;
+        }
+        if (!user.email_verified) {
+          loggedIn = user;
+          const step = verificationForm(user, finish);
+          form.replaceWith(step.form);
+          step.focus();
           return;
         }
         finish(user);
@@ -96,4 +102,74 @@ export function askLogin({ reason = "", role = "customer", register: offerRegist
     dialog.showModal();
     email.focus();
   });
+}
+
+/** For a user who is logged in but has not entered the mailed code: the code step on its own.
+ * Resolves with the user (verified, or as it was when the visitor chose "Later"). */
+export function askVerification(user) {
+  return new Promise((resolve) => {
+    const dialog = h("dialog", { class: "login-dialog", "aria-labelledby": "login-title" });
+    function finish(result) {
+      dialog.close();
+      dialog.remove();
+      resolve(result);
+    }
+    dialog.addEventListener("cancel", (event) => {
+      event.preventDefault();
+      finish(user);
+    });
+    const step = verificationForm(user, finish);
+    dialog.append(step.form);
+    document.body.append(dialog);
+    dialog.showModal();
+    step.focus();
+  });
+}
+
+/** The "enter the code from the mail" form; calls done(user) when verified or put off. */
+function verificationForm(user, done) {
+  const message = h("p", { class: "notice", role: "alert", hidden: true });
+  const code = h("input", {
+    id: "verify-code", name: "code", inputmode: "numeric", autocomplete: "one-time-code",
+    pattern: "[0-9]{6}", maxlength: 6, required: true,
+  });
+  const submit = h("button", { type: "submit", class: "primary" }, "Verify email");
+  const resend = h("button", { type: "button", class: "link", id: "verify-resend" }, "Send a new code");
+  const form = h(
+    "form",
+    { method: "dialog", class: "login-form verify-form" },
+    h("h2", { id: "login-title" }, "Check your email"),
+    h("p", { class: "muted" },
+      `We mailed a six-digit code to ${user.email}. Enter it to hold seats and buy tickets.`),
+    h("p", { class: "field" }, h("label", { for: "verify-code" }, "Code from the mail"), code),
+    message,
+    h("p", { class: "actions" },
+      submit,
+      h("button", { type: "button", class: "secondary", onclick: () => done(user) }, "Later")),
+    h("p", { class: "switch" }, resend),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    submit.disabled = true;
+    say(message, "Checking the code…", "info");
+    try {
+      done(await verifyEmail(user.email, code.value.trim()));
+    } catch (error) {
+      say(message, explain(error), "error");
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  resend.addEventListener("click", async () => {
+    resend.disabled = true;
+    try {
+      await resendCode(user.email);
+      say(message, "A new code is on its way; the one before no longer works.", "ok");
+    } catch (error) {
+      say(message, explain(error), "error");
+    } finally {
+      resend.disabled = false;
+    }
+  });
+  return { form, focus: () => code.focus() };
 }

@@ -7,7 +7,7 @@ import { ApiError, api, explain, me } from "./api.js";
 import { clear, h, say, uuid } from "./dom.js";
 import { countdown, dayAndClock, listWords, money, seatWords } from "./format.js";
 import { LiveMap } from "./live.js";
-import { askLogin } from "./login.js";
+import { askLogin, askVerification } from "./login.js";
 import { SeatMapView, legend } from "./seatmap.js";
 
 const holdKey = (id) => `seatmap.hold.${id}`;
@@ -127,7 +127,10 @@ export async function showScreening(main, id) {
   // ---- holding ---------------------------------------------------------------------------
 
   async function loggedIn(reason) {
-    return (await me()) || (await askLogin({ reason }));
+    const user = (await me()) || (await askLogin({ reason }));
+    // Holding needs a verified email: ask for the mailed code first (the dialog after
+    // "Create account" does; this covers a session that put it off).
+    return user && !user.email_verified ? askVerification(user) : user;
   }
 
   function remember(next) {
