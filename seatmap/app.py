@@ -17,9 +17,16 @@ from starlette.staticfiles import StaticFiles
 
 from seatmap import metrics, ops, resources, worker
 from seatmap.accounts import users
+from seatmap.api import QueryGuard
 from seatmap.catalog import auditoriums, cinemas, movies, scheduling, screenings
 from seatmap.composition import open_runtime, start_provider
-from seatmap.errors import SeatmapError, http_handler, starlette_http_handler, unexpected_handler
+from seatmap.errors import (
+    CatchUnexpected,
+    SeatmapError,
+    http_handler,
+    starlette_http_handler,
+    unexpected_handler,
+)
 from seatmap.live import blocks, holds, socket, suggestions
 from seatmap.logs import RequestLog, configure
 from seatmap.runtime import Runtime, cancel, urls
@@ -87,7 +94,14 @@ def create_app(settings: Settings) -> Starlette:
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(RequestLog), Middleware(metrics.Metrics)],
+        # CatchUnexpected answers a bug's 500 and keeps the connection (errors.py); Exception's
+        # handler stays for the middleware outside it. QueryGuard refuses NUL in a query string.
+        middleware=[
+            Middleware(RequestLog),
+            Middleware(metrics.Metrics),
+            Middleware(CatchUnexpected),
+            Middleware(QueryGuard),
+        ],
         exception_handlers={
             SeatmapError: http_handler,
             HTTPException: starlette_http_handler,

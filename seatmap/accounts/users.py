@@ -32,7 +32,7 @@ from seatmap.accounts.auth import (
     revoke_access_token,
     set_session_cookies,
 )
-from seatmap.api import Page, decode_cursor, documented, encode_cursor, query_int, read_body, respond
+from seatmap.api import Page, cursor_id, documented, encode_cursor, query_int, read_body, respond
 from seatmap.db import AnyConnection
 from seatmap.errors import EmailTaken, InvalidCode, InvalidCredentials, InvalidInput, InvalidToken
 from seatmap.runtime import Runtime, runtime
@@ -393,13 +393,7 @@ async def admin_list_users(request: Request) -> Response:
     if role is not None and role not in ROLES:
         raise InvalidInput(f"The role must be one of {', '.join(ROLES)}.", path="$.role")
     limit = query_int(request, "limit", 50, minimum=1, maximum=200)
-    cursor = request.query_params.get("cursor")
-    after = 0
-    if cursor:
-        (raw,) = decode_cursor(cursor, 1)
-        if not raw.isdigit():
-            raise InvalidInput("The cursor is not valid.", path="$.cursor")
-        after = int(raw)
+    after = cursor_id(request)
     async with rt.pool.acquire() as conn:
         rows = await conn.fetch(LIST_USERS, role, after, limit + 1)
     users = [_user(row) for row in rows[:limit]]
