@@ -18,9 +18,16 @@ from starlette.staticfiles import StaticFiles
 from seatmap import metrics, ops, resources, worker
 from seatmap.accounts import users
 from seatmap.accounts.origins import CrossOriginGuard
+from seatmap.api import QueryGuard
 from seatmap.catalog import auditoriums, cinemas, movies, scheduling, screenings
 from seatmap.composition import open_runtime
-from seatmap.errors import SeatmapError, http_handler, starlette_http_handler, unexpected_handler
+from seatmap.errors import (
+    CatchUnexpected,
+    SeatmapError,
+    http_handler,
+    starlette_http_handler,
+    unexpected_handler,
+)
 from seatmap.live import blocks, holds, socket, suggestions
 from seatmap.logs import RequestLog, configure
 from seatmap.runtime import Runtime, cancel, urls
@@ -89,9 +96,13 @@ def create_app(settings: Settings) -> Starlette:
     ]
     return Starlette(
         routes=routes,
+        # CatchUnexpected answers a bug's 500 and keeps the connection (errors.py); Exception's
+        # handler stays for the middleware outside it. QueryGuard refuses NUL in a query string.
         middleware=[
             Middleware(RequestLog),
             Middleware(metrics.Metrics),
+            Middleware(CatchUnexpected),
+            Middleware(QueryGuard),
             Middleware(CrossOriginGuard, settings=settings),
         ],
         exception_handlers={

@@ -46,7 +46,8 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
 
 Every class has a stable `code` (clients switch on it) and a docstring that is its default
 message. Extra fields (the seats lost, the field path) travel in `details` and are rendered
-next to `code` and `message`.
+next to `code` and `message`. Anything else an endpoint raises is a bug: `CatchUnexpected`
+logs it and answers 500 `internal_error`, on a connection that stays open.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from typing import Any, ClassVar
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("seatmap.errors")
 
@@ -380,6 +382,40 @@ async def unexpected_handler(request: Request, exc: Exception) -> Response:
     """Anything we did not raise on purpose: log it whole, tell the client little."""
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(SeatmapError())
+
+
+class CatchUnexpected:
+    """Pure ASGI middleware: an unexpected error answers 500 JSON and ends there.
+
+    Starlette's ServerErrorMiddleware answers with `unexpected_handler` too, but then re-raises
+    (so that servers may log it), and uvicorn closes a connection whose app raised: the client
+    of a kept-alive connection saw it reset. Inside that middleware, this one answers and does
+    not re-raise, so uvicorn keeps the connection. If the response had already started, nothing
+    can be answered any more: the error goes on up and the connection is dropped.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as exc:
+            if started:
+                raise
+            response = await unexpected_handler(Request(scope), exc)
+            await response(scope, receive, send)
 
 
 _STARLETTE_CODES: dict[int, type[SeatmapError]] = {

@@ -38,7 +38,7 @@ from seatmap.accounts.auth import (
 )
 from seatmap.api import (
     Page,
-    decode_cursor,
+    cursor_id,
     documented,
     encode_cursor,
     path_int,
@@ -441,13 +441,7 @@ async def admin_list_users(request: Request) -> Response:
     if role is not None and role not in ROLES:
         raise InvalidInput(f"The role must be one of {', '.join(ROLES)}.", path="$.role")
     limit = query_int(request, "limit", 50, minimum=1, maximum=200)
-    cursor = request.query_params.get("cursor")
-    after = 0
-    if cursor:
-        (raw,) = decode_cursor(cursor, 1)
-        if not raw.isdigit():
-            raise InvalidInput("The cursor is not valid.", path="$.cursor")
-        after = int(raw)
+    after = cursor_id(request)
     async with rt.pool.acquire() as conn:
         rows = await conn.fetch(LIST_USERS, role, after, limit + 1)
     users = [_user(row) for row in rows[:limit]]

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap.accounts import auth
-from seatmap.api import documented, path_int, read_body, respond
+from seatmap.api import Id, documented, path_int, read_body, respond
 from seatmap.catalog.layouts import CATEGORIES
 from seatmap.catalog.screenings import Screening, fetch_screening
 from seatmap.db import AnyConnection
@@ -43,8 +43,8 @@ Status = Literal["scheduled", "draft"]
 class ScreeningIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """A new screening. Without `ends_at` it ends after the movie plus 15 minutes of cleaning."""
 
-    auditorium_id: int
-    movie_id: int
+    auditorium_id: Id
+    movie_id: Id
     starts_at: Aware
     prices: dict[str, Money]
     ends_at: Aware | None = None
@@ -56,7 +56,7 @@ class ScreeningPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Only the fields to change. A new start or movie without `ends_at` recomputes the end;
     new `prices` replace all the old ones."""
 
-    movie_id: int | UnsetType = UNSET
+    movie_id: Id | UnsetType = UNSET
     starts_at: Aware | UnsetType = UNSET
     ends_at: Aware | UnsetType = UNSET
     prices: dict[str, Money] | UnsetType = UNSET

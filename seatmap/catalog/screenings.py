@@ -21,7 +21,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap.accounts import auth
-from seatmap.api import Page, decode_cursor, documented, encode_cursor, path_int, query_int, respond
+from seatmap.api import (
+    INT64_MAX,
+    Page,
+    ascii_int,
+    decode_cursor,
+    documented,
+    encode_cursor,
+    path_int,
+    query_int,
+    respond,
+)
 from seatmap.catalog.auditoriums import Auditorium
 from seatmap.catalog.cinemas import Cinema
 from seatmap.catalog.layouts import Layout
@@ -33,7 +43,6 @@ from seatmap.runtime import Runtime, runtime
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _DATE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_MAX_ID: Final = 2**63 - 1
 # ---- wire shapes ----------------------------------------------------------------------------
 
 
@@ -220,9 +229,11 @@ def _query_after(request: Request) -> tuple[datetime | None, int]:
     cursor = request.query_params.get("cursor")
     if not cursor:
         return None, 0
-    micros, ident = decode_cursor(cursor, 2)
+    micros, ident = (ascii_int(part) for part in decode_cursor(cursor, 2))
     try:
-        return _EPOCH + timedelta(microseconds=int(micros)), int(ident)
+        if micros is None or ident is None:
+            raise ValueError(cursor)
+        return _EPOCH + timedelta(microseconds=micros), ident
     except (ValueError, OverflowError):
         raise InvalidInput("The cursor is not valid.", path="$.cursor") from None
 
@@ -237,8 +248,8 @@ def _query_after(request: Request) -> tuple[datetime | None, int]:
 async def list_screenings(request: Request) -> Response:
     limit = query_int(request, "limit", 20, minimum=1, maximum=100)
     city = request.query_params.get("city") or None
-    cinema = query_int(request, "cinema", 0, minimum=1, maximum=_MAX_ID) or None
-    movie = query_int(request, "movie", 0, minimum=1, maximum=_MAX_ID) or None
+    cinema = query_int(request, "cinema", 0, minimum=1, maximum=INT64_MAX) or None
+    movie = query_int(request, "movie", 0, minimum=1, maximum=INT64_MAX) or None
     day = _query_date(request)
     after, after_id = _query_after(request)
     drafts = await _sees_drafts(request)

@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from seatmap.accounts.auth import Principal, require
 from seatmap.accounts.verification import require_verified
-from seatmap.api import documented, read_body, respond
+from seatmap.api import Id, documented, read_body, respond
 from seatmap.errors import (
     HoldExpired,
     HoldLimit,
@@ -83,7 +83,7 @@ _NOT_ON_SALE: Final = {
 
 
 class HoldRequest(msgspec.Struct, forbid_unknown_fields=True):
-    screening_id: Annotated[int, msgspec.Meta(ge=1)]
+    screening_id: Id
     seats: Annotated[list[SeatLabel], msgspec.Meta(max_length=1000)] = []
     ga: GASelection | None = None
     best_available: BestAvailable | None = None

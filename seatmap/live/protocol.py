@@ -13,6 +13,9 @@ from typing import Annotated, Final
 
 import msgspec
 
+from seatmap.api import INT64_MAX, check_json
+from seatmap.errors import InvalidInput, MalformedJSON
+
 Ref = Annotated[str, msgspec.Meta(max_length=64)]
 SeatLabel = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
 
@@ -32,7 +35,7 @@ class Auth(msgspec.Struct, tag="auth", forbid_unknown_fields=True):
 
 
 class Resume(msgspec.Struct, tag="resume", forbid_unknown_fields=True):
-    seq: Annotated[int, msgspec.Meta(ge=0)]
+    seq: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
     ref: Ref | None = None
 
 
@@ -195,6 +198,12 @@ class ProtocolError(Exception):
 
 def decode_client(data: str | bytes) -> ClientMessage:
     try:
+        check_json(data)  # the edge rule: depth capped, no NUL in any string (seatmap/api.py)
+    except MalformedJSON as exc:
+        return _raise("malformed_json", exc.message)
+    except InvalidInput as exc:
+        return _raise("invalid_message", exc.message, exc.details.get("path"))
+    try:
         decoded: ClientMessage = _decoder.decode(data)
         return decoded
     except msgspec.ValidationError as exc:
@@ -205,7 +214,7 @@ def decode_client(data: str | bytes) -> ClientMessage:
         if sep:
             return _raise("invalid_message", message, path.rstrip("`"))
         return _raise("invalid_message", text)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, RecursionError) as exc:
         return _raise("malformed_json", f"The message is not valid JSON: {exc}")
 
 

@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from seatmap.accounts import origins
 from seatmap.accounts.auth import ACCESS_COOKIE, Principal, principal_from_token
 from seatmap.accounts.verification import require_verified
+from seatmap.api import ascii_int
 from seatmap.errors import NotFound, SeatmapError, Unauthorized, socket_error
 from seatmap.live.channels import RESYNCS, Channels
 from seatmap.live.feed import FROM_STREAM, Feed, Replay, ResumeFrom, TooSlow, Watcher
@@ -248,9 +249,11 @@ async def screening_socket(ws: WebSocket) -> None:
         # Closing before accept turns into an HTTP 403 on the handshake.
         await ws.close(CLOSE_ORIGIN)
         return
-    screening: int = ws.path_params["screening"]
+    # The id and `since` are read as ASCII digits up to int64 (the edge rule, seatmap/api.py):
+    # any other id is a screening that does not exist (4004), any other `since` an error frame.
+    screening = ascii_int(ws.path_params["screening"])
     since_raw = ws.query_params.get("since")
-    since = int(since_raw) if since_raw is not None and since_raw.isdigit() else None
+    since = ascii_int(since_raw) if since_raw is not None else None
     await ws.accept()
     if since_raw is not None and since is None:
         await ws.send_text(
@@ -258,6 +261,8 @@ async def screening_socket(ws: WebSocket) -> None:
         )
     holds = rt.holds
     try:
+        if not screening:
+            raise NotFound("No such screening.")
         await holds.inventory.layout(screening)
     except NotFound as exc:
         await ws.send_text(socket_error(exc, None))
@@ -302,4 +307,4 @@ async def _serve(ws: WebSocket, session: Session, principal: Principal | None, s
                 await ws.close(1000)
 
 
-routes: list[BaseRoute] = [WebSocketRoute("/ws/screenings/{screening:int}", screening_socket)]
+routes: list[BaseRoute] = [WebSocketRoute("/ws/screenings/{screening}", screening_socket)]

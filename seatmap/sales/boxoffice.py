@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap.accounts.auth import require
-from seatmap.api import documented, read_body, respond
+from seatmap.api import Id, documented, read_body, respond
 from seatmap.errors import NotFound, SeatTaken
 from seatmap.live.protocol import GASelection, SeatLabel
 from seatmap.runtime import runtime
@@ -35,7 +35,7 @@ class Sale(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Seats and/or GA units of one screening, and how the customer paid. `reference`: the card
     terminal's receipt number, if any."""
 
-    screening_id: Annotated[int, msgspec.Meta(ge=1)]
+    screening_id: Id
     payment_method: Literal["cash", "card_present"]
     seats: Annotated[list[SeatLabel], msgspec.Meta(max_length=1000)] = []
     ga: GASelection | None = None

@@ -25,7 +25,7 @@ from typing import Annotated, Final, Protocol
 
 import msgspec
 
-from seatmap.api import decode
+from seatmap.api import Int64, ascii_int, decode
 from seatmap.errors import InvalidSignature
 from seatmap.settings import Settings
 
@@ -35,7 +35,7 @@ from seatmap.settings import Settings
 class PaymentData(msgspec.Struct, kw_only=True, frozen=True):
     payment_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     reference: Annotated[str, msgspec.Meta(max_length=200)]
-    amount: int
+    amount: Int64
     currency: Annotated[str, msgspec.Meta(min_length=3, max_length=3)]
 
 
@@ -45,7 +45,7 @@ class WebhookEvent(msgspec.Struct, kw_only=True, frozen=True):
 
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     type: Annotated[str, msgspec.Meta(max_length=100)]
-    created: int
+    created: Int64
     data: PaymentData
 
 
@@ -113,8 +113,8 @@ def verify_signature(key: bytes, header: str | None, body: bytes, *, tolerance: 
     candidates: list[str] = []
     for part in header.split(","):
         name, _, value = part.strip().partition("=")
-        if name == "t" and value.isdigit():
-            timestamp = int(value)
+        if name == "t":
+            timestamp = ascii_int(value)  # None unless ASCII digits: malformed, not a 500
         elif name == "v1":
             candidates.append(value)
     if timestamp is None or not candidates:

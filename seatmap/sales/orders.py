@@ -29,8 +29,9 @@ from starlette.routing import BaseRoute, Route
 from seatmap.accounts.auth import Principal, require
 from seatmap.accounts.verification import require_verified
 from seatmap.api import (
+    INT64_MAX,
     Page,
-    decode_cursor,
+    cursor_id,
     documented,
     encode_cursor,
     path_int,
@@ -374,13 +375,7 @@ async def _request(conn: AnyConnection, who: Principal, key: str) -> Any:
 async def list_orders(request: Request) -> Response:
     who = await require(request)
     limit = query_int(request, "limit", 20, minimum=1, maximum=100)
-    before = 2**63 - 1
-    cursor = request.query_params.get("cursor")
-    if cursor:
-        (raw,) = decode_cursor(cursor, 1)
-        if not raw.isdigit():
-            raise InvalidInput("The cursor is not valid.", path="$.cursor")
-        before = int(raw)
+    before = cursor_id(request) or INT64_MAX
     async with runtime(request).pool.acquire() as conn:
         rows = await conn.fetch(LIST_ORDERS, who.user_id, before, limit + 1)
     items = [_summary(r) for r in rows[:limit]]

@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap.accounts.auth import require
-from seatmap.api import documented, path_int, respond
+from seatmap.api import ascii_int, documented, path_int, respond
 from seatmap.errors import (
     NotFound,
     OrderClosed,
@@ -260,7 +260,7 @@ def _ga(order: LiveOrder) -> dict[str, int]:
 async def apply_event(rt: Runtime, provider: str, event: WebhookEvent) -> Receipt:
     """Apply a verified event exactly once; then, if it sold seats, show them sold in Redis."""
     reference = event.data.reference
-    order_id = int(reference) if reference.isdigit() and len(reference) < 19 else None
+    order_id = ascii_int(reference)
     try:
         receipt, sold = await _apply(rt, provider, event, order_id, tickets=True)
     except (asyncpg.UniqueViolationError, SoldOut) as exc:

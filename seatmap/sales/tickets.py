@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap.accounts.auth import require
-from seatmap.api import decode, documented, respond
+from seatmap.api import Id, decode, documented, respond
 from seatmap.db import AnyConnection
 from seatmap.errors import (
     AlreadyUsed,
@@ -101,7 +101,7 @@ class CheckIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """`screening_id`: the screening this kiosk admits to (a ticket of another one is refused);
     `gate`: where the kiosk stands, recorded with the scan. Both optional; the body may be empty."""
 
-    screening_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    screening_id: Id | None = None
     gate: Annotated[str, msgspec.Meta(max_length=100)] | None = None
 
 
