@@ -11,6 +11,7 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     ├── Unauthorized                  401 unauthorized
     │   ├── InvalidCredentials        401 invalid_credentials
     │   └── InvalidToken              401 invalid_token
+    │       └── AccountGone           401 invalid_token     (the token outlived its account)
     ├── Forbidden                     403 forbidden
     ├── NotFound                      404 not_found
     ├── MethodNotAllowed              405 method_not_allowed
@@ -25,6 +26,7 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     │   ├── HoldExpired               409 hold_expired
     │   ├── OrderExists               409 order_exists      (order_id)
     │   ├── OrderClosed               409 order_closed      (status)
+    │   ├── ReferenceUsed             409 reference_used    (order_id)
     │   ├── RefundClosed              409 refund_closed     (deadline)
     │   ├── AlreadyUsed               409 already_used      (checked_in_at, checked_in_by, gate)
     │   ├── WrongScreening            409 wrong_screening   (screening_id)
@@ -123,6 +125,12 @@ class InvalidToken(Unauthorized):
     """The token is invalid or has expired."""
 
     code = "invalid_token"
+
+
+# Same code as any bad token (the client logs in again, and learns there is no account);
+# found where a write names the caller (a foreign key on users), not looked up per request.
+class AccountGone(InvalidToken):
+    """The account this token was issued to no longer exists; log in again."""
 
 
 class Forbidden(SeatmapError):
@@ -227,6 +235,14 @@ class OrderClosed(Conflict):
     """This order is no longer pending."""
 
     code = "order_closed"
+
+
+# A till's receipt number names one payment: the same number again is a typo or a second
+# sale being passed off on an old receipt, and the clerk needs to see which sale has it.
+class ReferenceUsed(Conflict):
+    """This payment reference is already recorded for another sale."""
+
+    code = "reference_used"
 
 
 class RefundClosed(Conflict):

@@ -39,6 +39,7 @@ from seatmap.api import (
 )
 from seatmap.db import AnyConnection
 from seatmap.errors import (
+    AccountGone,
     HoldExpired,
     IdempotencyKeyReused,
     InvalidInput,
@@ -192,6 +193,8 @@ WITH o AS (
 )
 SELECT id, created_at FROM o
 """
+# The foreign keys that name the buyer: violated only when the token's account was deleted.
+_BUYER_KEYS: Final = frozenset({"orders_user_id_fkey", "order_requests_user_id_fkey"})
 LIVE_ORDER_OF_HOLD: Final = "SELECT id FROM orders WHERE hold_token = $1 AND status IN ('pending', 'paid')"
 CANCEL_ORDER: Final = """
 UPDATE orders SET status = 'cancelled', closed_at = now()
@@ -326,6 +329,7 @@ async def create_order(request: Request) -> Response:
     expires_at = datetime.fromisoformat(hold.expires_at)
     total = sum(line[3] for line in lines)
     columns = list(zip(*lines, strict=True))
+    gone = False
     async with rt.pool.acquire() as conn:
         try:
             made = await conn.fetchrow(
@@ -339,6 +343,15 @@ async def create_order(request: Request) -> Response:
                 return replayed
             existing = await conn.fetchval(LIVE_ORDER_OF_HOLD, body.hold_token)
             raise OrderExists(order_id=existing) from None
+        except asyncpg.ForeignKeyViolationError as exc:
+            if exc.constraint_name not in _BUYER_KEYS:
+                raise
+            gone = True
+    if gone:
+        # The token outlived its account: nobody can buy these seats for it, so free them now
+        # rather than when the hold lapses.
+        await holds.release(who, body.hold_token)
+        raise AccountGone()
     assert made is not None
     order = Order(
         id=made["id"], status="pending", screening_id=hold.screening_id, channel="web", currency=currency,
