@@ -53,11 +53,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Mount, Route
+from starlette.types import Scope
 
 log = logging.getLogger("seatmap.errors")
 
@@ -351,8 +354,8 @@ class Unavailable(SeatmapError):
 _encoder = msgspec.json.Encoder()
 
 
-def error_response(exc: SeatmapError) -> Response:
-    headers: dict[str, str] = {}
+def error_response(exc: SeatmapError, headers: Mapping[str, str] | None = None) -> Response:
+    headers = dict(headers or {})
     if isinstance(exc, RateLimited) and "retry_after" in exc.details:
         headers["Retry-After"] = str(exc.details["retry_after"])
     if isinstance(exc, Unauthorized):
@@ -403,7 +406,31 @@ async def starlette_http_handler(request: Request, exc: Exception) -> Response:
     from starlette.exceptions import HTTPException
 
     assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette's `Allow` names the methods of the route that answered (for a page, the
+        # static files' GET, HEAD); one path may be several routes: name every one's methods.
+        # Mounts rewrote the scope's root_path on the way in; match from the app's own root.
+        root = request.scope.get("app_root_path", request.scope.get("root_path", ""))
+        allowed = _methods_for({**request.scope, "root_path": root}, getattr(request.app, "routes", []))
+        if allowed:
+            headers["Allow"] = ", ".join(sorted(allowed))
     cls = _STARLETTE_CODES.get(exc.status_code)
     if cls is None or not request.url.path.startswith("/api"):
-        return Response(exc.detail, status_code=exc.status_code, headers=exc.headers)
-    return error_response(cls())
+        return Response(exc.detail, status_code=exc.status_code, headers=headers)
+    return error_response(cls(), headers)
+
+
+def _methods_for(scope: Scope, routes: Sequence[BaseRoute]) -> set[str]:
+    """Every method some route serves at this scope's path."""
+    probe: Scope = {**scope, "method": "OPTIONS"}
+    methods: set[str] = set()
+    for route in routes:
+        match, child = route.matches(probe)
+        if match == Match.NONE:
+            continue
+        if isinstance(route, Mount):
+            methods |= _methods_for({**probe, **child}, route.routes)
+        elif isinstance(route, Route):
+            methods |= route.methods or set()
+    return methods

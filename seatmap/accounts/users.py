@@ -32,7 +32,17 @@ from seatmap.accounts.auth import (
     revoke_access_token,
     set_session_cookies,
 )
-from seatmap.api import Page, decode_cursor, documented, encode_cursor, query_int, read_body, respond
+from seatmap.api import (
+    Page,
+    decode_cursor,
+    documented,
+    encode_cursor,
+    enum_param,
+    int_param,
+    query_int,
+    read_body,
+    respond,
+)
 from seatmap.db import AnyConnection
 from seatmap.errors import EmailTaken, InvalidCode, InvalidCredentials, InvalidInput, InvalidToken
 from seatmap.runtime import Runtime, runtime
@@ -64,8 +74,16 @@ class UserPage(Page, kw_only=True):
     items: list[User]
 
 
+# What `check_email` accepts (surrounding spaces are stripped), told in the schema only: the
+# code refuses with its own message.
+NewEmail = Annotated[
+    str,
+    Meta(max_length=254, extra_json_schema={"pattern": r"^\s*[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+\s*$"}),
+]
+
+
 class Registration(msgspec.Struct, kw_only=True):
-    email: Email
+    email: NewEmail
     password: Password
     name: Name
 
@@ -73,7 +91,7 @@ class Registration(msgspec.Struct, kw_only=True):
 class NewUser(msgspec.Struct, kw_only=True):
     """An account made by an admin, typically for box-office or door staff."""
 
-    email: Email
+    email: NewEmail
     password: Password
     name: Name
     role: Role = "staff"
@@ -329,6 +347,7 @@ async def refresh(request: Request) -> Response:
 @documented(
     "Log out: revoke the access token and the refresh token's login, clear the cookies",
     body=LogoutRequest,
+    body_required=False,
     responses={204: None},
     auth="customer",
     tags=("accounts",),
@@ -382,7 +401,7 @@ async def admin_create_user(request: Request) -> Response:
 @documented(
     "List accounts, oldest first, optionally of one role",
     responses={200: UserPage},
-    query=("role", "cursor", "limit:int"),
+    query=(enum_param("role", ROLES), "cursor", int_param("limit", 1, 200)),
     auth="admin",
     tags=("admin",),
 )

@@ -21,7 +21,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap.accounts import auth
-from seatmap.api import Page, decode_cursor, documented, encode_cursor, path_int, query_int, respond
+from seatmap.api import (
+    Page,
+    decode_cursor,
+    documented,
+    encode_cursor,
+    int_param,
+    path_int,
+    query_int,
+    respond,
+)
 from seatmap.catalog.auditoriums import Auditorium
 from seatmap.catalog.cinemas import Cinema
 from seatmap.catalog.layouts import Layout
@@ -230,7 +239,14 @@ def _query_after(request: Request) -> tuple[datetime | None, int]:
 @documented(
     "List screenings by start time; filter by city, cinema, movie and day (YYYY-MM-DD, in the "
     "cinema's time zone; without a day, those that have not ended)",
-    query=("city", "cinema", "movie", "date", "cursor", "limit"),
+    query=(
+        "city",
+        int_param("cinema", 1, _MAX_ID),
+        int_param("movie", 1, _MAX_ID),
+        "date:date",
+        "cursor",
+        int_param("limit", 1, 100),
+    ),
     responses={200: ScreeningPage},
     tags=("screenings",),
 )

@@ -373,7 +373,13 @@ def refusal(reply: replies.Refusal) -> SeatmapError:
             return NotFound("No live hold with this token.")
 
 
-@documented("Hold seats", body=HoldRequest, responses={201: HoldResult}, auth="customer", tags=("holds",))
+@documented(
+    "Hold seats",
+    body=HoldRequest,
+    responses={201: HoldResult, 404: None, 409: None},
+    auth="customer",
+    tags=("holds",),
+)
 async def create_hold(request: Request) -> Response:
     """All or nothing: either every requested seat is held for you, or none is (409 names the lost ones)."""
     who = await require(request)

@@ -29,9 +29,11 @@ from starlette.routing import BaseRoute, Route
 from seatmap.accounts.auth import Principal, require
 from seatmap.api import (
     Page,
+    Param,
     decode_cursor,
     documented,
     encode_cursor,
+    int_param,
     path_int,
     query_int,
     read_body,
@@ -59,6 +61,9 @@ log = logging.getLogger("seatmap.sales.orders")
 
 TAGS: Final = ("orders",)
 _KEY: Final = re.compile(r"^[\x21-\x7e]{1,255}$")
+IDEMPOTENCY_KEY: Final = Param(
+    name="Idempotency-Key", required=True, schema={"type": "string", "pattern": "^[!-~]{1,255}$"}
+)
 
 HolderName = Annotated[str, msgspec.Meta(max_length=100)]
 
@@ -302,6 +307,7 @@ def holder_list(names: list[str], lines: int) -> list[str | None]:
     "Make an order from your hold (send an Idempotency-Key header; the same key and body return "
     "the same order)",
     body=OrderRequest,
+    headers=(IDEMPOTENCY_KEY,),
     responses={201: Order, 404: None, 409: None},
     auth="customer",
     tags=TAGS,
@@ -377,7 +383,7 @@ async def _request(conn: AnyConnection, who: Principal, key: str) -> Any:
 
 @documented(
     "Your orders, newest first",
-    query=("cursor", "limit"),
+    query=("cursor", int_param("limit", 1, 100)),
     responses={200: OrderPage},
     auth="customer",
     tags=TAGS,
