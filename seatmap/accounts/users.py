@@ -74,17 +74,25 @@ class UserPage(Page, kw_only=True):
     items: list[User]
 
 
-# What `check_email` accepts (surrounding spaces are stripped), told in the schema only: the
-# code refuses with its own message.
+# What `check_email` accepts (surrounding white space is stripped), told in the schema only:
+# the code refuses with its own message. Python's `\s` spelt out, as JSON Schema's differs.
+_WS: Final = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 NewEmail = Annotated[
     str,
-    Meta(max_length=254, extra_json_schema={"pattern": r"^\s*[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+\s*$"}),
+    Meta(
+        max_length=254,
+        extra_json_schema={"pattern": f"^[{_WS}]*[^@{_WS}]{{1,64}}@[^@{_WS}.]+(?:\\.[^@{_WS}.]+)+[{_WS}]*$"},
+    ),
 ]
+
+
+# Likewise `MIN_PASSWORD`, which `create_user` checks with its own message.
+NewPassword = Annotated[str, Meta(max_length=1024, extra_json_schema={"minLength": MIN_PASSWORD})]
 
 
 class Registration(msgspec.Struct, kw_only=True):
     email: NewEmail
-    password: Password
+    password: NewPassword
     name: Name
 
 
@@ -92,7 +100,7 @@ class NewUser(msgspec.Struct, kw_only=True):
     """An account made by an admin, typically for box-office or door staff."""
 
     email: NewEmail
-    password: Password
+    password: NewPassword
     name: Name
     role: Role = "staff"
 
