@@ -280,13 +280,38 @@ class QueryGuard:
         await self.app(scope, receive, send)
 
 
+class Param(msgspec.Struct, frozen=True, kw_only=True):
+    """A query parameter or request header as /openapi.json shows it: its JSON Schema, bounds
+    included, so a client (or a fuzzer) learns what the parser accepts."""
+
+    name: str
+    schema: dict[str, Any] = msgspec.field(default_factory=lambda: {"type": "string"})
+    required: bool = False
+
+
+def int_param(name: str, minimum: int, maximum: int) -> Param:
+    """An integer query parameter read with `query_int(request, name, …, minimum, maximum)`."""
+    return Param(name=name, schema={"type": "integer", "minimum": minimum, "maximum": maximum})
+
+
+def enum_param(name: str, values: tuple[str, ...]) -> Param:
+    return Param(name=name, schema={"type": "string", "enum": list(values)})
+
+
 class Doc(msgspec.Struct, frozen=True, kw_only=True):
-    """What /openapi.json says of one endpoint; attached by `@documented`."""
+    """What /openapi.json says of one endpoint; attached by `@documented`.
+
+    `query`: names (`"q"`, `"at:date"`), `Param`s, or a Struct the query is converted to.
+    `responses`: status → the Struct of the JSON body, None (no body, or our JSON error), or a
+    media type string for a body that is not JSON (an HTML page, an SVG).
+    """
 
     summary: str
     body: Any = None
+    body_required: bool = True
     responses: dict[int, Any] = msgspec.field(default_factory=dict)
-    query: tuple[str, ...] = ()
+    query: Any = ()
+    headers: tuple[Param, ...] = ()
     auth: str | None = None  # None: anyone; else the least role needed
     tags: tuple[str, ...] = ()
 
@@ -295,8 +320,10 @@ def documented(
     summary: str,
     *,
     body: Any = None,
+    body_required: bool = True,
     responses: dict[int, Any] | None = None,
-    query: tuple[str, ...] = (),
+    query: Any = (),
+    headers: tuple[Param, ...] = (),
     auth: str | None = None,
     tags: tuple[str, ...] = (),
 ) -> Callable[[E], E]:
@@ -305,8 +332,9 @@ def documented(
 
     def mark(endpoint: E) -> E:
         endpoint.__openapi__ = Doc(  # type: ignore[attr-defined]
-            summary=summary, body=body, responses=responses or {}, query=query, auth=auth, tags=tags
-        )
+            summary=summary, body=body, body_required=body_required, responses=responses or {},
+            query=query, headers=headers, auth=auth, tags=tags,
+        )  # fmt: skip
         return endpoint
 
     return mark

@@ -11,6 +11,7 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     ├── Unauthorized                  401 unauthorized
     │   ├── InvalidCredentials        401 invalid_credentials
     │   └── InvalidToken              401 invalid_token
+    │       └── AccountGone           401 invalid_token     (the token outlived its account)
     ├── Forbidden                     403 forbidden
     │   ├── CrossOrigin               403 cross_origin
     │   └── EmailUnverified           403 email_unverified
@@ -27,6 +28,7 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     │   ├── HoldExpired               409 hold_expired
     │   ├── OrderExists               409 order_exists      (order_id)
     │   ├── OrderClosed               409 order_closed      (status)
+    │   ├── ReferenceUsed             409 reference_used    (order_id)
     │   ├── RefundClosed              409 refund_closed     (deadline)
     │   ├── AlreadyUsed               409 already_used      (checked_in_at, checked_in_by, gate)
     │   ├── WrongScreening            409 wrong_screening   (screening_id)
@@ -54,11 +56,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("seatmap.errors")
@@ -127,6 +131,12 @@ class InvalidToken(Unauthorized):
     """The token is invalid or has expired."""
 
     code = "invalid_token"
+
+
+# Same code as any bad token (the client logs in again, and learns there is no account);
+# found where a write names the caller (a foreign key on users), not looked up per request.
+class AccountGone(InvalidToken):
+    """The account this token was issued to no longer exists; log in again."""
 
 
 class Forbidden(SeatmapError):
@@ -245,6 +255,14 @@ class OrderClosed(Conflict):
     code = "order_closed"
 
 
+# A till's receipt number names one payment: the same number again is a typo or a second
+# sale being passed off on an old receipt, and the clerk needs to see which sale has it.
+class ReferenceUsed(Conflict):
+    """This payment reference is already recorded for another sale."""
+
+    code = "reference_used"
+
+
 class RefundClosed(Conflict):
     """Refunds for this screening have closed."""
 
@@ -351,8 +369,8 @@ class Unavailable(SeatmapError):
 _encoder = msgspec.json.Encoder()
 
 
-def error_response(exc: SeatmapError) -> Response:
-    headers: dict[str, str] = {}
+def error_response(exc: SeatmapError, headers: Mapping[str, str] | None = None) -> Response:
+    headers = dict(headers or {})
     if isinstance(exc, RateLimited) and "retry_after" in exc.details:
         headers["Retry-After"] = str(exc.details["retry_after"])
     if isinstance(exc, Unauthorized):
@@ -437,7 +455,31 @@ async def starlette_http_handler(request: Request, exc: Exception) -> Response:
     from starlette.exceptions import HTTPException
 
     assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette's `Allow` names the methods of the route that answered (for a page, the
+        # static files' GET, HEAD); one path may be several routes: name every one's methods.
+        # Mounts rewrote the scope's root_path on the way in; match from the app's own root.
+        root = request.scope.get("app_root_path", request.scope.get("root_path", ""))
+        allowed = _methods_for({**request.scope, "root_path": root}, getattr(request.app, "routes", []))
+        if allowed:
+            headers["Allow"] = ", ".join(sorted(allowed))
     cls = _STARLETTE_CODES.get(exc.status_code)
     if cls is None or not request.url.path.startswith("/api"):
-        return Response(exc.detail, status_code=exc.status_code, headers=exc.headers)
-    return error_response(cls())
+        return Response(exc.detail, status_code=exc.status_code, headers=headers)
+    return error_response(cls(), headers)
+
+
+def _methods_for(scope: Scope, routes: Sequence[BaseRoute]) -> set[str]:
+    """Every method some route serves at this scope's path."""
+    probe: Scope = {**scope, "method": "OPTIONS"}
+    methods: set[str] = set()
+    for route in routes:
+        match, child = route.matches(probe)
+        if match == Match.NONE:
+            continue
+        if isinstance(route, Mount):
+            methods |= _methods_for({**probe, **child}, route.routes)
+        elif isinstance(route, Route):
+            methods |= route.methods or set()
+    return methods

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp
 
 import seatmap
 from seatmap.accounts.auth import ACCESS_COOKIE
-from seatmap.api import Doc
+from seatmap.api import Doc, Param
 
 REF: Final = "#/components/schemas/{name}"
 _ERROR_REF: Final = {"$ref": REF.format(name="Error")}
@@ -51,7 +51,8 @@ class Error(msgspec.Struct):
 
 def _convertor_schema(convertor: Convertor[Any]) -> dict[str, Any]:
     if isinstance(convertor, IntegerConvertor):
-        return {"type": "integer", "minimum": 0}
+        # Ids are PostgreSQL bigints: the document says so, and the fuzzer tries the edge.
+        return {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
     if isinstance(convertor, FloatConvertor):
         return {"type": "number"}
     if isinstance(convertor, UUIDConvertor):
@@ -97,10 +98,35 @@ _SHARED_RESPONSES: Final[dict[str, dict[str, Any]]] = {
     "BadRequest": _error_response("The body is not valid JSON (`malformed_json`)."),
     "Unauthorized": _error_response("No valid access token (`unauthorized`, `invalid_token`)."),
     "Forbidden": _error_response("The caller's role does not allow this (`forbidden`)."),
+    "NotFound": _error_response("Nothing has this id, token or code, or not for you (`not_found`)."),
     "InvalidInput": _error_response("The input failed validation; `path` names the field (`invalid_input`)."),
     "UnsupportedMediaType": _error_response("The body must be `application/json`."),
     "PayloadTooLarge": _error_response("The body is larger than 1 MiB."),
 }
+
+
+def _query_parameters(query: Any) -> list[dict[str, Any]]:
+    """`Doc.query` as OpenAPI parameters: a Struct's fields (bounds and defaults from its
+    schema), or names with an optional type after a colon, or `Param`s."""
+    if isinstance(query, type):
+        schema = msgspec.json.schema(query)
+        if "$ref" in schema:
+            schema = schema["$defs"][schema["$ref"].rpartition("/")[2]]
+        required = set(schema.get("required", ()))
+        return [
+            {"name": name, "in": "query", "required": name in required, "schema": field}
+            for name, field in schema["properties"].items()
+        ]
+    found: list[dict[str, Any]] = []
+    for item in query:
+        if isinstance(item, Param):
+            found.append({"name": item.name, "in": "query", "required": item.required, "schema": item.schema})
+        else:
+            name, _, kind = item.partition(":")
+            found.append(
+                {"name": name, "in": "query", "required": False, "schema": _QUERY_TYPES[kind or "str"]}
+            )
+    return found
 
 
 def _shared(name: str) -> dict[str, str]:
@@ -134,7 +160,7 @@ def build(
         if isinstance(doc, Doc):
             if doc.body is not None:
                 types.append(doc.body)
-            types.extend(t for t in doc.responses.values() if t is not None)
+            types.extend(t for t in doc.responses.values() if t is not None and not isinstance(t, str))
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)
     schema_of = dict(zip(map(id, types), schemas, strict=True))
 
@@ -158,16 +184,23 @@ def build(
             for name, conv in convertors.items()
             if "{" + name + "}" in path
         ]
-        for raw in doc.query if doc else ():
-            name, _, kind = raw.partition(":")
-            parameters.append(
-                {"name": name, "in": "query", "required": False, "schema": _QUERY_TYPES.get(kind or "str")}
-            )
+        if doc:
+            parameters += _query_parameters(doc.query)
+            parameters += [
+                {"name": h.name, "in": "header", "required": h.required, "schema": h.schema}
+                for h in doc.headers
+            ]
         if parameters:
             operation["parameters"] = parameters
         responses: dict[str, Any] = {}
         for status, type_ in sorted((doc.responses if doc else {}).items()):
-            if type_ is None:
+            if isinstance(type_, str):
+                # A media type: a page or an image (or a page saying "not found"), not JSON.
+                responses[str(status)] = {
+                    "description": _status_text(status),
+                    "content": {type_: {"schema": {"type": "string"}}},
+                }
+            elif type_ is None:
                 responses[str(status)] = (
                     _error_response(_status_text(status))
                     if status >= 400
@@ -180,15 +213,18 @@ def build(
                 }
         if not any(code.startswith("2") for code in responses):
             responses.setdefault("200", {"description": "OK"})
+        if any(p["in"] == "path" for p in parameters):
+            # Every path names a row (or a token, a code) that may not exist.
+            responses.setdefault("404", _shared("NotFound"))
         if doc and doc.body is not None:
             operation["requestBody"] = {
-                "required": True,
+                "required": doc.body_required,
                 "content": {"application/json": {"schema": schema_of[id(doc.body)]}},
             }
             responses.setdefault("400", _shared("BadRequest"))
             responses.setdefault("413", _shared("PayloadTooLarge"))
             responses.setdefault("415", _shared("UnsupportedMediaType"))
-        if doc and (doc.body is not None or doc.query):
+        if doc and (doc.body is not None or doc.query or doc.headers):
             responses.setdefault("422", _shared("InvalidInput"))
         if doc and doc.auth is not None:
             operation["security"] = [{"bearerAuth": []}, {"cookieAuth": []}]
@@ -208,7 +244,8 @@ def build(
             "version": version,
             "description": (
                 "Real-time seat maps for cinemas and events. Errors are always "
-                '`{"error": {"code", "message", …}}`; money is integer minor units with a currency.'
+                '`{"error": {"code", "message", …}}`; money is integer minor units with a currency. '
+                "An empty query parameter (`?limit=`) counts as absent."
             ),
         },
         "paths": paths,

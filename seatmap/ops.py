@@ -72,7 +72,11 @@ async def readyz(request: Request) -> Response:
     return respond(Readiness(status="unavailable", checks=checks), 503)
 
 
-@documented("Process metrics in the Prometheus text format (or OpenMetrics, if asked)", tags=TAGS)
+@documented(
+    "Process metrics in the Prometheus text format (or OpenMetrics, if asked)",
+    responses={200: "text/plain"},
+    tags=TAGS,
+)
 async def metrics_endpoint(request: Request) -> Response:
     """This process's counters (requests, holds, refunds, jobs, webhooks, sockets…), then orders
     by state and the job queue, read from PostgreSQL for this scrape (docs/operations.md)."""
@@ -87,7 +91,9 @@ async def openapi_json(request: Request) -> Response:
     return Response(openapi.document(request.app), media_type="application/json")
 
 
-@documented("A readable, offline page of the API (renders /openapi.json)", tags=TAGS)
+@documented(
+    "A readable, offline page of the API (renders /openapi.json)", responses={200: "text/html"}, tags=TAGS
+)
 async def docs(request: Request) -> Response:
     """Plain HTML and JS from `web/docs.html`; no CDN, so it works without internet access."""
     return FileResponse(resources.web_dir() / "docs.html", media_type="text/html; charset=utf-8")

@@ -114,10 +114,11 @@ async def test_documented_bodies_resolve_to_their_structs(client: httpx.AsyncCli
                 if "content" in response:
                     contents.append(response["content"])
             for content in contents:
-                schema = content["application/json"]["schema"]
-                while "$ref" in schema:
-                    schema = resolve(spec, schema["$ref"])
-                assert schema, f"{op['operationId']} has an empty schema"
+                for entry in content.values():  # JSON, or a page or image (a string)
+                    schema = entry["schema"]
+                    while "$ref" in schema:
+                        schema = resolve(spec, schema["$ref"])
+                    assert schema, f"{op['operationId']} has an empty schema"
             if "requestBody" in op:
                 bodies += 1
                 schema = op["requestBody"]["content"]["application/json"]["schema"]
@@ -200,3 +201,40 @@ async def test_docs_page_works_offline(client: httpx.AsyncClient) -> None:
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", html, re.I), "references another host"
     assert not re.search(r"https?://", html), "mentions an absolute URL"
     assert not re.search(r"@import|<link\b", html, re.I)
+
+
+async def test_document_names_every_status_parameter_and_media_type(client: httpx.AsyncClient) -> None:
+    """What a client generator reads is what the server does: 404 wherever a path names a row,
+    409/404 on holds, integer `limit`s with their bounds, the Idempotency-Key header of orders,
+    the payment page as HTML and logout without a required body."""
+    spec = (await client.get("/openapi.json")).json()
+    operations = [(path, method, op) for path, ops in spec["paths"].items() for method, op in ops.items()]
+    without_404 = [f"{m} {p}" for p, m, op in operations if "{" in p and "404" not in op["responses"]]
+    assert not without_404, without_404
+    assert {"404", "409"} <= spec["paths"]["/api/holds"]["post"]["responses"].keys()
+    limits = {
+        f"{m} {p}": param["schema"]
+        for p, m, op in operations
+        for param in op.get("parameters", [])
+        if param["name"] == "limit"
+    }
+    assert len(limits) >= 8 and all(s["type"] == "integer" and s["minimum"] == 1 for s in limits.values())
+    assert limits["get /api/cinemas"]["maximum"] == 100 and limits["get /api/admin/users"]["maximum"] == 200
+    (key,) = [p for p in spec["paths"]["/api/orders"]["post"]["parameters"] if p["in"] == "header"]
+    assert (key["name"], key["required"], key["schema"]["type"]) == ("Idempotency-Key", True, "string")
+    page = spec["paths"]["/pay/{id}"]["get"]["responses"]
+    assert set(page["200"]["content"]) == set(page["404"]["content"]) == {"text/html"}
+    assert spec["paths"]["/api/auth/logout"]["post"]["requestBody"]["required"] is False
+    assert spec["paths"]["/api/auth/login"]["post"]["requestBody"]["required"] is True
+
+
+async def test_405_names_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    """A method a path does not serve is 405 with `Allow` naming every method it does serve,
+    though they come from several routes (PUT, PATCH and DELETE of a cinema), pages included."""
+    r = await client.request("OPTIONS", "/api/admin/cinemas/1")
+    assert (r.status_code, r.headers["allow"]) == (405, "DELETE, PATCH, PUT")
+    assert r.json()["error"]["code"] == "method_not_allowed"
+    r = await client.request("TRACE", "/api/orders")
+    assert (r.status_code, r.headers["allow"]) == (405, "GET, HEAD, POST")
+    r = await client.request("OPTIONS", "/pay/abc/approve")
+    assert (r.status_code, r.headers["allow"]) == (405, "POST")

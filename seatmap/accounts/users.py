@@ -41,6 +41,8 @@ from seatmap.api import (
     cursor_id,
     documented,
     encode_cursor,
+    enum_param,
+    int_param,
     path_int,
     query_int,
     read_body,
@@ -74,17 +76,33 @@ class UserPage(Page, kw_only=True):
     items: list[User]
 
 
+# What `check_email` accepts (surrounding white space is stripped), told in the schema only:
+# the code refuses with its own message. Python's `\s` spelt out, as JSON Schema's differs.
+_WS: Final = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NewEmail = Annotated[
+    str,
+    Meta(
+        max_length=254,
+        extra_json_schema={"pattern": f"^[{_WS}]*[^@{_WS}]{{1,64}}@[^@{_WS}.]+(?:\\.[^@{_WS}.]+)+[{_WS}]*$"},
+    ),
+]
+
+
+# Likewise `MIN_PASSWORD`, which `create_user` checks with its own message.
+NewPassword = Annotated[str, Meta(max_length=1024, extra_json_schema={"minLength": MIN_PASSWORD})]
+
+
 class Registration(msgspec.Struct, kw_only=True):
-    email: Email
-    password: Password
+    email: NewEmail
+    password: NewPassword
     name: Name
 
 
 class NewUser(msgspec.Struct, kw_only=True):
     """An account made by an admin, typically for box-office or door staff."""
 
-    email: Email
-    password: Password
+    email: NewEmail
+    password: NewPassword
     name: Name
     role: Role = "staff"
 
@@ -377,6 +395,7 @@ async def refresh(request: Request) -> Response:
 @documented(
     "Log out: revoke the access token and the refresh token's login, clear the cookies",
     body=LogoutRequest,
+    body_required=False,
     responses={204: None},
     auth="customer",
     tags=("accounts",),
@@ -430,7 +449,7 @@ async def admin_create_user(request: Request) -> Response:
 @documented(
     "List accounts, oldest first, optionally of one role",
     responses={200: UserPage},
-    query=("role", "cursor", "limit:int"),
+    query=(enum_param("role", ROLES), "cursor", int_param("limit", 1, 200)),
     auth="admin",
     tags=("admin",),
 )

@@ -18,7 +18,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap.accounts import auth
-from seatmap.api import Page, cursor_id, documented, encode_cursor, path_int, query_int, read_body, respond
+from seatmap.api import (
+    Page,
+    cursor_id,
+    documented,
+    encode_cursor,
+    int_param,
+    path_int,
+    query_int,
+    read_body,
+    respond,
+)
 from seatmap.catalog.cinemas import GET_CINEMA, Name
 from seatmap.catalog.layouts import Layout, LayoutSpec, normalise
 from seatmap.db import AnyConnection
@@ -189,7 +199,7 @@ async def fetch_auditorium(conn: AnyConnection, auditorium_id: int) -> Auditoriu
 
 @documented(
     "List the auditoriums of a cinema",
-    query=("cursor", "limit"),
+    query=("cursor", int_param("limit", 1, 100)),
     responses={200: AuditoriumPage},
     tags=("auditoriums",),
 )

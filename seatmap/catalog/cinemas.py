@@ -17,7 +17,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap.accounts import auth
-from seatmap.api import Page, cursor_id, documented, encode_cursor, path_int, query_int, read_body, respond
+from seatmap.api import (
+    Page,
+    cursor_id,
+    documented,
+    encode_cursor,
+    int_param,
+    path_int,
+    query_int,
+    read_body,
+    respond,
+)
 from seatmap.db import AnyConnection
 from seatmap.errors import InUse, InvalidInput, NotFound
 from seatmap.runtime import runtime
@@ -110,7 +120,7 @@ def _cinema(row: asyncpg.Record) -> Cinema:
 
 @documented(
     "List cinemas, optionally in one city",
-    query=("city", "cursor", "limit"),
+    query=("city", "cursor", int_param("limit", 1, 100)),
     responses={200: CinemaPage},
     tags=("cinemas",),
 )

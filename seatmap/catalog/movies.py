@@ -16,7 +16,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap.accounts import auth
-from seatmap.api import Page, cursor_id, documented, encode_cursor, path_int, query_int, read_body, respond
+from seatmap.api import (
+    Page,
+    cursor_id,
+    documented,
+    encode_cursor,
+    int_param,
+    path_int,
+    query_int,
+    read_body,
+    respond,
+)
 from seatmap.errors import InUse, NotFound
 from seatmap.runtime import runtime
 
@@ -97,7 +107,7 @@ def _like(text: str) -> str:
 
 @documented(
     "List movies and events; `q` searches titles",
-    query=("q", "cursor", "limit"),
+    query=("q", "cursor", int_param("limit", 1, 100)),
     responses={200: MoviePage},
     tags=("movies",),
 )

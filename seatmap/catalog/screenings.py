@@ -28,6 +28,7 @@ from seatmap.api import (
     decode_cursor,
     documented,
     encode_cursor,
+    int_param,
     path_int,
     query_int,
     respond,
@@ -241,7 +242,14 @@ def _query_after(request: Request) -> tuple[datetime | None, int]:
 @documented(
     "List screenings by start time; filter by city, cinema, movie and day (YYYY-MM-DD, in the "
     "cinema's time zone; without a day, those that have not ended)",
-    query=("city", "cinema", "movie", "date", "cursor", "limit"),
+    query=(
+        "city",
+        int_param("cinema", 1, INT64_MAX),
+        int_param("movie", 1, INT64_MAX),
+        "date:date",
+        "cursor",
+        int_param("limit", 1, 100),
+    ),
     responses={200: ScreeningPage},
     tags=("screenings",),
 )

@@ -375,7 +375,11 @@ def refusal(reply: replies.Refusal) -> SeatmapError:
 
 
 @documented(
-    "Hold seats", body=HoldRequest, responses={201: HoldResult, 403: None}, auth="customer", tags=("holds",)
+    "Hold seats",
+    body=HoldRequest,
+    responses={201: HoldResult, 403: None, 404: None, 409: None},
+    auth="customer",
+    tags=("holds",),
 )
 async def create_hold(request: Request) -> Response:
     """All or nothing: either every requested seat is held for you, or none is (409 names the lost ones).

@@ -80,7 +80,7 @@ def _query(request: Request) -> SuggestionQuery:
 
 @documented(
     "Suggest the best seats",
-    query=("count:int", "category", "accessible:bool", "limit:int"),
+    query=SuggestionQuery,
     responses={200: Suggestion, 404: None},
     tags=("seating",),
 )

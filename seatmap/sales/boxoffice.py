@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from seatmap.accounts.auth import require
 from seatmap.api import Id, documented, read_body, respond
-from seatmap.errors import NotFound, SeatTaken
+from seatmap.errors import AccountGone, NotFound, ReferenceUsed, SeatTaken
 from seatmap.live.protocol import GASelection, SeatLabel
 from seatmap.runtime import runtime
 from seatmap.sales.orders import HolderName, Order, holder_list, price_lines, pricing, visible_order
@@ -58,6 +58,7 @@ INSERT INTO payments (order_id, provider, provider_ref, amount, currency, status
 SELECT o.id, $11, coalesce($12, $11 || '-' || o.id), $5, $4, 'paid' FROM o
 RETURNING order_id
 """
+PAYMENT_WITH_REFERENCE: Final = "SELECT order_id FROM payments WHERE provider = $1 AND provider_ref = $2"
 ALREADY_SOLD: Final = """
 SELECT seat_label FROM tickets WHERE screening_id = $1 AND seat_label = ANY($2::text[]) AND status = 'valid'
 ORDER BY seat_label
@@ -67,7 +68,7 @@ ORDER BY seat_label
 @documented(
     "Sell seats at the counter (cash or card present); returns the paid order with its tickets",
     body=Sale,
-    responses={201: Order, 409: None},
+    responses={201: Order, 404: None, 409: None},
     auth="staff",
     tags=TAGS,
 )
@@ -94,7 +95,17 @@ async def sell(request: Request) -> Response:
                     )  # fmt: skip
                     ga = {hold.ga.area: hold.ga.quantity} if hold.ga else {}
                     await issue(conn, order_id, hold.screening_id, len(lines), ga)
+            except asyncpg.ForeignKeyViolationError as exc:
+                if exc.constraint_name != "orders_sold_by_fkey":
+                    raise
+                raise AccountGone() from None
             except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == "payments_provider_provider_ref_key":
+                    earlier = await conn.fetchval(PAYMENT_WITH_REFERENCE, sale.payment_method, sale.reference)
+                    raise ReferenceUsed(
+                        f"The {sale.payment_method} reference {sale.reference!r} is already recorded for "
+                        f"order {earlier}.", order_id=earlier,
+                    ) from None  # fmt: skip
                 if exc.constraint_name != "tickets_one_live_per_seat":
                     raise
                 taken = [

@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route
 
 from seatmap import jobs, mail
 from seatmap.accounts.auth import require
-from seatmap.api import Page, cursor_id, documented, encode_cursor, query_int, respond
+from seatmap.api import Page, cursor_id, documented, encode_cursor, int_param, query_int, respond
 from seatmap.db import AnyConnection
 from seatmap.money import format_amount
 from seatmap.runtime import Runtime, runtime
@@ -161,7 +161,7 @@ async def deliver(rt: Runtime, job: jobs.Job) -> None:
 
 @documented(
     "Your notifications, newest first (booking confirmed, refund done, screening cancelled)",
-    query=("cursor", "limit"),
+    query=("cursor", int_param("limit", 1, 100)),
     responses={200: NotificationPage},
     auth="customer",
     tags=("notifications",),

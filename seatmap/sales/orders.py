@@ -31,9 +31,11 @@ from seatmap.accounts.verification import require_verified
 from seatmap.api import (
     INT64_MAX,
     Page,
+    Param,
     cursor_id,
     documented,
     encode_cursor,
+    int_param,
     path_int,
     query_int,
     read_body,
@@ -41,6 +43,7 @@ from seatmap.api import (
 )
 from seatmap.db import AnyConnection
 from seatmap.errors import (
+    AccountGone,
     HoldExpired,
     IdempotencyKeyReused,
     InvalidInput,
@@ -60,6 +63,9 @@ log = logging.getLogger("seatmap.sales.orders")
 
 TAGS: Final = ("orders",)
 _KEY: Final = re.compile(r"^[\x21-\x7e]{1,255}$")
+IDEMPOTENCY_KEY: Final = Param(
+    name="Idempotency-Key", required=True, schema={"type": "string", "pattern": "^[!-~]{1,255}$"}
+)
 
 HolderName = Annotated[str, msgspec.Meta(max_length=100)]
 
@@ -194,6 +200,8 @@ WITH o AS (
 )
 SELECT id, created_at FROM o
 """
+# The foreign keys that name the buyer: violated only when the token's account was deleted.
+_BUYER_KEYS: Final = frozenset({"orders_user_id_fkey", "order_requests_user_id_fkey"})
 LIVE_ORDER_OF_HOLD: Final = "SELECT id FROM orders WHERE hold_token = $1 AND status IN ('pending', 'paid')"
 CANCEL_ORDER: Final = """
 UPDATE orders SET status = 'cancelled', closed_at = now()
@@ -301,6 +309,7 @@ def holder_list(names: list[str], lines: int) -> list[str | None]:
     "Make an order from your hold (send an Idempotency-Key header; the same key and body return "
     "the same order)",
     body=OrderRequest,
+    headers=(IDEMPOTENCY_KEY,),
     responses={201: Order, 403: None, 404: None, 409: None},
     auth="customer",
     tags=TAGS,
@@ -329,6 +338,7 @@ async def create_order(request: Request) -> Response:
     expires_at = datetime.fromisoformat(hold.expires_at)
     total = sum(line[3] for line in lines)
     columns = list(zip(*lines, strict=True))
+    gone = False
     async with rt.pool.acquire() as conn:
         try:
             made = await conn.fetchrow(
@@ -342,6 +352,15 @@ async def create_order(request: Request) -> Response:
                 return replayed
             existing = await conn.fetchval(LIVE_ORDER_OF_HOLD, body.hold_token)
             raise OrderExists(order_id=existing) from None
+        except asyncpg.ForeignKeyViolationError as exc:
+            if exc.constraint_name not in _BUYER_KEYS:
+                raise
+            gone = True
+    if gone:
+        # The token outlived its account: nobody can buy these seats for it, so free them now
+        # rather than when the hold lapses.
+        await holds.release(who, body.hold_token)
+        raise AccountGone()
     assert made is not None
     order = Order(
         id=made["id"], status="pending", screening_id=hold.screening_id, channel="web", currency=currency,
@@ -367,7 +386,7 @@ async def _request(conn: AnyConnection, who: Principal, key: str) -> Any:
 
 @documented(
     "Your orders, newest first",
-    query=("cursor", "limit"),
+    query=("cursor", int_param("limit", 1, 100)),
     responses={200: OrderPage},
     auth="customer",
     tags=TAGS,

@@ -18,7 +18,17 @@ from starlette.routing import BaseRoute, Route
 
 from seatmap import jobs
 from seatmap.accounts.auth import require
-from seatmap.api import Page, cursor_id, documented, encode_cursor, path_int, query_int, respond
+from seatmap.api import (
+    Page,
+    cursor_id,
+    documented,
+    encode_cursor,
+    enum_param,
+    int_param,
+    path_int,
+    query_int,
+    respond,
+)
 from seatmap.db import AnyConnection
 from seatmap.errors import Conflict, InvalidInput, NotFound
 from seatmap.money import exponent
@@ -89,7 +99,7 @@ async def refund_item(conn: AnyConnection, refund_id: int) -> RefundItem | None:
 @documented(
     "Refunds, newest first; `?status=` pending | failed | dead | succeeded | manual (dead ones "
     "carry their last error)",
-    query=("status", "cursor", "limit"),
+    query=(enum_param("status", STATUSES), "cursor", int_param("limit", 1, 200)),
     responses={200: RefundPage},
     auth="admin",
     tags=TAGS,

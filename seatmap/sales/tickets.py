@@ -301,7 +301,7 @@ async def lookup(request: Request) -> Response:
 
 @documented(
     "The ticket's QR code as SVG (it encodes the ticket code; the code itself is the secret)",
-    responses={200: None, 404: None},
+    responses={200: "image/svg+xml", 404: None},
     tags=TAGS,
 )
 async def qr_svg(request: Request) -> Response:

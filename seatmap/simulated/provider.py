@@ -228,7 +228,7 @@ async def _row(request: Request) -> Any:
 
 @documented(
     "The simulated gateway's payment page (HTML): Approve or Decline",
-    responses={200: None, 404: None},
+    responses={200: "text/html", 404: "text/html"},
     tags=TAGS,
 )
 async def payment_page(request: Request) -> Response:
@@ -269,7 +269,7 @@ async def _decide(request: Request, approve: bool) -> Response:
 
 @documented(
     "Simulated gateway: the buyer approves the payment (303 to the page)",
-    responses={303: None, 409: None},
+    responses={303: None, 404: "text/html", 409: "text/html"},
     tags=TAGS,
 )
 async def approve(request: Request) -> Response:
@@ -278,7 +278,7 @@ async def approve(request: Request) -> Response:
 
 @documented(
     "Simulated gateway: the buyer declines the payment (303 to the page)",
-    responses={303: None, 409: None},
+    responses={303: None, 404: "text/html", 409: "text/html"},
     tags=TAGS,
 )
 async def decline(request: Request) -> Response:

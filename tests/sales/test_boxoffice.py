@@ -146,3 +146,37 @@ async def test_box_office_is_staff_only_and_validates(
     assert r.status_code == 422
     assert await seat_states(rt, screening) == {}
     assert (await table_counts(rt))["orders"] == 0
+
+
+async def test_till_reference_used_before_is_a_clear_409(rt: Runtime, client: httpx.AsyncClient) -> None:
+    """A card receipt number already recorded for a sale of another screening is refused with 409
+    `reference_used` naming that sale; nothing is written and the seats stay free."""
+    (staff,) = await quick_users(rt, 1, "staff")
+    first, second = await make_screening(rt, ["SSSS"]), await make_screening(rt, ["SSSS"])
+    r = await sell(client, staff, first, seats=["A1"], payment_method="card_present", reference="RCPT-7")
+    assert r.status_code == 201, r.text
+    first_order = r.json()["id"]
+    before = await table_counts(rt)
+    r = await sell(client, staff, second, seats=["A1"], payment_method="card_present", reference="RCPT-7")
+    assert r.status_code == 409, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["order_id"]) == ("reference_used", first_order)
+    assert "RCPT-7" in error["message"]
+    assert await table_counts(rt) == before
+    assert await seat_states(rt, second) == {}
+    # The same receipt number from the cash drawer is another payment method: no clash.
+    r = await sell(client, staff, second, seats=["A1"], payment_method="cash", reference="RCPT-7")
+    assert r.status_code == 201, r.text
+
+
+async def test_staff_token_of_a_deleted_account_is_refused(rt: Runtime, client: httpx.AsyncClient) -> None:
+    """A counter sale with the token of a staff account deleted since is 401 `invalid_token`,
+    never a 500, and leaves no hold behind."""
+    screening = await make_screening(rt, ["SSSS"])
+    (staff,) = await quick_users(rt, 1, "staff")
+    async with rt.pool.acquire() as conn:
+        await conn.execute("DELETE FROM users WHERE id = $1", staff.id)
+    r = await sell(client, staff, screening, seats=["A1"], payment_method="cash")
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "invalid_token"), r.text
+    assert await seat_states(rt, screening) == {}
+    assert (await table_counts(rt))["orders"] == 0

@@ -271,3 +271,27 @@ async def test_paid_order_shows_tickets(rt: Runtime, client: httpx.AsyncClient, 
     async with rt.pool.acquire() as conn:
         row = await conn.fetchrow(f"SELECT {LIVE_ORDER_COLUMNS} FROM orders o WHERE o.id = $1", paid["id"])
     assert LiveOrder.of(row).seats == ["D3", "D4"]
+
+
+async def test_token_of_a_deleted_account_cannot_order(
+    rt: Runtime, server: Server, client: httpx.AsyncClient, screening: int
+) -> None:
+    """A customer whose account was deleted after holding seats gets 401 `invalid_token` for the
+    order (never a 500), no order is written, and viewers see the seats free again at once."""
+    (alice,) = await quick_users(rt, 1)
+    held = await hold(client, alice, screening, ["B3", "B4"])
+    viewer = await Viewer.connect(server, screening)
+    assert (await viewer.next("snapshot"))["seats"] == {"B3": "held", "B4": "held"}
+    async with rt.pool.acquire() as conn:
+        await conn.execute("DELETE FROM users WHERE id = $1", alice.id)
+    r = await order(client, alice, held["token"])
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "invalid_token"), r.text
+    assert "no longer exists" in r.json()["error"]["message"]
+    freed: dict[str, str] = {}
+    while len(freed) < 2:
+        for change in (await viewer.next("delta"))["changes"]:
+            freed[change["seat"]] = change["state"]
+    await viewer.close()
+    assert freed == {"B3": "free", "B4": "free"}
+    async with rt.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM orders") == 0
