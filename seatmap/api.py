@@ -182,8 +182,10 @@ async def read_body(request: Request, type_: type[T]) -> T:
     if content_type and not content_type.split(";")[0].strip().endswith(("/json", "+json")):
         raise UnsupportedMediaType()
     length = request.headers.get("content-length")
-    if length is not None and (ascii_int(length) or MAX_BODY + 1) > MAX_BODY:
-        raise PayloadTooLarge()
+    if length is not None:
+        declared = ascii_int(length)  # 0 is a length like any other: an empty body, refused below
+        if declared is None or declared > MAX_BODY:
+            raise PayloadTooLarge()
     body = b""
     async for chunk in request.stream():
         body += chunk

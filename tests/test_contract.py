@@ -47,7 +47,7 @@ def _document() -> dict[str, Any]:
     schema must exist when pytest collects, before any fixture runs)."""
     offline = Settings.from_environ(
         {"DATABASE_URL": "postgresql://127.0.0.1:9/none", "REDIS_URL": "redis://127.0.0.1:9/0",
-         "SEATMAP_JWT_SECRET": "x" * 48}
+         "SEATMAP_JWT_SECRET": "x" * 48, "SEATMAP_PUBLIC_URL": "http://127.0.0.1:9"}
     )  # fmt: skip
     decoded: dict[str, Any] = msgspec.json.decode(openapi.document(create_app(offline)))
     return decoded
@@ -112,9 +112,10 @@ def contract_server(
     log = tmp_path_factory.mktemp("contract-log") / "server.log"
     command = [sys.executable, "-m", "uvicorn", "seatmap.app:app_from_environ", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, env=process_environ(contract_settings), stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
+    environ = process_environ(contract_settings, SEATMAP_PUBLIC_URL=url)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, env=environ, stdout=out, stderr=out)
     try:
         deadline = time.monotonic() + 30 * TIMEOUT_FACTOR
         while True:

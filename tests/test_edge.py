@@ -431,3 +431,19 @@ def test_ascii_int_reads_ascii_digits_only(text: str, value: int | None) -> None
     """The one parser of integers in text: ASCII digits up to int64, nothing else."""
     assert ascii_int(text) == value
     assert (re.fullmatch(Int64Convertor.regex, text) is not None) == (value is not None)
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        ({"content-length": "0"}, 400, "malformed_json"),  # an empty body, not a too large one
+    ],
+)
+async def test_a_declared_body_length_is_read_as_what_it_says(
+    client: httpx.AsyncClient, headers: dict[str, str], status: int, code: str
+) -> None:
+    """Content-Length 0 is an empty body (400, it needs JSON); only a length over the limit is 413."""
+    request = client.build_request("POST", "/api/auth/login", headers={"content-type": "application/json"})
+    request.headers.update(headers)
+    response = await client.send(request)
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
