@@ -83,6 +83,29 @@ class TokenBucket:
         return (1 - self.tokens) / self.rate
 
 
+class Strikes:
+    """Commands refused for coming too fast. They leak away at the allowed command rate.
+
+    They used to reset whenever one command got through: at 400 pings a second a token refills
+    every 100 ms, so the count never passed the limit and the flood was answered forever. A
+    client that stays over the rate now reaches `limit` within seconds; one that slowed down
+    after an error sees its strikes drain.
+    """
+
+    def __init__(self, rate: float, limit: int) -> None:
+        self.rate = rate
+        self.limit = limit
+        self.count = 0.0
+        self.stamp = time.monotonic()
+
+    def add(self) -> bool:
+        """One more refused command; True when the client is over the limit (close it)."""
+        now = time.monotonic()
+        self.count = max(0.0, self.count - (now - self.stamp) * self.rate) + 1
+        self.stamp = now
+        return self.count > self.limit
+
+
 class Session:
     """One socket: who it is, what it has seen (its watcher), how it behaves."""
 
@@ -96,8 +119,9 @@ class Session:
         self.feed = feed
         self.watcher = watcher
         self.principal: Principal | None = None
-        self.bucket = TokenBucket(rt.settings.ws_commands_per_second, rt.settings.ws_command_burst)
-        self.strikes = 0
+        rate, burst = rt.settings.ws_commands_per_second, rt.settings.ws_command_burst
+        self.bucket = TokenBucket(rate, burst)
+        self.strikes = Strikes(rate, 3 * burst)
 
     async def send(self, message: ServerMessage) -> None:
         await self.ws.send_text(encode(message))
@@ -170,13 +194,11 @@ class Session:
                 return
             wait = self.bucket.take()
             if wait:
-                self.strikes += 1
-                if self.strikes > 3 * self.rt.settings.ws_command_burst:
+                if self.strikes.add():
                     await self.ws.close(CLOSE_ABUSE, "too many commands")
                     return
                 await self.send(Error(code="rate_limited", message="Slow down.", retry_after=round(wait, 3)))
                 continue
-            self.strikes = 0
             try:
                 command = _decode(data)
             except ProtocolError as exc:

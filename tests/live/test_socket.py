@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import httpx
@@ -400,3 +401,34 @@ async def test_a_batching_client_gets_the_same_messages_in_fewer_frames(
     assert (one.frames, one.batches) == (1, 0)
     await one.close()
     await plain.close()
+
+
+async def test_a_sustained_flood_below_the_burst_threshold_is_closed(server: Server, screening: int) -> None:
+    """Pings at 400/s (a token refills every 100 ms, so a few get through) still end in 4008.
+
+    The strikes used to reset whenever one command was allowed: 2,788 pings got 2,689
+    `rate_limited` replies and the socket stayed open. Now refusals only decay at the allowed rate.
+    """
+    me = await Viewer.connect(server, screening)
+    await me.next("snapshot")
+    codes: list[str] = []
+
+    async def flood() -> None:
+        for _ in range(1600):  # at most 4 s
+            await me.send(type="ping")
+            await asyncio.sleep(1 / 400)
+
+    async def listen() -> None:
+        while True:
+            message = await me.recv(within=5)
+            if message["type"] == "error":
+                codes.append(message["code"])
+
+    sender = asyncio.create_task(flood())
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await listen()
+    sender.cancel()
+    with contextlib.suppress(asyncio.CancelledError, websockets.ConnectionClosed):
+        await sender
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == CLOSE_ABUSE
+    assert 0 < codes.count("rate_limited") < 200
