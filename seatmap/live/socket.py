@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from seatmap.accounts.auth import ACCESS_COOKIE, Principal, principal_from_token
 from seatmap.errors import NotFound, SeatmapError, Unauthorized, socket_error
 from seatmap.live.channels import RESYNCS, Channels
-from seatmap.live.feed import FROM_STREAM, Feed, Replay, ResumeFrom, TooSlow, Watcher
+from seatmap.live.feed import FROM_STREAM, REPLAY_BURST, Feed, Replay, ResumeFrom, TooSlow, Watcher
 from seatmap.live.holds import Holds
 from seatmap.live.protocol import (
     CLOSE_ABUSE,
@@ -139,6 +139,14 @@ class Session:
 
     async def _resume(self, since: int) -> None:
         plan = self.feed.resume(since)
+        reason = "resume"
+        if plan is not None:
+            behind = self.feed.seq - since
+            if not self.watcher.may_replay(behind, time.monotonic()):
+                # Resumed from far back too often: one snapshot frame instead of hundreds of deltas.
+                plan = None
+                if behind <= REPLAY_BURST:
+                    reason = "replay_budget"
         if plan == FROM_STREAM:
             plan = Feed.resume_from_stream(since, await self.channels.log_after(self.feed.screening, since))
         if isinstance(plan, Replay):
@@ -146,7 +154,7 @@ class Session:
                 await self.ws.send_text(text)
             self.watcher.started(plan.last, time.monotonic())
             return
-        RESYNCS.labels("resume").inc()
+        RESYNCS.labels(reason).inc()
         seq, text = self.feed.snapshot_text()
         await self.ws.send_text(text)
         self.watcher.started(seq, time.monotonic())

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from seatmap.accounts.auth import Principal
 from seatmap.live.protocol import CLOSE_ABUSE, CLOSE_NOT_FOUND
 from seatmap.runtime import Runtime
-from tests.support import Server, Viewer, make_screening, quick_users
+from tests.support import TIMEOUT_FACTOR, Server, Viewer, make_screening, quick_users
 
 
 @pytest.fixture
@@ -432,3 +432,38 @@ async def test_a_sustained_flood_below_the_burst_threshold_is_closed(server: Ser
         await sender
     assert closed.value.rcvd is not None and closed.value.rcvd.code == CLOSE_ABUSE
     assert 0 < codes.count("rate_limited") < 200
+
+
+async def test_repeated_resumes_from_far_back_get_snapshots_not_replays(
+    rt: Runtime, server: Server, screening: int
+) -> None:
+    """Resuming from 590 changes back 10 times a second: one replay, then snapshots (a budget).
+
+    Every resume used to replay all 590 deltas (one frame each): ten sockets doing this got
+    271,410 frames for a few hundred bytes sent. The first resume is served exactly; the ones
+    that repeat within the budget's refill get one snapshot frame each.
+    """
+    viewer = await Viewer.connect(server, screening)
+    start = (await viewer.next("snapshot"))["seq"]
+    for _ in range(295):
+        await rt.holds.inventory.block(screening, ["A1"])
+        await rt.holds.inventory.unblock(screening, ["A1"])
+    last = start + 590
+    async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+        while not viewer.deltas() or viewer.deltas()[-1]["seq"] < last:
+            await viewer.recv()
+    frames_before = viewer.frames
+    for _ in range(10):
+        await viewer.send(type="resume", seq=start)
+        await asyncio.sleep(0.1)
+    await viewer.send(type="ping", ref="end")
+    async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+        while (await viewer.recv())["type"] != "pong":
+            pass
+    frames = viewer.frames - frames_before
+    replayed = [m for m in viewer.messages if m["type"] == "delta" and m["seq"] <= last]
+    snapshots = [m for m in viewer.messages if m["type"] == "snapshot"]
+    assert len(replayed) == 590 * 2  # live, then the first resume exactly
+    assert len(snapshots) >= 1 + 8 and all(s["seq"] == last for s in snapshots[1:])
+    assert frames < 590 + 20, frames
+    await viewer.close()
