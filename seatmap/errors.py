@@ -40,6 +40,7 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     │   ├── TooManySeats              422 too_many_seats    (limit)
     │   └── IdempotencyKeyReused      422 idempotency_key_reused
     ├── RateLimited                   429 rate_limited      (retry_after)
+    │   └── TooManySockets            429 too_many_sockets  (limit)
     └── Unavailable                   503 unavailable
 
 Every class has a stable `code` (clients switch on it) and a docstring that is its default
@@ -323,6 +324,12 @@ class RateLimited(SeatmapError):
 
     code = "rate_limited"
     status = 429
+
+
+class TooManySockets(RateLimited):
+    """Too many live seat maps are open from your address; close some first."""
+
+    code = "too_many_sockets"
 
 
 class Unavailable(SeatmapError):

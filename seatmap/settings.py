@@ -256,6 +256,10 @@ class Settings:
     ws_command_burst: int = setting(
         "SEATMAP_WS_COMMAND_BURST", 20, minimum=1, help="command burst per socket"
     )
+    ws_max_per_address: int = setting(
+        "SEATMAP_WS_MAX_PER_ADDRESS", 500, minimum=0, maximum=100_000,
+        help="open WebSockets per client address across all web processes (HTTP 429 beyond; 0: no cap)",
+    )  # fmt: skip
     sweep_interval: float = setting(
         "SEATMAP_SWEEP_INTERVAL",
         0.5,

@@ -72,6 +72,12 @@ class Loaded(_Reply, frozen=True, tag="ok"):
     fresh: int
 
 
+class Admitted(_Reply, frozen=True, tag="ok"):
+    """One more socket from an address (connections.lua); `total` across processes, with it."""
+
+    total: int
+
+
 # ---- refusals and no-ops -------------------------------------------------------------------------
 
 
@@ -135,6 +141,12 @@ class Busy(_Reply, frozen=True, tag="busy"):
     """Seats that are held or sold, so they cannot be blocked."""
 
     seats: list[str]
+
+
+class Full(_Reply, frozen=True, tag="full"):
+    """The address has `limit` sockets open already (connections.lua)."""
+
+    limit: int
 
 
 class Done(_Reply, frozen=True, tag="done"):

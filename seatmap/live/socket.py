@@ -17,12 +17,12 @@ import time
 from typing import Final
 from urllib.parse import urlsplit
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from seatmap.accounts.auth import ACCESS_COOKIE, Principal, principal_from_token
-from seatmap.errors import NotFound, SeatmapError, Unauthorized, socket_error
+from seatmap.errors import NotFound, SeatmapError, TooManySockets, Unauthorized, error_response, socket_error
 from seatmap.live.channels import RESYNCS, Channels
 from seatmap.live.feed import FROM_STREAM, REPLAY_BURST, Feed, Replay, ResumeFrom, TooSlow, Watcher
 from seatmap.live.holds import Holds
@@ -52,6 +52,9 @@ from seatmap.settings import Settings
 log = logging.getLogger("seatmap.live.socket")
 
 SOCKETS_OPEN: Final = Gauge("seatmap_sockets_open", "Live seat-map WebSockets open in this process.")
+SOCKETS_REFUSED: Final = Counter(
+    "seatmap_sockets_refused", "WebSocket handshakes refused because their address has too many open."
+)
 
 
 def origin_allowed(ws: WebSocket, settings: Settings) -> bool:
@@ -331,4 +334,31 @@ async def _serve(ws: WebSocket, session: Session, principal: Principal | None, s
                 await ws.close(1000)
 
 
-routes: list[BaseRoute] = [WebSocketRoute("/ws/screenings/{screening:int}", screening_socket)]
+async def admitted_socket(ws: WebSocket) -> None:
+    """The route: a socket counts against its address's cap while it is open (connections.py).
+
+    Refused at the handshake with HTTP 429 and the JSON error (the ASGI denial-response
+    extension; a server without it turns the close before `accept` into a 403).
+    """
+    rt = runtime(ws)
+    cap = rt.settings.ws_max_per_address
+    if cap == 0 or rt.channels is None:
+        await screening_socket(ws)
+        return
+    connections = rt.channels.connections
+    address = ws.client.host if ws.client else "unknown"
+    if not await connections.admit(address, cap):
+        SOCKETS_REFUSED.inc()
+        refused = TooManySockets(f"At most {cap} live seat maps may be open from one address.", limit=cap)
+        if "websocket.http.response" in ws.scope.get("extensions", {}):
+            await ws.send_denial_response(error_response(refused))
+        else:
+            await ws.close(CLOSE_ABUSE)
+        return
+    try:
+        await screening_socket(ws)
+    finally:
+        await connections.leave(address)
+
+
+routes: list[BaseRoute] = [WebSocketRoute("/ws/screenings/{screening:int}", admitted_socket)]
