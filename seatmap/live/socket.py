@@ -238,8 +238,9 @@ class Session:
         screening = self.feed.screening
         if isinstance(command, Hold):
             if command.token is None:
+                address = self.ws.client.host if self.ws.client else "unknown"
                 hold = await self.holds.create(
-                    who, screening, command.seats, command.ga, command.best_available
+                    who, screening, command.seats, command.ga, command.best_available, address
                 )
             else:
                 self._own_screening(command.token)
