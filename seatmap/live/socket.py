@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 import time
-from typing import Final
+from typing import Final, NamedTuple
 from urllib.parse import urlsplit
 
 from prometheus_client import Counter, Gauge
@@ -162,7 +162,7 @@ class Session:
         await self.ws.send_text(text)
         self.watcher.started(seq, time.monotonic())
 
-    async def write(self) -> None:
+    async def write(self) -> Close | None:
         watcher = self.watcher
         window = self.rt.settings.ws_batch_window
         loop = asyncio.get_running_loop()
@@ -184,30 +184,27 @@ class Session:
                 await self.ws.send_text(frame)
                 watcher.last_sent = time.monotonic()
             elif isinstance(frame, TooSlow):
-                await self.ws.close(CLOSE_TOO_SLOW, "too slow: reconnect and resume")
-                return
+                return Close(CLOSE_TOO_SLOW, "too slow: reconnect and resume")
             elif isinstance(frame, ResumeFrom):
                 await self._resume(frame.since)
 
     # -- reader --------------------------------------------------------------------------
 
-    async def read(self) -> None:
+    async def read(self) -> Close | None:
         max_size = self.rt.settings.ws_max_message
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
-                return
+                return None
             data: str | bytes | None = message.get("text")
             if data is None:
                 data = message.get("bytes") or b""
             if len(data) > max_size:
-                await self.ws.close(1009, "message too big")
-                return
+                return Close(1009, "message too big")
             wait = self.bucket.take()
             if wait:
                 if self.strikes.add():
-                    await self.ws.close(CLOSE_ABUSE, "too many commands")
-                    return
+                    return Close(CLOSE_ABUSE, "too many commands")
                 await self.send(Error(code="rate_limited", message="Slow down.", retry_after=round(wait, 3)))
                 continue
             try:
@@ -264,6 +261,13 @@ class Session:
             raise NotFound("No live hold with this token on this screening.")
 
 
+class Close(NamedTuple):
+    """How the reader or the writer wants the socket closed (`_serve` closes it)."""
+
+    code: int
+    reason: str
+
+
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -311,7 +315,12 @@ async def screening_socket(ws: WebSocket) -> None:
 
 
 async def _serve(ws: WebSocket, session: Session, principal: Principal | None, since: int | None) -> None:
-    """The socket's life on its feed: the first frames, then its reader and writer until one ends."""
+    """The socket's life on its feed: the first frames, then its reader and writer until one ends.
+
+    The side that ends it does not close the socket itself: the other side is stopped first, so
+    no frame is sent after the close (the writer used to race a reader's 1009/4008 close, and its
+    send after the close was logged as a failed session).
+    """
     session.principal = principal
     try:
         await session.start(since)
@@ -323,10 +332,15 @@ async def _serve(ws: WebSocket, session: Session, principal: Principal | None, s
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError):
                     await task
+        close: Close | None = None
         for task in done:
             failure = task.exception()
-            if failure is not None and not isinstance(failure, WebSocketDisconnect | OSError):
+            if failure is None:
+                close = close or task.result()
+            elif not isinstance(failure, WebSocketDisconnect | OSError):
                 log.error("websocket session failed", exc_info=failure)
+        if close is not None and ws.application_state == WebSocketState.CONNECTED:
+            await ws.close(close.code, close.reason)
     except (WebSocketDisconnect, OSError):
         pass
     finally:
