@@ -211,6 +211,8 @@ def server(
         **os.environ, "DATABASE_URL": stage.database_url, "REDIS_URL": redis_url,
         "SEATMAP_JWT_SECRET": stage.jwt_secret, "SEATMAP_REDIS_PREFIX": stage.prefix,
         "SEATMAP_PUBLIC_URL": f"http://127.0.0.1:{port}", "SEATMAP_LOG_LEVEL": "WARNING",
+        # Every simulated buyer comes from 127.0.0.1: the per-address cap would refuse them.
+        "SEATMAP_HOLD_SEATS_PER_ADDRESS": "0", "SEATMAP_WS_MAX_PER_ADDRESS": "0",
     }  # fmt: skip
     command = [
         sys.executable, "-m", "uvicorn", "seatmap.app:app_from_environ", "--factory", "--host", "127.0.0.1",

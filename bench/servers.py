@@ -88,6 +88,9 @@ def command_for(kind: Kind, port: int, backing: Backing) -> tuple[list[str], dic
             "SEATMAP_JWT_SECRET": backing.jwt_secret,
             "SEATMAP_PUBLIC_URL": f"http://127.0.0.1:{port}",
             "SEATMAP_LOG_LEVEL": "WARNING",
+            # Every simulated client comes from 127.0.0.1: the per-address caps would refuse them.
+            "SEATMAP_WS_MAX_PER_ADDRESS": "0",
+            "SEATMAP_HOLD_SEATS_PER_ADDRESS": "0",
         }
         return _uvicorn("seatmap.app:app_from_environ", port, kind.ws), env
     if kind.server == "starlette":

@@ -44,6 +44,9 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     │   ├── TooManySeats              422 too_many_seats    (limit)
     │   └── IdempotencyKeyReused      422 idempotency_key_reused
     ├── RateLimited                   429 rate_limited      (retry_after)
+    │   ├── AccountHoldLimit          429 account_hold_limit (limit)
+    │   ├── AddressHoldLimit          429 address_hold_limit (limit, held)
+    │   └── TooManySockets            429 too_many_sockets  (limit)
     └── Unavailable                   503 unavailable
 
 Every class has a stable `code` (clients switch on it) and a docstring that is its default
@@ -357,6 +360,24 @@ class RateLimited(SeatmapError):
 
     code = "rate_limited"
     status = 429
+
+
+class AccountHoldLimit(RateLimited):
+    """You hold seats on too many screenings at once; buy or release one of those holds first."""
+
+    code = "account_hold_limit"
+
+
+class AddressHoldLimit(RateLimited):
+    """Too many seats of this screening are held from your address; try again once some are released."""
+
+    code = "address_hold_limit"
+
+
+class TooManySockets(RateLimited):
+    """Too many live seat maps are open from your address; close some first."""
+
+    code = "too_many_sockets"
 
 
 class Unavailable(SeatmapError):

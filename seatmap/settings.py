@@ -172,6 +172,14 @@ class Settings:
     holds_per_user: int = setting(
         "SEATMAP_HOLDS_PER_USER", 1, minimum=1, help="holds one user may have per screening"
     )
+    holds_per_account: int = setting(
+        "SEATMAP_HOLDS_PER_ACCOUNT", 3, minimum=0,
+        help="live holds one account may have across all screenings (429 beyond; 0: no cap)",
+    )  # fmt: skip
+    hold_seats_per_address: int = setting(
+        "SEATMAP_HOLD_SEATS_PER_ADDRESS", 40, minimum=0,
+        help="seats held from one client address on one screening, all accounts together (0: no cap)",
+    )  # fmt: skip
     payment_window: int = setting(
         "SEATMAP_PAYMENT_WINDOW", 900, minimum=30,
         help="making an order extends its hold to this (never past the hold's max)",
@@ -283,6 +291,10 @@ class Settings:
     ws_command_burst: int = setting(
         "SEATMAP_WS_COMMAND_BURST", 20, minimum=1, help="command burst per socket"
     )
+    ws_max_per_address: int = setting(
+        "SEATMAP_WS_MAX_PER_ADDRESS", 500, minimum=0, maximum=100_000,
+        help="open WebSockets per client address across all web processes (HTTP 429 beyond; 0: no cap)",
+    )  # fmt: skip
     sweep_interval: float = setting(
         "SEATMAP_SWEEP_INTERVAL",
         0.5,

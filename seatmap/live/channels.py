@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError, RedisError
 
+from seatmap.live.connections import Connections
 from seatmap.live.feed import Feed, Fetch, Watcher
 from seatmap.live.inventory import Inventory, Keys
 
@@ -87,6 +88,8 @@ class Channels:
         # Channels that are not screenings (keyspace notifications) and their handlers.
         self.handlers: dict[str, Callable[[str], None]] = {}
         self._control = f"{inventory.prefix}:proc:{self.process_id}"
+        # Open sockets per client address across processes (SEATMAP_WS_MAX_PER_ADDRESS).
+        self.connections = Connections(inventory.scripts, inventory.prefix, self.process_id)
         self._pubsub: PubSub | None = None
         self._connected = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -286,13 +289,18 @@ class Channels:
         await self._subscribe(name)
 
     async def _tick(self) -> None:
-        """Once a second: presence across processes, seq check, heartbeats to quiet sockets."""
+        """Once a second: presence across processes, seq check, heartbeats to quiet sockets, and
+        this process's socket counts per address (so that they stay fresh while it lives)."""
         while True:
             await asyncio.sleep(1.0)
             try:
                 await self._presence_round()
             except (RedisError, OSError) as exc:
                 log.warning("presence round failed: %s", exc)
+            try:
+                await self.connections.refresh()
+            except (RedisError, OSError) as exc:
+                log.warning("socket counts not refreshed: %s", exc)
 
     async def _presence_round(self) -> None:
         channels = [c for c in self.channels.values() if c.ready.is_set()]

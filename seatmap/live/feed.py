@@ -42,6 +42,10 @@ from seatmap.live.protocol import Delta, Heartbeat, Presence, Snapshot, Status, 
 RING: Final = 512  # recent deltas kept per feed, to serve resumes without Redis
 MAX_RESYNCS: Final = 5  # a socket that needs more snapshots than this in a row is too slow
 BATCH_MAX: Final = 256  # messages per `batch` frame (a backlog holds SEATMAP_WS_QUEUE_SIZE at most)
+# Deltas one socket may be replayed: a burst that covers a reconnect from as far back as the
+# default recovery log (1,000 changes), refilled at a rate no honest client needs to exceed.
+REPLAY_BURST: Final = 1024
+REPLAY_RATE: Final = 64.0  # deltas per second
 
 RESYNC: Final = (-1, "")  # backlog item: "send this socket a fresh snapshot"
 RESUME: Final = -2  # backlog item: (RESUME, "<since>"), the client asked to resume
@@ -320,7 +324,10 @@ class Watcher:
     or below `last_seq`, so a snapshot followed by queued deltas never shows a change twice.
     """
 
-    __slots__ = ("_in_a_row", "batching", "last_sent", "last_seq", "maxsize", "pending", "resyncs", "wake")
+    __slots__ = (
+        "_in_a_row", "_replay_stamp", "batching", "last_sent", "last_seq", "maxsize", "pending",
+        "replay_budget", "resyncs", "wake",
+    )  # fmt: skip
 
     def __init__(self, maxsize: int, *, batching: bool = False, now: float = 0.0) -> None:
         self.maxsize = maxsize
@@ -331,6 +338,8 @@ class Watcher:
         self.last_seq = 0
         self.last_sent = now
         self._in_a_row = 0
+        self.replay_budget = float(REPLAY_BURST)
+        self._replay_stamp = now
 
     # -- fan-out side (each returns 1 if the socket was too slow and is reset, else 0) ---
 
@@ -362,6 +371,24 @@ class Watcher:
     def resume(self, since: int) -> None:
         """The client's `resume`, in order with the deltas queued before it."""
         self.offer(RESUME, str(since))
+
+    def may_replay(self, count: int, now: float) -> bool:
+        """Whether a resume may be served by replaying `count` deltas (taking them from the budget).
+
+        A replay costs a frame per delta; a snapshot costs one. A client that resumes from far
+        back again and again (a resume is a cheap command, allowed ten times a second) would make
+        the server send hundreds of frames per command, so replays draw on a per-socket budget
+        (REPLAY_BURST deltas, refilled at REPLAY_RATE a second) and a resume that would overdraw
+        it gets a snapshot instead: still correct, one frame. Nothing to replay is always allowed.
+        """
+        self.replay_budget = min(
+            float(REPLAY_BURST), self.replay_budget + (now - self._replay_stamp) * REPLAY_RATE
+        )
+        self._replay_stamp = now
+        if count > self.replay_budget:
+            return False
+        self.replay_budget -= max(count, 0)
+        return True
 
     # -- writer side ---------------------------------------------------------------------
 

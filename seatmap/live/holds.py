@@ -27,6 +27,8 @@ from seatmap.accounts.auth import Principal, require
 from seatmap.accounts.verification import require_verified
 from seatmap.api import Id, documented, read_body, respond
 from seatmap.errors import (
+    AccountHoldLimit,
+    AddressHoldLimit,
     HoldExpired,
     HoldLimit,
     InvalidInput,
@@ -54,6 +56,8 @@ _ACTIVE_REFRESH: Final = 10.0
 _CANDIDATES: Final = 200
 # Ranked block lists live in Redis a day after their last (re)computation.
 _RANKING_TTL_MS: Final = 24 * 3600 * 1000
+# A reservation in an account's holds (see `Holds._reserve`) counts this long without its hold.
+_IN_FLIGHT_MS: Final = 30_000
 
 HOLDS: Final = Counter(
     "seatmap_holds", "Attempts to hold seats, by outcome: created or why not.", ["outcome"]
@@ -62,6 +66,8 @@ HOLDS: Final = Counter(
 HOLD_OUTCOMES: Final = {
     "seat_taken": "taken",
     "hold_limit": "limit",
+    "account_hold_limit": "account_limit",
+    "address_hold_limit": "address_limit",
     "would_strand_seat": "strand",
     "not_enough_adjacent": "no_block",
     "sold_out": "sold_out",
@@ -105,6 +111,13 @@ def parse_token(token: str) -> int:
     return int(match[1])
 
 
+def account_key(prefix: str, user_id: int) -> str:
+    """An account's live holds across screenings (token -> 0, or the ms of a reservation in flight).
+
+    Its own hash tag: one key per account, never touched together with a screening's keys."""
+    return f"{prefix}:{{acct:{user_id}}}:holds"
+
+
 def active_key(prefix: str) -> str:
     """Screenings that may have live holds, scored by the time of their latest new hold."""
     return f"{prefix}:holding"
@@ -120,6 +133,7 @@ class Holds:
             per_user=settings.holds_per_user,
             max_seats=settings.hold_max_seats,
             strand_share=settings.strand_max_share,
+            per_address=settings.hold_seats_per_address,
         )
         self._active_marked: dict[int, float] = {}
         self._rankings: dict[tuple[int, int, str | None, bool], list[tuple[str, ...]]] = {}
@@ -147,33 +161,92 @@ class Holds:
         seats: list[str],
         ga: GASelection | None = None,
         best: BestAvailable | None = None,
+        address: str | None = None,
     ) -> HoldResult:
-        """A new hold, all or nothing; every attempt is counted in `seatmap_holds_total` by outcome."""
+        """A new hold, all or nothing; every attempt is counted in `seatmap_holds_total` by outcome.
+
+        `address` is the client's, for a request from the public (REST, WebSocket): then the
+        account's holds across screenings are capped (SEATMAP_HOLDS_PER_ACCOUNT, `_reserve`) and
+        the seats held from that address on this screening (SEATMAP_HOLD_SEATS_PER_ADDRESS, in
+        the hold script's atomic step). Without one (the box office) neither cap applies.
+        """
+        token = f"{screening}.{secrets.token_urlsafe(18)}"
+        reserved = False
         try:
+            if best is not None and seats:
+                raise InvalidInput("Ask for `seats` or `best_available`, not both.", path="$.best_available")
+            if address is not None and self.settings.holds_per_account > 0:
+                await self._reserve(who, token)
+                reserved = True
             if best is not None:
-                if seats:
-                    raise InvalidInput(
-                        "Ask for `seats` or `best_available`, not both.", path="$.best_available"
-                    )
-                made = await self._best_available(who, screening, best, ga)
+                made = await self._best_available(who, screening, best, ga, token, address or "")
             else:
-                made = await self._create(who, screening, seats, ga)
-        except SeatmapError as exc:
-            HOLDS.labels(HOLD_OUTCOMES.get(exc.code, "error")).inc()
+                made = await self._create(who, screening, seats, ga, token, address or "")
+        except BaseException as exc:
+            if reserved:
+                await self.inventory.redis.zrem(account_key(self.inventory.prefix, who.user_id), token)
+            if isinstance(exc, SeatmapError):
+                HOLDS.labels(HOLD_OUTCOMES.get(exc.code, "error")).inc()
+            elif isinstance(exc, Exception):
+                HOLDS.labels("error").inc()
             raise
-        except Exception:
-            HOLDS.labels("error").inc()
-            raise
+        if reserved:
+            # Made: from now on it counts while its TTL key lives (0: no longer in flight).
+            key = account_key(self.inventory.prefix, who.user_id)
+            await self.inventory.redis.zadd(key, {token: 0}, xx=True)
         _CREATED.inc()
         return made
 
+    async def _reserve(self, who: Principal, token: str) -> None:
+        """Count the new hold against the account's cap across screenings, before it is made.
+
+        The account's key has its own hash tag, so this is never one script with the
+        screening's (that would be a cross-slot script on Redis Cluster). The consistency:
+        add first, then count (one MULTI on the one key), so requests racing each other each
+        see the others and the cap is never passed (at the very edge both may be refused: the
+        client retries). A token keeps counting while its hold's TTL key exists (released,
+        sold and restocked holds stop counting, checked when the account is at its cap), and
+        a reservation whose hold is not made yet counts for `_IN_FLIGHT_MS` at most (a process
+        that dies mid-hold leaks a slot for that long). The key expires after the longest hold.
+        """
+        cap = self.settings.holds_per_account
+        redis = self.inventory.redis
+        key = account_key(self.inventory.prefix, who.user_id)
+        now_ms = int(time.time() * 1000)
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {token: now_ms})
+            pipe.zrange(key, 0, -1, withscores=True)
+            pipe.pexpire(key, self.terms.max_ms + _IN_FLIGHT_MS)
+            _, members, _ = await pipe.execute()
+        others = [(str(t), float(score)) for t, score in members if t != token]
+        if len(others) < cap:
+            return
+        async with redis.pipeline(transaction=False) as pipe:
+            for other, _ in others:
+                pipe.exists(self.inventory.keys(parse_token(other)).ttl(other))
+            alive: list[int] = await pipe.execute()
+        gone = [
+            other
+            for (other, score), live in zip(others, alive, strict=True)
+            if not live and (score == 0 or now_ms - score > _IN_FLIGHT_MS)
+        ]
+        if gone:
+            await redis.zrem(key, *gone)
+        if len(others) - len(gone) >= cap:
+            await redis.zrem(key, token)
+            raise AccountHoldLimit(
+                f"You can hold seats on at most {cap} screenings at once: buy or release one of those holds.",
+                limit=cap,
+            )
+
     async def _create(
-        self, who: Principal, screening: int, seats: list[str], ga: GASelection | None
-    ) -> HoldResult:
+        self, who: Principal, screening: int, seats: list[str], ga: GASelection | None, token: str,
+        address: str,
+    ) -> HoldResult:  # fmt: skip
         if not seats and ga is None:
             raise InvalidInput("Choose at least one seat or a GA quantity.", path="$.seats")
         await self._check_request(screening, seats, ga)
-        token, reply = await self._hold(who, screening, [seats], ga)
+        reply = await self._hold(who, screening, [seats], ga, token, address)
         if isinstance(reply, replies.Held):
             return _hold_result(token, reply, screening, ga)
         assert not isinstance(reply, replies.NoneFree), "one candidate: the script names its refusal"
@@ -192,18 +265,20 @@ class Holds:
             raise InvalidInput(f"No GA area named {ga.area!r} here.", path="$.ga.area")
 
     async def _hold(
-        self, who: Principal, screening: int, candidates: list[list[str]], ga: GASelection | None
-    ) -> tuple[str, replies.HoldReply]:
-        """Run the hold script over candidates (best first); the new token, and the reply."""
+        self, who: Principal, screening: int, candidates: list[list[str]], ga: GASelection | None,
+        token: str, address: str,
+    ) -> replies.HoldReply:  # fmt: skip
+        """Run the hold script over candidates (best first) for a new hold named `token`."""
         await self._mark_active(screening)
-        token = f"{screening}.{secrets.token_urlsafe(18)}"
         area, units = (ga.area, ga.quantity) if ga else ("", 0)
-        reply = await self.inventory.hold(screening, token, who.user_id, self.terms, candidates, area, units)
-        return token, reply
+        return await self.inventory.hold(
+            screening, token, who.user_id, self.terms, candidates, area, units, address
+        )
 
     async def _best_available(
-        self, who: Principal, screening: int, best: BestAvailable, ga: GASelection | None
-    ) -> HoldResult:
+        self, who: Principal, screening: int, best: BestAvailable, ga: GASelection | None, token: str,
+        address: str,
+    ) -> HoldResult:  # fmt: skip
         """The hold script walks the screening's ranked blocks and takes the first free one.
 
         Doing the choice inside the atomic step means concurrent requests never overlap and never
@@ -224,10 +299,11 @@ class Holds:
             )
         if blocks:
             ranked = self.inventory.keys(screening).ranked(best.count, best.category, best.accessible)
-            for _ in range(2):
-                token = f"{screening}.{secrets.token_urlsafe(18)}"
+            for _ in range(2):  # the token is reused: a refusal made nothing
                 await self._mark_active(screening)
-                reply = await self.inventory.best(screening, token, who.user_id, self.terms, ranked)
+                reply = await self.inventory.best(
+                    screening, token, who.user_id, self.terms, ranked, best.count, address
+                )
                 if isinstance(reply, replies.NoList):
                     await self._store_ranking(ranked, blocks)
                     continue
@@ -246,7 +322,7 @@ class Holds:
                 strand_rule=rule, limit=_CANDIDATES,
             )  # fmt: skip
             if pairs:
-                token, held = await self._hold(who, screening, [list(c) for c in pairs], None)
+                held = await self._hold(who, screening, [list(c) for c in pairs], None, token, address)
                 if isinstance(held, replies.Held):
                     return _hold_result(token, held, screening, None)
                 if not isinstance(held, replies.NoneFree):
@@ -291,6 +367,8 @@ class Holds:
         reply = await self.inventory.release(parse_token(token), token, who.user_id)
         if not isinstance(reply, replies.Changed):
             raise refusal(reply)
+        # It no longer counts against the account (it would stop counting anyway, see _reserve).
+        await self.inventory.redis.zrem(account_key(self.inventory.prefix, who.user_id), token)
 
     async def sell(
         self, token: str, owner: int, seats: list[str], ga: GASelection | None, order_ref: str
@@ -302,6 +380,7 @@ class Holds:
         """
         area, units = (ga.area, ga.quantity) if ga else ("", 0)
         reply = await self.inventory.sell(parse_token(token), token, owner, seats, area, units, order_ref)
+        await self.inventory.redis.zrem(account_key(self.inventory.prefix, owner), token)
         return reply.seq if isinstance(reply, replies.Changed) else 0
 
     async def get(self, who: Principal, token: str) -> HoldResult:
@@ -364,6 +443,12 @@ def refusal(reply: replies.Refusal) -> SeatmapError:
             return SoldOut(f"Only {remaining} left in this area.", remaining=remaining)
         case replies.UnknownArea(area):
             return InvalidInput(f"No GA area named {area!r} here.", path="$.ga.area")
+        case replies.AddressLimit(limit, held):
+            return AddressHoldLimit(
+                f"At most {limit} seats of this screening may be held from one address ({held} are now).",
+                limit=limit,
+                held=held,
+            )
         case replies.TooMany(_, limit):
             return TooManySeats(f"At most {limit} seats per hold.", limit=limit)
         case replies.NotHeld(seats):
@@ -388,8 +473,9 @@ async def create_hold(request: Request) -> Response:
     body = await read_body(request, HoldRequest)
     rt = runtime(request)
     await require_verified(rt, who)
-    holds = rt.holds
-    return respond(await holds.create(who, body.screening_id, body.seats, body.ga, body.best_available), 201)
+    address = request.client.host if request.client else "unknown"
+    made = await rt.holds.create(who, body.screening_id, body.seats, body.ga, body.best_available, address)
+    return respond(made, 201)
 
 
 @documented("Show a hold", responses={200: HoldResult}, auth="customer", tags=("holds",))

@@ -51,6 +51,7 @@ class Keys:
     expiry: str
     viewers: str
     nb: str
+    addrs: str
     channel: str
 
     @classmethod
@@ -66,6 +67,7 @@ class Keys:
             expiry=f"{base}:expiry",
             viewers=f"{base}:viewers",
             nb=f"{base}:nb",
+            addrs=f"{base}:addrs",
             channel=f"{base}:chan",
         )
 
@@ -108,6 +110,7 @@ class HoldTerms:
     per_user: int
     max_seats: int
     strand_share: float
+    per_address: int = 0  # seats held from one client address on one screening (0: no cap)
 
 
 def ttl_key_pattern(prefix: str) -> re.Pattern[str]:
@@ -245,28 +248,33 @@ class Inventory:
 
     async def hold(
         self, screening: int, token: str, owner: int, terms: HoldTerms, candidates: list[list[str]],
-        ga_area: str = "", ga_units: int = 0,
+        ga_area: str = "", ga_units: int = 0, address: str = "",
     ) -> replies.HoldReply:  # fmt: skip
-        """A new hold of the first candidate that is free and strands no seat (one candidate: those seats)."""
+        """A new hold of the first candidate that is free and strands no seat (one candidate: those seats).
+
+        `address` (the client's, "" for none) is counted against `terms.per_address` in the same step.
+        """
         k = self.keys(screening)
         args: list[Any] = [
             k.channel, token, owner, terms.ttl_ms, terms.max_ms, terms.per_user, self.loglen, ga_area,
-            ga_units, repr(terms.strand_share), len(candidates),
+            ga_units, repr(terms.strand_share), address, terms.per_address, len(candidates),
         ]  # fmt: skip
         for candidate in candidates:
             args += [len(candidate), *candidate]
-        return await self._run(screening, "hold", _HOLD, [*k.holding(token, owner), k.nb], args)
+        return await self._run(screening, "hold", _HOLD, [*k.holding(token, owner), k.nb, k.addrs], args)
 
     async def best(
-        self, screening: int, token: str, owner: int, terms: HoldTerms, ranked: str
-    ) -> replies.BestReply:
-        """A new hold of the first free block of the ranked list stored at `ranked` (Keys.ranked)."""
+        self, screening: int, token: str, owner: int, terms: HoldTerms, ranked: str, count: int,
+        address: str = "",
+    ) -> replies.BestReply:  # fmt: skip
+        """A new hold of the first free block (of `count` seats) in the ranked list at `ranked`."""
         k = self.keys(screening)
         args: list[Any] = [
             k.channel, token, owner, terms.ttl_ms, terms.max_ms, terms.per_user, self.loglen,
-            repr(terms.strand_share),
+            repr(terms.strand_share), address, terms.per_address, count,
         ]  # fmt: skip
-        return await self._run(screening, "best", _BEST, [*k.holding(token, owner), k.nb, ranked], args)
+        keys = [*k.holding(token, owner), k.nb, ranked, k.addrs]
+        return await self._run(screening, "best", _BEST, keys, args)
 
     async def modify(
         self, screening: int, token: str, owner: int, terms: HoldTerms, add: list[str], remove: list[str]
@@ -274,9 +282,9 @@ class Inventory:
         k = self.keys(screening)
         args: list[Any] = [
             k.channel, token, owner, terms.max_seats, self.loglen, len(add), repr(terms.strand_share),
-            *add, *remove,
+            terms.per_address, *add, *remove,
         ]  # fmt: skip
-        keys = [*k.holding(token, owner), k.nb, k.expired(token)]
+        keys = [*k.holding(token, owner), k.nb, k.expired(token), k.addrs]
         return await self._run(screening, "modify", _MODIFY, keys, args)
 
     async def extend(self, screening: int, token: str, owner: int, ttl_ms: int) -> replies.ExtendReply:
@@ -286,7 +294,7 @@ class Inventory:
 
     async def release(self, screening: int, token: str, owner: int) -> replies.ReleaseReply:
         k = self.keys(screening)
-        keys = [*k.holding(token, owner), k.expired(token)]
+        keys = [*k.holding(token, owner), k.expired(token), k.addrs]
         return await self._run(screening, "release", _RELEASE, keys, [k.channel, token, owner, self.loglen])
 
     async def sell(
@@ -295,7 +303,7 @@ class Inventory:
     ) -> replies.MarkedReply:  # fmt: skip
         """Mark an order's seats sold, once per `order_ref` (a repeat answers Done)."""
         k = self.keys(screening)
-        keys = [*k.holding(token, owner), k.sold(order_ref)]
+        keys = [*k.holding(token, owner), k.sold(order_ref), k.addrs]
         args: list[Any] = [k.channel, token, self.loglen, ga_area, ga_units, _SOLD_MARKER_MS, *seats]
         return await self._run(screening, "sell", _MARKED, keys, args)
 
@@ -306,7 +314,7 @@ class Inventory:
         k = self.keys(screening)
         # The user index key is per user; the script only needs its name to ZREM the token.
         owner: Any = await self.redis.hget(k.hold(token), "owner")
-        keys = [*k.holding(token, int(owner or 0)), k.expired(token)]
+        keys = [*k.holding(token, int(owner or 0)), k.expired(token), k.addrs]
         args = [k.channel, token, self.loglen, _EXPIRED_MARKER_MS]
         return await self._run(screening, "restock", _RESTOCK, keys, args)
 
@@ -320,7 +328,7 @@ class Inventory:
             for token in tokens:
                 pipe.hget(k.hold(token), "owner")
             owners: list[str | None] = await pipe.execute()
-        keys = [k.meta, k.seats, k.ga, k.seq, k.log, k.expiry]
+        keys = [k.meta, k.seats, k.ga, k.seq, k.log, k.expiry, k.addrs]
         for token, owner in zip(tokens, owners, strict=True):
             keys += [k.hold(token), k.ttl(token), k.user(int(owner or 0))]
         dropped = await self._run(screening, "drop_holds", _DROPPED, keys, [k.channel, self.loglen, *tokens])

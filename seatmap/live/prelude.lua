@@ -16,6 +16,8 @@
 --   ttl:<t>    string with the hold's TTL; its expiry is what the keyspace notification reports
 --   expired:<t> string, the owner of a hold that was restocked after its deadline (for an hour)
 --   user:<u>   zset  token -> expiry ms (live holds of one user on this screening)
+--   addrs      hash  client address -> seats and GA units its live holds have (the hold's
+--                    `addr`; holds made without an address, e.g. at the box office, are not counted)
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -69,10 +71,17 @@ local function ga_change(meta_key, ga_key, area)
   return {area = area, remaining = cap - taken}
 end
 
+-- The seats and GA units a hold counts against its address (`addrs`), when the hold goes.
+local function uncount_address(addrs_key, addr, units)
+  if not addr or addr == '' or units == 0 then return end
+  if redis.call('HINCRBY', addrs_key, addr, -units) <= 0 then redis.call('HDEL', addrs_key, addr) end
+end
+
 -- Frees everything a hold has (seats still marked with its token, GA units) and forgets it.
 -- Returns the list of changes (possibly empty).
-local function drop_hold(meta_key, seats_key, ga_key, expiry_key, hold_key, ttl_key, user_key, token)
-  local hold = redis.call('HMGET', hold_key, 'seats', 'area', 'qty')
+local function drop_hold(meta_key, seats_key, ga_key, expiry_key, hold_key, ttl_key, user_key, token, addrs_key)
+  local hold = redis.call('HMGET', hold_key, 'seats', 'area', 'qty', 'addr')
+  uncount_address(addrs_key, hold[4], #split(hold[1]) + (tonumber(hold[3]) or 0))
   local changes = {}
   local mark = 'h:' .. token
   for _, label in ipairs(split(hold[1])) do

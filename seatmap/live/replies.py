@@ -72,6 +72,12 @@ class Loaded(_Reply, frozen=True, tag="ok"):
     fresh: int
 
 
+class Admitted(_Reply, frozen=True, tag="ok"):
+    """One more socket from an address (connections.lua); `total` across processes, with it."""
+
+    total: int
+
+
 # ---- refusals and no-ops -------------------------------------------------------------------------
 
 
@@ -92,6 +98,13 @@ class NotOnSale(_Reply, frozen=True, tag="not_on_sale"):
 
 class HoldLimit(_Reply, frozen=True, tag="hold_limit"):
     tokens: list[str]
+
+
+class AddressLimit(_Reply, frozen=True, tag="address_limit"):
+    """The client's address holds `held` seats of this screening; `limit` is the most it may."""
+
+    limit: int
+    held: int
 
 
 class UnknownArea(_Reply, frozen=True, tag="unknown_area"):
@@ -137,15 +150,33 @@ class Busy(_Reply, frozen=True, tag="busy"):
     seats: list[str]
 
 
+class Full(_Reply, frozen=True, tag="full"):
+    """The address has `limit` sockets open already (connections.lua)."""
+
+    limit: int
+
+
 class Done(_Reply, frozen=True, tag="done"):
     """This order was handled before (its marker is set): nothing changed."""
 
 
-Refusal = Taken | Strand | NotOnSale | HoldLimit | UnknownArea | SoldOut | Gone | Expired | NotHeld | TooMany
+Refusal = (
+    Taken
+    | Strand
+    | NotOnSale
+    | HoldLimit
+    | UnknownArea
+    | SoldOut
+    | Gone
+    | Expired
+    | NotHeld
+    | TooMany
+    | AddressLimit
+)
 
-HoldReply = Held | Taken | Strand | NotOnSale | HoldLimit | UnknownArea | SoldOut | NoneFree
-BestReply = Held | NotOnSale | HoldLimit | NoneFree | NoList
-ModifyReply = Modified | Gone | Expired | NotOnSale | Taken | NotHeld | TooMany | Strand
+HoldReply = Held | Taken | Strand | NotOnSale | HoldLimit | UnknownArea | SoldOut | AddressLimit | NoneFree
+BestReply = Held | NotOnSale | HoldLimit | AddressLimit | NoneFree | NoList
+ModifyReply = Modified | Gone | Expired | NotOnSale | Taken | NotHeld | TooMany | Strand | AddressLimit
 ExtendReply = Extended | Gone | Expired | NotOnSale
 ReleaseReply = Changed | Gone | Expired
 RestockReply = Restocked | Gone | Alive

@@ -6,7 +6,7 @@
 -- notification in any process, or any sweeper) frees the seats; every later run finds the
 -- hold gone and does nothing. A hold whose TTL key is still there was extended: left alone.
 -- Its owner is remembered for a while, so touching the hold again says it expired.
--- KEYS: meta seats ga seq log expiry hold ttl user expired
+-- KEYS: meta seats ga seq log expiry hold ttl user expired addrs
 -- ARGV: channel token loglen expired_ttl_ms
 -- Reply: Restocked(seq, lag_ms: how long after the hold's deadline) | Gone | Alive
 local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key, hold_key, ttl_key, user_key, expired_key =
@@ -20,7 +20,7 @@ if redis.call('PTTL', ttl_key) > 0 then return reply('alive') end
 local now = now_ms()
 local owner, expires = unpack(redis.call('HMGET', hold_key, 'owner', 'expires_ms'))
 if owner then redis.call('SET', expired_key, owner, 'PX', ARGV[4]) end
-local changes = drop_hold(meta_key, seats_key, ga_key, expiry_key, hold_key, ttl_key, user_key, token)
+local changes = drop_hold(meta_key, seats_key, ga_key, expiry_key, hold_key, ttl_key, user_key, token, KEYS[11])
 local seq = 0
 if #changes > 0 then seq = emit_changes(seq_key, log_key, channel, loglen, changes) end
 return reply('ok', seq, math.max(0, now - (tonumber(expires) or now)))
@@ -29,17 +29,18 @@ return reply('ok', seq, math.max(0, now - (tonumber(expires) or now)))
 -- Every live hold of a cancelled screening goes at once, in one delta. Run after the status
 -- became `cancelled` (so no new hold can appear); the caller lists the holds from the expiry
 -- index, with each one's keys.
--- KEYS: meta seats ga seq log expiry, then per hold: hold ttl user
+-- KEYS: meta seats ga seq log expiry addrs, then per hold: hold ttl user
 -- ARGV: channel loglen token...
 -- Reply: Dropped(seq, holds dropped)
 local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local addrs_key = KEYS[7]
 local channel, loglen = ARGV[1], ARGV[2]
 if redis.call('EXISTS', meta_key) == 0 then return reply('noinit') end
 local changes, dropped = {}, 0
 for i = 3, #ARGV do
-  local k = 7 + (i - 3) * 3
+  local k = 8 + (i - 3) * 3
   if redis.call('EXISTS', KEYS[k]) == 1 then dropped = dropped + 1 end
-  for _, c in ipairs(drop_hold(meta_key, seats_key, ga_key, expiry_key, KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[i])) do
+  for _, c in ipairs(drop_hold(meta_key, seats_key, ga_key, expiry_key, KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[i], addrs_key)) do
     changes[#changes + 1] = c
   end
 end

@@ -1,8 +1,8 @@
 """The Lua scripts of the live map, loaded once, and the auto-pipelined way they are called.
 
 The scripts live in files named after what they hold (`seats.lua`, `restock.lua`,
-`blocks.lua`, `screening.lua`), beside this module, each split into scripts by `--- name ---`
-markers. What a file has before its first marker (helpers of that file's scripts) and
+`blocks.lua`, `screening.lua`, `connections.lua`), beside this module, each split into scripts
+by `--- name ---` markers. What a file has before its first marker (helpers of that file's scripts) and
 `prelude.lua` (helpers of every script: `emit`, `reply`, …) are prepended to each script, so
 each is one self-contained EVAL and one atomic step in Redis. `Inventory` owns the calls: one
 typed method per script.
@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptEr
 
 from seatmap import resources
 
-_FILES: Final = ("seats.lua", "restock.lua", "blocks.lua", "screening.lua")
+_FILES: Final = ("seats.lua", "restock.lua", "blocks.lua", "screening.lua", "connections.lua")
 _MARKER: Final = re.compile(r"^--- (\w+) ---\n", re.M)
 
 

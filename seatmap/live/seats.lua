@@ -69,6 +69,15 @@ local function admit(meta_key, ga_key, user_key, per_user, area, qty, now)
   return nil
 end
 
+-- Would `units` more held seats take the address past its cap? The refusal, or nil.
+-- An empty address (a hold made without one) or a cap of 0 is not capped.
+local function address_refusal(addrs_key, addr, cap, units)
+  if addr == '' or cap == 0 or units <= 0 then return nil end
+  local held = tonumber(redis.call('HGET', addrs_key, addr) or '0')
+  if held + units > cap then return reply('address_limit', cap, held) end
+  return nil
+end
+
 -- Seats held or sold by others, and blocked seats, among `labels` (skipping those in `mine`).
 local function unavailable(seats_key, labels, mine)
   local taken, blocked = {}, {}
@@ -94,7 +103,7 @@ local function refusal_for(meta_key, seats_key, nb_key, seats, share)
 end
 
 -- Takes the chosen seats (and GA units) for a new hold and announces it. Reply: Held.
-local function create_hold(k, channel, token, owner, ttl_ms, max_ms, loglen, area, qty, chosen, now)
+local function create_hold(k, channel, token, owner, ttl_ms, max_ms, loglen, area, qty, chosen, now, addr)
   local changes = {}
   for _, label in ipairs(chosen) do
     redis.call('HSET', k.seats, label, 'h:' .. token)
@@ -107,7 +116,11 @@ local function create_hold(k, channel, token, owner, ttl_ms, max_ms, loglen, are
   local expires = now + ttl_ms
   redis.call('HSET', k.hold, 'owner', owner, 'seats', table.concat(chosen, ','), 'area', area,
     'qty', tostring(qty), 'created_ms', tostring(now), 'expires_ms', tostring(expires),
-    'max_ms', tostring(now + max_ms))
+    'max_ms', tostring(now + max_ms), 'addr', addr)
+  if addr ~= '' then
+    redis.call('HINCRBY', k.addrs, addr, #chosen + qty)
+    redis.call('PEXPIRE', k.addrs, max_ms + 3600000)
+  end
   -- The hold hash outlives its TTL key, so the restock can still see what to free.
   redis.call('PEXPIRE', k.hold, max_ms + 3600000)
   redis.call('SET', k.ttl, owner, 'PX', ttl_ms)
@@ -120,33 +133,36 @@ end
 
 local function hold_keys()
   return {meta = KEYS[1], seats = KEYS[2], ga = KEYS[3], seq = KEYS[4], log = KEYS[5], expiry = KEYS[6],
-          hold = KEYS[7], ttl = KEYS[8], user = KEYS[9], nb = KEYS[10]}
+          hold = KEYS[7], ttl = KEYS[8], user = KEYS[9], nb = KEYS[10], addrs = KEYS[#KEYS]}
 end
 
 
 --- hold ---
 -- A new hold of explicit seats (one candidate), or of the first of several candidates that is
 -- entirely free and strands no seat (best-available with split blocks).
--- KEYS: meta seats ga seq log expiry hold ttl user nb
--- ARGV: channel token owner ttl_ms max_ms per_user loglen area qty share n_candidates
+-- KEYS: meta seats ga seq log expiry hold ttl user nb addrs
+-- ARGV: channel token owner ttl_ms max_ms per_user loglen area qty share addr addr_cap n_candidates
 --       then per candidate: n seat...
--- Reply: Held | Taken | Strand | NotOnSale | HoldLimit | UnknownArea | SoldOut | NoneFree
+-- Reply: Held | Taken | Strand | NotOnSale | HoldLimit | UnknownArea | SoldOut | AddressLimit | NoneFree
 local k = hold_keys()
 local channel, token, owner = ARGV[1], ARGV[2], ARGV[3]
 local ttl_ms, max_ms, per_user, loglen = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
-local area, qty, share, n_candidates = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local area, qty, share = ARGV[8], tonumber(ARGV[9]), tonumber(ARGV[10])
+local addr, addr_cap, n_candidates = ARGV[11], tonumber(ARGV[12]), tonumber(ARGV[13])
 local now = now_ms()
 local refusal = admit(k.meta, k.ga, k.user, per_user, area, qty, now)
 if refusal then return refusal end
-local i = 12
+local i = 14
 for _ = 1, n_candidates do
   local n = tonumber(ARGV[i])
   local seats = {}
   for j = i + 1, i + n do seats[#seats + 1] = ARGV[j] end
   i = i + n + 1
+  local over = address_refusal(k.addrs, addr, addr_cap, n + qty)
+  if over then return over end
   refusal = refusal_for(k.meta, k.seats, k.nb, seats, share)
   if not refusal then
-    return create_hold(k, channel, token, owner, ttl_ms, max_ms, loglen, area, qty, seats, now)
+    return create_hold(k, channel, token, owner, ttl_ms, max_ms, loglen, area, qty, seats, now, addr)
   end
 end
 if n_candidates > 1 or not refusal then return reply('none') end
@@ -156,17 +172,19 @@ return refusal
 -- Best available: walks the screening's ranked list of blocks (best first, computed once from
 -- the layout by seats.py) and holds the first that is free and strands no seat. In one step,
 -- so concurrent requests never overlap and never fail while a block is left.
--- KEYS: meta seats ga seq log expiry hold ttl user nb ranked
--- ARGV: channel token owner ttl_ms max_ms per_user loglen share
--- Reply: Held | NotOnSale | HoldLimit | NoneFree | NoList (the ranked list is not stored)
+-- KEYS: meta seats ga seq log expiry hold ttl user nb ranked addrs
+-- ARGV: channel token owner ttl_ms max_ms per_user loglen share addr addr_cap count
+-- Reply: Held | NotOnSale | HoldLimit | AddressLimit | NoneFree | NoList (the ranked list is not stored)
 local k = hold_keys()
 local ranked = KEYS[11]
 local channel, token, owner = ARGV[1], ARGV[2], ARGV[3]
 local ttl_ms, max_ms, per_user, loglen = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
-local share = tonumber(ARGV[8])
+local share, addr, addr_cap = tonumber(ARGV[8]), ARGV[9], tonumber(ARGV[10])
 local now = now_ms()
 local refusal = admit(k.meta, k.ga, k.user, per_user, '', 0, now)
 if refusal then return refusal end
+local over = address_refusal(k.addrs, addr, addr_cap, tonumber(ARGV[11]))
+if over then return over end
 local total = redis.call('LLEN', ranked)
 if total == 0 then return reply('nolist') end
 local start = 0
@@ -174,7 +192,7 @@ while start < total do
   for _, entry in ipairs(redis.call('LRANGE', ranked, start, start + 63)) do
     local seats = split(entry)
     if not refusal_for(k.meta, k.seats, k.nb, seats, share) then
-      return create_hold(k, channel, token, owner, ttl_ms, max_ms, loglen, '', 0, seats, now)
+      return create_hold(k, channel, token, owner, ttl_ms, max_ms, loglen, '', 0, seats, now, addr)
     end
   end
   start = start + 64
@@ -183,13 +201,13 @@ return reply('none')
 
 --- modify ---
 -- Add and remove seats of a live hold, all or nothing.
--- KEYS: meta seats ga seq log expiry hold ttl user nb expired
--- ARGV: channel token owner max_seats loglen n_add share add... remove...
--- Reply: Modified | Gone | Expired | NotOnSale | Taken | NotHeld | TooMany | Strand
+-- KEYS: meta seats ga seq log expiry hold ttl user nb expired addrs
+-- ARGV: channel token owner max_seats loglen n_add share addr_cap add... remove...
+-- Reply: Modified | Gone | Expired | NotOnSale | Taken | NotHeld | TooMany | Strand | AddressLimit
 local meta_key, seats_key, hold_key, ttl_key, nb_key, expired_key = KEYS[1], KEYS[2], KEYS[7], KEYS[8], KEYS[10], KEYS[11]
-local seq_key, log_key = KEYS[4], KEYS[5]
+local seq_key, log_key, addrs_key = KEYS[4], KEYS[5], KEYS[12]
 local channel, token, owner, max_seats, loglen = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
-local n_add, share = tonumber(ARGV[6]), tonumber(ARGV[7])
+local n_add, share, addr_cap = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local now = now_ms()
 
 local gone = owned(hold_key, ttl_key, expired_key, owner)
@@ -201,8 +219,8 @@ local current, set = split(redis.call('HGET', hold_key, 'seats')), {}
 for _, s in ipairs(current) do set[s] = true end
 local mark = 'h:' .. token
 local adding, removing = {}, {}
-for i = 8, 7 + n_add do adding[#adding + 1] = ARGV[i] end
-for i = 8 + n_add, #ARGV do removing[#removing + 1] = ARGV[i] end
+for i = 9, 8 + n_add do adding[#adding + 1] = ARGV[i] end
+for i = 9 + n_add, #ARGV do removing[#removing + 1] = ARGV[i] end
 local taken, blocked = unavailable(seats_key, adding, set)
 if #taken > 0 or #blocked > 0 then return reply('taken', taken, blocked) end
 local not_held = {}
@@ -236,6 +254,12 @@ if #labels > max_seats then
 end
 local n_added = 0
 for _ in pairs(added) do n_added = n_added + 1 end
+local addr = redis.call('HGET', hold_key, 'addr') or ''
+local over = address_refusal(addrs_key, addr, addr_cap, #labels - #current)
+if over then
+  for _, c in ipairs(changes) do redis.call('HSET', seats_key, c.seat, mark) end
+  return over
+end
 if n_added > 0 then
   local lone = stranded_by(meta_key, seats_key, nb_key, added, n_added, share)
   if lone then
@@ -248,6 +272,10 @@ for label, _ in pairs(added) do
   changes[#changes + 1] = {seat = label, state = 'held'}
 end
 redis.call('HSET', hold_key, 'seats', table.concat(labels, ','))
+if addr ~= '' and #labels ~= #current then
+  if #labels > #current then redis.call('HINCRBY', addrs_key, addr, #labels - #current)
+  else uncount_address(addrs_key, addr, #current - #labels) end
+end
 local seq = 0
 if #changes > 0 then seq = emit_changes(seq_key, log_key, channel, loglen, changes) end
 return reply('ok', seq, labels)
@@ -274,14 +302,14 @@ return reply('ok', expires, max, split(seats), area or '', tonumber(qty) or 0)
 
 --- release ---
 -- The owner gives a hold back.
--- KEYS: meta seats ga seq log expiry hold ttl user expired     ARGV: channel token owner loglen
+-- KEYS: meta seats ga seq log expiry hold ttl user expired addrs     ARGV: channel token owner loglen
 -- Reply: Changed | Gone | Expired
 local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key, hold_key, ttl_key, user_key, expired_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local channel, token, owner, loglen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local gone = owned(hold_key, ttl_key, expired_key, owner)
 if gone then return gone end
-local changes = drop_hold(meta_key, seats_key, ga_key, expiry_key, hold_key, ttl_key, user_key, token)
+local changes = drop_hold(meta_key, seats_key, ga_key, expiry_key, hold_key, ttl_key, user_key, token, KEYS[11])
 local seq = 0
 if #changes > 0 then seq = emit_changes(seq_key, log_key, channel, loglen, changes) end
 return reply('ok', seq)
@@ -290,7 +318,7 @@ return reply('ok', seq)
 -- The seats of a paid order become sold, after PostgreSQL committed the sale (the truth: a
 -- seat sold there is sold here whatever Redis thought). Clears the hold. Runs once per order:
 -- a marker makes a repeated call (a retried webhook) a no-op.
--- KEYS: meta seats ga seq log expiry hold ttl user sold_marker
+-- KEYS: meta seats ga seq log expiry hold ttl user sold_marker addrs
 -- ARGV: channel token loglen area qty marker_ttl_ms seat...
 -- Reply: Changed | Done (sold before)
 local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key, hold_key, ttl_key, user_key, marker_key =
@@ -313,7 +341,9 @@ end
 if redis.call('EXISTS', hold_key) == 1 then
   -- Seats of the hold that were not sold (none, normally) go back on sale.
   local mark = 'h:' .. token
-  for _, label in ipairs(split(redis.call('HGET', hold_key, 'seats'))) do
+  local held, qty_held, addr = unpack(redis.call('HMGET', hold_key, 'seats', 'qty', 'addr'))
+  uncount_address(KEYS[11], addr, #split(held) + (tonumber(qty_held) or 0))
+  for _, label in ipairs(split(held)) do
     if redis.call('HGET', seats_key, label) == mark then
       redis.call('HDEL', seats_key, label)
       changes[#changes + 1] = {seat = label, state = 'free'}

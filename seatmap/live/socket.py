@@ -14,9 +14,9 @@ import contextlib
 import functools
 import logging
 import time
-from typing import Final
+from typing import Final, NamedTuple
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -24,9 +24,9 @@ from seatmap.accounts import origins
 from seatmap.accounts.auth import ACCESS_COOKIE, Principal, principal_from_token
 from seatmap.accounts.verification import require_verified
 from seatmap.api import ascii_int
-from seatmap.errors import NotFound, SeatmapError, Unauthorized, socket_error
+from seatmap.errors import NotFound, SeatmapError, TooManySockets, Unauthorized, error_response, socket_error
 from seatmap.live.channels import RESYNCS, Channels
-from seatmap.live.feed import FROM_STREAM, Feed, Replay, ResumeFrom, TooSlow, Watcher
+from seatmap.live.feed import FROM_STREAM, REPLAY_BURST, Feed, Replay, ResumeFrom, TooSlow, Watcher
 from seatmap.live.holds import Holds
 from seatmap.live.protocol import (
     CLOSE_ABUSE,
@@ -54,6 +54,9 @@ from seatmap.settings import Settings
 log = logging.getLogger("seatmap.live.socket")
 
 SOCKETS_OPEN: Final = Gauge("seatmap_sockets_open", "Live seat-map WebSockets open in this process.")
+SOCKETS_REFUSED: Final = Counter(
+    "seatmap_sockets_refused", "WebSocket handshakes refused because their address has too many open."
+)
 
 
 def origin_allowed(ws: WebSocket, settings: Settings) -> bool:
@@ -84,6 +87,29 @@ class TokenBucket:
         return (1 - self.tokens) / self.rate
 
 
+class Strikes:
+    """Commands refused for coming too fast. They leak away at the allowed command rate.
+
+    They used to reset whenever one command got through: at 400 pings a second a token refills
+    every 100 ms, so the count never passed the limit and the flood was answered forever. A
+    client that stays over the rate now reaches `limit` within seconds; one that slowed down
+    after an error sees its strikes drain.
+    """
+
+    def __init__(self, rate: float, limit: int) -> None:
+        self.rate = rate
+        self.limit = limit
+        self.count = 0.0
+        self.stamp = time.monotonic()
+
+    def add(self) -> bool:
+        """One more refused command; True when the client is over the limit (close it)."""
+        now = time.monotonic()
+        self.count = max(0.0, self.count - (now - self.stamp) * self.rate) + 1
+        self.stamp = now
+        return self.count > self.limit
+
+
 class Session:
     """One socket: who it is, what it has seen (its watcher), how it behaves."""
 
@@ -97,8 +123,9 @@ class Session:
         self.feed = feed
         self.watcher = watcher
         self.principal: Principal | None = None
-        self.bucket = TokenBucket(rt.settings.ws_commands_per_second, rt.settings.ws_command_burst)
-        self.strikes = 0
+        rate, burst = rt.settings.ws_commands_per_second, rt.settings.ws_command_burst
+        self.bucket = TokenBucket(rate, burst)
+        self.strikes = Strikes(rate, 3 * burst)
 
     async def send(self, message: ServerMessage) -> None:
         await self.ws.send_text(encode(message))
@@ -116,6 +143,14 @@ class Session:
 
     async def _resume(self, since: int) -> None:
         plan = self.feed.resume(since)
+        reason = "resume"
+        if plan is not None:
+            behind = self.feed.seq - since
+            if not self.watcher.may_replay(behind, time.monotonic()):
+                # Resumed from far back too often: one snapshot frame instead of hundreds of deltas.
+                plan = None
+                if behind <= REPLAY_BURST:
+                    reason = "replay_budget"
         if plan == FROM_STREAM:
             plan = Feed.resume_from_stream(since, await self.channels.log_after(self.feed.screening, since))
         if isinstance(plan, Replay):
@@ -123,12 +158,12 @@ class Session:
                 await self.ws.send_text(text)
             self.watcher.started(plan.last, time.monotonic())
             return
-        RESYNCS.labels("resume").inc()
+        RESYNCS.labels(reason).inc()
         seq, text = self.feed.snapshot_text()
         await self.ws.send_text(text)
         self.watcher.started(seq, time.monotonic())
 
-    async def write(self) -> None:
+    async def write(self) -> Close | None:
         watcher = self.watcher
         window = self.rt.settings.ws_batch_window
         loop = asyncio.get_running_loop()
@@ -150,34 +185,29 @@ class Session:
                 await self.ws.send_text(frame)
                 watcher.last_sent = time.monotonic()
             elif isinstance(frame, TooSlow):
-                await self.ws.close(CLOSE_TOO_SLOW, "too slow: reconnect and resume")
-                return
+                return Close(CLOSE_TOO_SLOW, "too slow: reconnect and resume")
             elif isinstance(frame, ResumeFrom):
                 await self._resume(frame.since)
 
     # -- reader --------------------------------------------------------------------------
 
-    async def read(self) -> None:
+    async def read(self) -> Close | None:
         max_size = self.rt.settings.ws_max_message
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
-                return
+                return None
             data: str | bytes | None = message.get("text")
             if data is None:
                 data = message.get("bytes") or b""
             if len(data) > max_size:
-                await self.ws.close(1009, "message too big")
-                return
+                return Close(1009, "message too big")
             wait = self.bucket.take()
             if wait:
-                self.strikes += 1
-                if self.strikes > 3 * self.rt.settings.ws_command_burst:
-                    await self.ws.close(CLOSE_ABUSE, "too many commands")
-                    return
+                if self.strikes.add():
+                    return Close(CLOSE_ABUSE, "too many commands")
                 await self.send(Error(code="rate_limited", message="Slow down.", retry_after=round(wait, 3)))
                 continue
-            self.strikes = 0
             try:
                 command = _decode(data)
             except ProtocolError as exc:
@@ -207,8 +237,9 @@ class Session:
         if isinstance(command, Hold):
             if command.token is None:
                 await require_verified(self.rt, who)
+                address = self.ws.client.host if self.ws.client else "unknown"
                 hold = await self.holds.create(
-                    who, screening, command.seats, command.ga, command.best_available
+                    who, screening, command.seats, command.ga, command.best_available, address
                 )
             else:
                 self._own_screening(command.token)
@@ -230,6 +261,13 @@ class Session:
     def _own_screening(self, token: str) -> None:
         if not token.startswith(f"{self.feed.screening}."):
             raise NotFound("No live hold with this token on this screening.")
+
+
+class Close(NamedTuple):
+    """How the reader or the writer wants the socket closed (`_serve` closes it)."""
+
+    code: int
+    reason: str
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
@@ -283,7 +321,12 @@ async def screening_socket(ws: WebSocket) -> None:
 
 
 async def _serve(ws: WebSocket, session: Session, principal: Principal | None, since: int | None) -> None:
-    """The socket's life on its feed: the first frames, then its reader and writer until one ends."""
+    """The socket's life on its feed: the first frames, then its reader and writer until one ends.
+
+    The side that ends it does not close the socket itself: the other side is stopped first, so
+    no frame is sent after the close (the writer used to race a reader's 1009/4008 close, and its
+    send after the close was logged as a failed session).
+    """
     session.principal = principal
     try:
         await session.start(since)
@@ -295,10 +338,15 @@ async def _serve(ws: WebSocket, session: Session, principal: Principal | None, s
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError):
                     await task
+        close: Close | None = None
         for task in done:
             failure = task.exception()
-            if failure is not None and not isinstance(failure, WebSocketDisconnect | OSError):
+            if failure is None:
+                close = close or task.result()
+            elif not isinstance(failure, WebSocketDisconnect | OSError):
                 log.error("websocket session failed", exc_info=failure)
+        if close is not None and ws.application_state == WebSocketState.CONNECTED:
+            await ws.close(close.code, close.reason)
     except (WebSocketDisconnect, OSError):
         pass
     finally:
@@ -307,4 +355,31 @@ async def _serve(ws: WebSocket, session: Session, principal: Principal | None, s
                 await ws.close(1000)
 
 
-routes: list[BaseRoute] = [WebSocketRoute("/ws/screenings/{screening}", screening_socket)]
+async def admitted_socket(ws: WebSocket) -> None:
+    """The route: a socket counts against its address's cap while it is open (connections.py).
+
+    Refused at the handshake with HTTP 429 and the JSON error (the ASGI denial-response
+    extension; a server without it turns the close before `accept` into a 403).
+    """
+    rt = runtime(ws)
+    cap = rt.settings.ws_max_per_address
+    if cap == 0 or rt.channels is None:
+        await screening_socket(ws)
+        return
+    connections = rt.channels.connections
+    address = ws.client.host if ws.client else "unknown"
+    if not await connections.admit(address, cap):
+        SOCKETS_REFUSED.inc()
+        refused = TooManySockets(f"At most {cap} live seat maps may be open from one address.", limit=cap)
+        if "websocket.http.response" in ws.scope.get("extensions", {}):
+            await ws.send_denial_response(error_response(refused))
+        else:
+            await ws.close(CLOSE_ABUSE)
+        return
+    try:
+        await screening_socket(ws)
+    finally:
+        await connections.leave(address)
+
+
+routes: list[BaseRoute] = [WebSocketRoute("/ws/screenings/{screening}", admitted_socket)]

@@ -13,6 +13,8 @@ from seatmap.live.feed import (
     BATCH_MAX,
     FROM_STREAM,
     MAX_RESYNCS,
+    REPLAY_BURST,
+    REPLAY_RATE,
     RESUME,
     RESYNC,
     Feed,
@@ -400,6 +402,32 @@ def test_replay_frames(n: int, batching: bool, shape: list[int]) -> None:
     sizes = [len(json.loads(f)["messages"]) if '"batch"' in f[:20] else 1 for f in out]
     assert sizes == shape
     assert all(('"batch"' in f[:20]) == (size > 1) for f, size in zip(out, sizes, strict=True))
+
+
+# (deltas asked for, seconds since the previous ask): allowed? Starting from a full budget.
+REPLAY_BUDGETS = [
+    pytest.param([(REPLAY_BURST, 0.0)], [True], id="a reconnect from the whole log"),
+    pytest.param([(REPLAY_BURST + 1, 0.0)], [False], id="more than the burst: snapshot"),
+    pytest.param([(590, 0.0), (590, 0.1), (590, 0.1)], [True, False, False], id="repeats: snapshots"),
+    pytest.param([(590, 0.0), (0, 0.1), (0, 0.1)], [True, True, True], id="nothing to replay: always"),
+    pytest.param(
+        [(590, 0.0), (590, (590 - (REPLAY_BURST - 590)) / REPLAY_RATE + 0.01)],
+        [True, True],
+        id="refilled at the rate",
+    ),
+    pytest.param([(600, 0.0), (600, 0.1), (500, 0.0)], [True, False, False], id="a refusal spends nothing"),
+    pytest.param([(600, 0.0), (600, 0.1), (420, 0.0)], [True, False, True], id="... so less still fits"),
+]
+
+
+@pytest.mark.parametrize(("asks", "allowed"), REPLAY_BUDGETS)
+def test_replays_draw_on_a_budget_per_socket(asks: list[tuple[int, float]], allowed: list[bool]) -> None:
+    """Resuming from far back again and again gets snapshots once the socket's replay budget is spent."""
+    watcher, now, got = Watcher(8), 0.0, []
+    for count, after in asks:
+        now += after
+        got.append(watcher.may_replay(count, now))
+    assert got == allowed
 
 
 def test_fetch_is_handed_out_once() -> None:

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from seatmap.accounts.auth import Principal
 from seatmap.live import replies
 from seatmap.live.holds import refusal
+from seatmap.live.protocol import GASelection
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running
@@ -399,6 +400,7 @@ async def test_holds_go_on_after_redis_drops_the_idle_connections(
         (replies.NotHeld(["C1"]), "invalid_input", {"path": "$.remove", "seats": ["C1"]}),
         (replies.Expired(), "hold_expired", {}),
         (replies.Gone(), "not_found", {}),
+        (replies.AddressLimit(40, 38), "address_hold_limit", {"limit": 40, "held": 38}),
     ],
 )
 def test_every_refusal_becomes_the_error_clients_switch_on(
@@ -423,3 +425,100 @@ async def test_hold_attempts_are_counted_by_outcome(
     for who, seats in [(alice, ["E1"]), (bob, ["E1"]), (alice, ["E3"]), (bob, ["Z99"])]:
         await client.post("/api/holds", json={"screening_id": screening, "seats": seats}, headers=who.headers)
     assert {o: count(o) - before[o] for o in outcomes} == {"created": 1, "taken": 1, "limit": 1, "invalid": 1}
+
+
+async def post_hold(
+    client: httpx.AsyncClient, headers: dict[str, str], screening: int, *seats: str
+) -> httpx.Response:
+    return await client.post(
+        "/api/holds", json={"screening_id": screening, "seats": list(seats)}, headers=headers
+    )
+
+
+async def test_one_account_holds_on_at_most_three_screenings_at_once(
+    rt: Runtime, client: httpx.AsyncClient
+) -> None:
+    """The 4th screening held at once gets 429 `account_hold_limit` (limit 3); releasing one frees a slot.
+
+    One account used to hold seats on 16 screenings at once (SEATMAP_HOLDS_PER_ACCOUNT).
+    """
+    screenings = [await make_screening(rt, ["SSSS"], strand_rule=False) for _ in range(5)]
+    (alice,) = await quick_users(rt, 1)
+    tokens = []
+    for screening in screenings[:3]:
+        r = await post_hold(client, alice.headers, screening, "A1")
+        assert r.status_code == 201, r.text
+        tokens.append(r.json()["token"])
+    r = await post_hold(client, alice.headers, screenings[3], "A1")
+    assert r.status_code == 429, r.text
+    assert (r.json()["error"]["code"], r.json()["error"]["limit"]) == ("account_hold_limit", 3)
+    assert (await seat_map(rt, screenings[3]))["seats"] == {}
+    assert (await client.delete(f"/api/holds/{tokens[0]}", headers=alice.headers)).status_code == 204
+    assert (await post_hold(client, alice.headers, screenings[3], "A1")).status_code == 201
+    # Racing itself on two more screenings at once does not get past the cap either.
+    (bob,) = await quick_users(rt, 1)
+    raced = await asyncio.gather(*(post_hold(client, bob.headers, s, "A2") for s in screenings))
+    assert sum(r.status_code == 201 for r in raced) <= 3
+    assert {r.status_code for r in raced} <= {201, 429}
+
+
+async def test_throwaway_accounts_from_one_address_cannot_hoard_a_screening(
+    rt: Runtime, client: httpx.AsyncClient
+) -> None:
+    """Accounts from one address hold 40 seats of a screening at most (429 `address_hold_limit`), even
+    racing; another viewer sees no more; a release frees the room, and adding seats counts too.
+
+    12 throwaway accounts used to hold 120 of 624 seats (SEATMAP_HOLD_SEATS_PER_ADDRESS).
+    """
+    hall = await make_screening(rt, ["SSSSSSSSSS"] * 8, strand_rule=False)
+    users = await quick_users(rt, 8)
+    rows = "ABCDEFGH"
+    raced = await asyncio.gather(
+        *(
+            post_hold(client, u.headers, hall, *(f"{rows[i]}{n}" for n in range(1, 11)))
+            for i, u in enumerate(users)
+        )
+    )
+    made = [r for r in raced if r.status_code == 201]
+    assert len(made) == 4
+    for r in raced:
+        if r.status_code != 201:
+            error = r.json()["error"]
+            assert (r.status_code, error["code"], error["limit"]) == (429, "address_hold_limit", 40), r.text
+    assert len((await seat_map(rt, hall))["seats"]) == 40
+    # A release makes room; adding seats to a hold counts like holding them.
+    first, late = (
+        made[0].json()["token"],
+        [u for u, r in zip(users, raced, strict=True) if r.status_code != 201],
+    )
+    holder = next(u for u, r in zip(users, raced, strict=True) if r is made[0])
+    assert (await client.delete(f"/api/holds/{first}", headers=holder.headers)).status_code == 204
+    seats = made[0].json()["seats"]
+    assert (await post_hold(client, late[0].headers, hall, *seats[:8])).status_code == 201  # 38
+    free_row = rows[users.index(late[1])]  # a row whose hold was refused: all free
+    single = await post_hold(client, late[1].headers, hall, f"{free_row}1")  # 39
+    assert single.status_code == 201, single.text
+    change = f"/api/holds/{single.json()['token']}/seats"
+    more = await client.post(change, json={"add": [f"{free_row}2"]}, headers=late[1].headers)
+    assert more.status_code == 200, more.text  # 40 of 40
+    too_many = await client.post(change, json={"add": [f"{free_row}3"]}, headers=late[1].headers)
+    assert (too_many.status_code, too_many.json()["error"]["code"]) == (429, "address_hold_limit")
+    assert len((await seat_map(rt, hall))["seats"]) == 40
+
+
+async def test_an_expired_or_sold_hold_stops_counting_against_its_address(
+    rt: Runtime, screening: int
+) -> None:
+    """The restock of an expired hold and the sale of one take its seats off the address's count."""
+    (alice, bob) = await quick_users(rt, 2)
+    a, b = (Principal(user_id=u.id, role="customer", jti="x", expires_at=0) for u in (alice, bob))
+    inventory = rt.holds.inventory
+    counts = inventory.keys(screening).addrs
+    expiring = await rt.holds.create(a, screening, ["A1", "A2"], address="10.0.0.9")
+    sold = await rt.holds.create(b, screening, ["B1"], GASelection("Floor", 2), address="10.0.0.9")
+    assert await rt.redis.hget(counts, "10.0.0.9") == "5"
+    await rt.redis.delete(inventory.keys(screening).ttl(expiring.token))  # its deadline passed
+    assert isinstance(await inventory.restock(screening, expiring.token), replies.Restocked)
+    assert await rt.redis.hget(counts, "10.0.0.9") == "3"
+    await rt.holds.sell(sold.token, bob.id, ["B1"], GASelection("Floor", 2), "order-1")
+    assert await rt.redis.hget(counts, "10.0.0.9") is None

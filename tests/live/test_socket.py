@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import httpx
@@ -13,7 +14,7 @@ from prometheus_client import REGISTRY
 from seatmap.accounts.auth import Principal
 from seatmap.live.protocol import CLOSE_ABUSE, CLOSE_NOT_FOUND
 from seatmap.runtime import Runtime
-from tests.support import Server, Viewer, make_screening, quick_users
+from tests.support import TIMEOUT_FACTOR, Server, Viewer, make_screening, quick_users
 
 
 @pytest.fixture
@@ -400,3 +401,69 @@ async def test_a_batching_client_gets_the_same_messages_in_fewer_frames(
     assert (one.frames, one.batches) == (1, 0)
     await one.close()
     await plain.close()
+
+
+async def test_a_sustained_flood_below_the_burst_threshold_is_closed(server: Server, screening: int) -> None:
+    """Pings at 400/s (a token refills every 100 ms, so a few get through) still end in 4008.
+
+    The strikes used to reset whenever one command was allowed: 2,788 pings got 2,689
+    `rate_limited` replies and the socket stayed open. Now refusals only decay at the allowed rate.
+    """
+    me = await Viewer.connect(server, screening)
+    await me.next("snapshot")
+    codes: list[str] = []
+
+    async def flood() -> None:
+        for _ in range(1600):  # at most 4 s
+            await me.send(type="ping")
+            await asyncio.sleep(1 / 400)
+
+    async def listen() -> None:
+        while True:
+            message = await me.recv(within=5)
+            if message["type"] == "error":
+                codes.append(message["code"])
+
+    sender = asyncio.create_task(flood())
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await listen()
+    sender.cancel()
+    with contextlib.suppress(asyncio.CancelledError, websockets.ConnectionClosed):
+        await sender
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == CLOSE_ABUSE
+    assert 0 < codes.count("rate_limited") < 200
+
+
+async def test_repeated_resumes_from_far_back_get_snapshots_not_replays(
+    rt: Runtime, server: Server, screening: int
+) -> None:
+    """Resuming from 590 changes back 10 times a second: one replay, then snapshots (a budget).
+
+    Every resume used to replay all 590 deltas (one frame each): ten sockets doing this got
+    271,410 frames for a few hundred bytes sent. The first resume is served exactly; the ones
+    that repeat within the budget's refill get one snapshot frame each.
+    """
+    viewer = await Viewer.connect(server, screening)
+    start = (await viewer.next("snapshot"))["seq"]
+    for _ in range(295):
+        await rt.holds.inventory.block(screening, ["A1"])
+        await rt.holds.inventory.unblock(screening, ["A1"])
+    last = start + 590
+    async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+        while not viewer.deltas() or viewer.deltas()[-1]["seq"] < last:
+            await viewer.recv()
+    frames_before = viewer.frames
+    for _ in range(10):
+        await viewer.send(type="resume", seq=start)
+        await asyncio.sleep(0.1)
+    await viewer.send(type="ping", ref="end")
+    async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+        while (await viewer.recv())["type"] != "pong":
+            pass
+    frames = viewer.frames - frames_before
+    replayed = [m for m in viewer.messages if m["type"] == "delta" and m["seq"] <= last]
+    snapshots = [m for m in viewer.messages if m["type"] == "snapshot"]
+    assert len(replayed) == 590 * 2  # live, then the first resume exactly
+    assert len(snapshots) >= 1 + 8 and all(s["seq"] == last for s in snapshots[1:])
+    assert frames < 590 + 20, frames
+    await viewer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -13,9 +14,16 @@ from seatmap.live.inventory import Inventory
 from seatmap.live.seats import Place, Plan, best_blocks, plan, ranked_blocks
 from seatmap.live.suggestions import suggest
 from seatmap.runtime import Runtime
+from seatmap.settings import Settings
 from tests.support import make_screening, quick_users
 
 HALL = ["SSSSS_SSSSSSSSSS_SSSSS"] * 15  # 300 seats, two aisles
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Every buyer here comes from 127.0.0.1: the per-address cap on held seats is not under test."""
+    return replace(settings, hold_seats_per_address=0)
 
 
 def rows_plan(*rows: str) -> Plan:
