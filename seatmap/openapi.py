@@ -148,6 +148,22 @@ def _operation_id(handler: Any, method: str, taken: set[str]) -> str:
     return candidate
 
 
+# api.decode refuses NUL in every string of a body (PostgreSQL cannot store it): the document says
+# so on each free-text string, or a client (and schemathesis) would take such a body for valid.
+_NO_NUL: Final = "^[^\\u0000]*$"
+
+
+def _refuse_nul(node: Any) -> None:
+    if isinstance(node, dict):
+        if node.get("type") == "string" and not {"pattern", "enum", "const", "format"} & node.keys():
+            node["pattern"] = _NO_NUL
+        for value in node.values():
+            _refuse_nul(value)
+    elif isinstance(node, list):
+        for value in node:
+            _refuse_nul(value)
+
+
 def build(
     routes: Sequence[BaseRoute], *, title: str = "seatmap", version: str = seatmap.__version__
 ) -> dict[str, Any]:
@@ -162,6 +178,7 @@ def build(
                 types.append(doc.body)
             types.extend(t for t in doc.responses.values() if t is not None and not isinstance(t, str))
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)
+    _refuse_nul(components)
     schema_of = dict(zip(map(id, types), schemas, strict=True))
 
     paths: dict[str, dict[str, Any]] = {}

@@ -83,7 +83,9 @@ NewEmail = Annotated[
     str,
     Meta(
         max_length=254,
-        extra_json_schema={"pattern": f"^[{_WS}]*[^@{_WS}]{{1,64}}@[^@{_WS}.]+(?:\\.[^@{_WS}.]+)+[{_WS}]*$"},
+        extra_json_schema={
+            "pattern": f"^[{_WS}]*[^@\\x00{_WS}]{{1,64}}@[^@\\x00{_WS}.]+(?:\\.[^@\\x00{_WS}.]+)+[{_WS}]*$"
+        },
     ),
 ]
 
@@ -92,13 +94,13 @@ NewEmail = Annotated[
 NewPassword = Annotated[str, Meta(max_length=1024, extra_json_schema={"minLength": MIN_PASSWORD})]
 
 
-class Registration(msgspec.Struct, kw_only=True):
+class Registration(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     email: NewEmail
     password: NewPassword
     name: Name
 
 
-class NewUser(msgspec.Struct, kw_only=True):
+class NewUser(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """An account made by an admin, typically for box-office or door staff."""
 
     email: NewEmail
@@ -107,29 +109,29 @@ class NewUser(msgspec.Struct, kw_only=True):
     role: Role = "staff"
 
 
-class Credentials(msgspec.Struct, kw_only=True):
+class Credentials(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     email: Email
     password: Password
 
 
-class CodeCheck(msgspec.Struct, kw_only=True):
+class CodeCheck(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     email: Email
     code: Annotated[str, Meta(pattern=r"^[0-9]{6}$", description="The six digits from the mail")]
 
 
-class CodeRequest(msgspec.Struct, kw_only=True):
+class CodeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     email: Email
 
 
-class RoleChange(msgspec.Struct, kw_only=True):
+class RoleChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     role: Role
 
 
-class RefreshRequest(msgspec.Struct, kw_only=True):
+class RefreshRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     refresh_token: Annotated[str, Meta(min_length=1, max_length=256)]
 
 
-class LogoutRequest(msgspec.Struct, kw_only=True):
+class LogoutRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     refresh_token: Annotated[str, Meta(max_length=256)] | None = None
 
 

@@ -62,7 +62,14 @@ async def test_two_viewers_see_hold_expiry_and_sale_live(
         await expect(tickets.first).to_contain_text("Seat F13")
         qr = tickets.first.locator("img.qr")
         await expect(qr).to_be_visible()
-        assert await qr.evaluate("img => img.complete && img.naturalWidth > 0"), "the QR image did not load"
+        # Visible is not loaded: wait for the image's own load (or error) event if it is still coming.
+        loaded = await qr.evaluate(
+            """img => img.complete ? img.naturalWidth : new Promise(done => {
+                img.addEventListener("load", () => done(img.naturalWidth), {once: true});
+                img.addEventListener("error", () => done(0), {once: true});
+            })"""
+        )
+        assert loaded > 0, "the QR image did not load"
         await screenshot(a, "customer-tickets")
         await a.get_by_role("link", name="← My tickets").click()
         await expect(a.locator(".order-list")).to_contain_text("Test film")
