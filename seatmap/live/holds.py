@@ -27,7 +27,6 @@ from seatmap.accounts.auth import Principal, require
 from seatmap.accounts.verification import require_verified
 from seatmap.api import Id, documented, read_body, respond
 from seatmap.errors import (
-    AccountHoldLimit,
     AddressHoldLimit,
     HoldExpired,
     HoldLimit,
@@ -43,6 +42,7 @@ from seatmap.errors import (
     WouldStrandSeat,
 )
 from seatmap.live import replies
+from seatmap.live.account_holds import AccountHolds
 from seatmap.live.inventory import HoldTerms, Inventory
 from seatmap.live.protocol import BestAvailable, GASelection, HoldResult, SeatLabel
 from seatmap.live.seats import best_split, largest_block, ranked_blocks
@@ -56,8 +56,6 @@ _ACTIVE_REFRESH: Final = 10.0
 _CANDIDATES: Final = 200
 # Ranked block lists live in Redis a day after their last (re)computation.
 _RANKING_TTL_MS: Final = 24 * 3600 * 1000
-# A reservation in an account's holds (see `Holds._reserve`) counts this long without its hold.
-_IN_FLIGHT_MS: Final = 30_000
 
 HOLDS: Final = Counter(
     "seatmap_holds", "Attempts to hold seats, by outcome: created or why not.", ["outcome"]
@@ -111,13 +109,6 @@ def parse_token(token: str) -> int:
     return int(match[1])
 
 
-def account_key(prefix: str, user_id: int) -> str:
-    """An account's live holds across screenings (token -> 0, or the ms of a reservation in flight).
-
-    Its own hash tag: one key per account, never touched together with a screening's keys."""
-    return f"{prefix}:{{acct:{user_id}}}:holds"
-
-
 def active_key(prefix: str) -> str:
     """Screenings that may have live holds, scored by the time of their latest new hold."""
     return f"{prefix}:holding"
@@ -135,6 +126,7 @@ class Holds:
             strand_share=settings.strand_max_share,
             per_address=settings.hold_seats_per_address,
         )
+        self.accounts = AccountHolds(inventory, settings.holds_per_account, self.terms.max_ms)
         self._active_marked: dict[int, float] = {}
         self._rankings: dict[tuple[int, int, str | None, bool], list[tuple[str, ...]]] = {}
 
@@ -166,7 +158,7 @@ class Holds:
         """A new hold, all or nothing; every attempt is counted in `seatmap_holds_total` by outcome.
 
         `address` is the client's, for a request from the public (REST, WebSocket): then the
-        account's holds across screenings are capped (SEATMAP_HOLDS_PER_ACCOUNT, `_reserve`) and
+        account's holds across screenings are capped (SEATMAP_HOLDS_PER_ACCOUNT, account_holds.py) and
         the seats held from that address on this screening (SEATMAP_HOLD_SEATS_PER_ADDRESS, in
         the hold script's atomic step). Without one (the box office) neither cap applies.
         """
@@ -176,7 +168,7 @@ class Holds:
             if best is not None and seats:
                 raise InvalidInput("Ask for `seats` or `best_available`, not both.", path="$.best_available")
             if address is not None and self.settings.holds_per_account > 0:
-                await self._reserve(who, token)
+                await self.accounts.reserve(who.user_id, token)
                 reserved = True
             if best is not None:
                 made = await self._best_available(who, screening, best, ga, token, address or "")
@@ -184,60 +176,16 @@ class Holds:
                 made = await self._create(who, screening, seats, ga, token, address or "")
         except BaseException as exc:
             if reserved:
-                await self.inventory.redis.zrem(account_key(self.inventory.prefix, who.user_id), token)
+                await self.accounts.forget(who.user_id, token)
             if isinstance(exc, SeatmapError):
                 HOLDS.labels(HOLD_OUTCOMES.get(exc.code, "error")).inc()
             elif isinstance(exc, Exception):
                 HOLDS.labels("error").inc()
             raise
         if reserved:
-            # Made: from now on it counts while its TTL key lives (0: no longer in flight).
-            key = account_key(self.inventory.prefix, who.user_id)
-            await self.inventory.redis.zadd(key, {token: 0}, xx=True)
+            await self.accounts.made(who.user_id, token)
         _CREATED.inc()
         return made
-
-    async def _reserve(self, who: Principal, token: str) -> None:
-        """Count the new hold against the account's cap across screenings, before it is made.
-
-        The account's key has its own hash tag, so this is never one script with the
-        screening's (that would be a cross-slot script on Redis Cluster). The consistency:
-        add first, then count (one MULTI on the one key), so requests racing each other each
-        see the others and the cap is never passed (at the very edge both may be refused: the
-        client retries). A token keeps counting while its hold's TTL key exists (released,
-        sold and restocked holds stop counting, checked when the account is at its cap), and
-        a reservation whose hold is not made yet counts for `_IN_FLIGHT_MS` at most (a process
-        that dies mid-hold leaks a slot for that long). The key expires after the longest hold.
-        """
-        cap = self.settings.holds_per_account
-        redis = self.inventory.redis
-        key = account_key(self.inventory.prefix, who.user_id)
-        now_ms = int(time.time() * 1000)
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(key, {token: now_ms})
-            pipe.zrange(key, 0, -1, withscores=True)
-            pipe.pexpire(key, self.terms.max_ms + _IN_FLIGHT_MS)
-            _, members, _ = await pipe.execute()
-        others = [(str(t), float(score)) for t, score in members if t != token]
-        if len(others) < cap:
-            return
-        async with redis.pipeline(transaction=False) as pipe:
-            for other, _ in others:
-                pipe.exists(self.inventory.keys(parse_token(other)).ttl(other))
-            alive: list[int] = await pipe.execute()
-        gone = [
-            other
-            for (other, score), live in zip(others, alive, strict=True)
-            if not live and (score == 0 or now_ms - score > _IN_FLIGHT_MS)
-        ]
-        if gone:
-            await redis.zrem(key, *gone)
-        if len(others) - len(gone) >= cap:
-            await redis.zrem(key, token)
-            raise AccountHoldLimit(
-                f"You can hold seats on at most {cap} screenings at once: buy or release one of those holds.",
-                limit=cap,
-            )
 
     async def _create(
         self, who: Principal, screening: int, seats: list[str], ga: GASelection | None, token: str,
@@ -367,8 +315,8 @@ class Holds:
         reply = await self.inventory.release(parse_token(token), token, who.user_id)
         if not isinstance(reply, replies.Changed):
             raise refusal(reply)
-        # It no longer counts against the account (it would stop counting anyway, see _reserve).
-        await self.inventory.redis.zrem(account_key(self.inventory.prefix, who.user_id), token)
+        # It no longer counts against the account (it would stop counting anyway: account_holds.py).
+        await self.accounts.forget(who.user_id, token)
 
     async def sell(
         self, token: str, owner: int, seats: list[str], ga: GASelection | None, order_ref: str
@@ -380,7 +328,7 @@ class Holds:
         """
         area, units = (ga.area, ga.quantity) if ga else ("", 0)
         reply = await self.inventory.sell(parse_token(token), token, owner, seats, area, units, order_ref)
-        await self.inventory.redis.zrem(account_key(self.inventory.prefix, owner), token)
+        await self.accounts.forget(owner, token)
         return reply.seq if isinstance(reply, replies.Changed) else 0
 
     async def get(self, who: Principal, token: str) -> HoldResult:

@@ -72,6 +72,18 @@ class Loaded(_Reply, frozen=True, tag="ok"):
     fresh: int
 
 
+class Reserved(_Reply, frozen=True, tag="ok"):
+    """A new hold counted against its account, well inside the cap (account_holds.lua); also the
+    answer of `account_made` and `account_forget`."""
+
+
+class Crowded(_Reply, frozen=True, tag="crowded"):
+    """The account may be at its cap: every entry, flat (token, score, ...), for Python to check
+    which holds still live (account_holds.lua)."""
+
+    members: list[str]
+
+
 class Admitted(_Reply, frozen=True, tag="ok"):
     """One more socket from an address (connections.lua); `total` across processes, with it."""
 

@@ -21,7 +21,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptEr
 
 from seatmap import resources
 
-_FILES: Final = ("seats.lua", "restock.lua", "blocks.lua", "screening.lua", "connections.lua")
+_FILES: Final = (
+    "seats.lua",
+    "restock.lua",
+    "blocks.lua",
+    "screening.lua",
+    "connections.lua",
+    "account_holds.lua",
+)
 _MARKER: Final = re.compile(r"^--- (\w+) ---\n", re.M)
 
 
