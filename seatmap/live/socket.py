@@ -343,7 +343,7 @@ async def _serve(ws: WebSocket, session: Session, principal: Principal | None, s
             failure = task.exception()
             if failure is None:
                 close = close or task.result()
-            elif not isinstance(failure, WebSocketDisconnect | OSError):
+            elif not isinstance(failure, WebSocketDisconnect | OSError) and not _closed_under_us(failure):
                 log.error("websocket session failed", exc_info=failure)
         if close is not None and ws.application_state == WebSocketState.CONNECTED:
             await ws.close(close.code, close.reason)
@@ -353,6 +353,16 @@ async def _serve(ws: WebSocket, session: Session, principal: Principal | None, s
         if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
             with contextlib.suppress(Exception):
                 await ws.close(1000)
+
+
+def _closed_under_us(failure: BaseException) -> bool:
+    """The server closed the connection itself and the writer's next send was refused.
+
+    uvicorn's websockets-sansio protocol closes on its own (1007 for a text frame that is not
+    UTF-8, 1011 when a keepalive ping times out) and then answers a send with this RuntimeError
+    rather than a disconnect; the client is gone, which is no failure of the session.
+    """
+    return isinstance(failure, RuntimeError) and "after sending 'websocket.close'" in str(failure)
 
 
 async def admitted_socket(ws: WebSocket) -> None:
