@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -18,7 +19,7 @@ from types import FrameType
 from seatmap.embedded import embedded_servers
 from seatmap.errors import ConfigError, SeatmapError
 from seatmap.logs import configure
-from seatmap.settings import Settings
+from seatmap.settings import Settings, variables
 
 log = logging.getLogger("seatmap")
 
@@ -111,7 +112,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             access_log=False,
             timeout_graceful_shutdown=5,
         )
-    return 130 if interrupted else 0
+    # A Ctrl-C is how a developer stops the server: once it has shut down gracefully that is
+    # success, not an error for `make run` to report ("make: *** Error 130").
+    if interrupted:
+        log.info("stopped by Ctrl-C")
+    return 0
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -182,18 +187,54 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def environment_help() -> str:
+    """Every setting, from its one declaration, so `--help` cannot drift from what is read."""
+    lines = ["environment (read once at start; docs/operations.md has the details):"]
+    for variable in variables():
+        lines.append(f"  {variable.env}")
+        lines.extend(
+            textwrap.wrap(variable.help, width=76, initial_indent="      ", subsequent_indent="      ")
+        )
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="seatmap", description="Real-time seat maps for cinemas and events."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the web server (embedded PostgreSQL/Redis when URLs are unset)")
-    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    serve.add_argument(
-        "--workers", type=int, default=1, help="web processes sharing one Redis and PostgreSQL"
+    serve = sub.add_parser(
+        "serve",
+        help="run the web server (embedded PostgreSQL/Redis when URLs are unset)",
+        description=textwrap.fill(
+            "Serve the web UI, the REST API and the live seat map. With DATABASE_URL or REDIS_URL"
+            " unset, starts embedded PostgreSQL/Redis under SEATMAP_DATA_DIR, turns on dev mode"
+            " and loads the demo data into an empty database. Ctrl-C stops it gracefully.",
+            width=80,
+        ),
+        epilog=environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--no-demo", action="store_true", help="do not load demo data into an empty database")
+    serve.add_argument(
+        "--host",
+        default=os.environ.get("HOST", "127.0.0.1"),
+        help="address to bind (default: $HOST or 127.0.0.1; 0.0.0.0 to serve other machines)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("PORT", "8000")),
+        help="TCP port to listen on (default: $PORT or 8000)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="web processes sharing one Redis and PostgreSQL (default: 1)",
+    )
+    serve.add_argument(
+        "--no-demo", action="store_true", help="do not load demo data into an empty database (dev mode)"
+    )
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply the SQL migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("demo", help="load the demo data (idempotent)").set_defaults(func=cmd_demo)
@@ -203,7 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--password", help="prompted for when omitted")
     create.add_argument("--name", default="")
     create.set_defaults(func=cmd_createuser)
-    sub.add_parser("worker", help="run background jobs").set_defaults(func=cmd_worker)
+    sub.add_parser(
+        "worker",
+        help="run background jobs",
+        epilog=environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).set_defaults(func=cmd_worker)
     return parser
 
 

@@ -21,6 +21,7 @@ import socket as sockets
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,12 @@ log = logging.getLogger("seatmap.embedded")
 
 # A unix socket path must fit in sockaddr_un (108 bytes on Linux).
 _MAX_SOCKET_PATH = 100
+
+
+# pgserver places its lock file in the user's runtime dir when it is imported; without
+# XDG_RUNTIME_DIR (containers, CI, ssh without a login session) platformdirs falls back to
+# /tmp/runtime-<uid>, which works, and warns about it on the second line of a clean start.
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 
 @dataclass(frozen=True)
