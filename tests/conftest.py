@@ -104,8 +104,8 @@ async def template_db(pg_url: str) -> AsyncIterator[str]:
 _drops: list[asyncio.Task[None]] = []
 
 
-@pytest.fixture
-async def database_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
+@contextlib.asynccontextmanager
+async def _database(pg_url: str, template_db: str) -> AsyncIterator[str]:
     name = f"seatmap_test_{uuid.uuid4().hex[:12]}"
     await _admin_execute(pg_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     yield with_database(pg_url, name)
@@ -115,11 +115,16 @@ async def database_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
+async def database_url(pg_url: str, template_db: str) -> AsyncIterator[str]:
+    async with _database(pg_url, template_db) as url:
+        yield url
+
+
+def _settings(database_url: str, redis_url: str, data_dir: Path) -> Settings:
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
-        data_dir=tmp_path,
+        data_dir=data_dir,
         dev=True,
         jwt_secret=Secret("test-secret-" + "x" * 40),
         redis_prefix=f"t{uuid.uuid4().hex[:10]}",
@@ -128,9 +133,20 @@ def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def settings(database_url: str, redis_url: str, tmp_path: Path) -> Settings:
+    return _settings(database_url, redis_url, tmp_path)
+
+
+@pytest.fixture
 async def rt(settings: Settings) -> AsyncIterator[Runtime]:
     """The test's own runtime on the databases the server uses: a worker's, with nothing started
     (no jobs, no webhook pump), so the test alone decides what runs besides the server."""
+    async with _runtime(settings) as runtime:
+        yield runtime
+
+
+@contextlib.asynccontextmanager
+async def _runtime(settings: Settings) -> AsyncIterator[Runtime]:
     try:
         async with open_runtime(settings, "worker") as runtime:
             yield runtime
@@ -206,6 +222,40 @@ async def server(settings: Settings, rt: Runtime) -> AsyncIterator[Server]:
 async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.http, timeout=10 * TIMEOUT_FACTOR) as c:
         yield c
+
+
+def shared_per_module() -> tuple[object, ...]:
+    """`settings`, `rt`, `server` and `client` fixtures scoped to one test module.
+
+    For tables whose rows each send a request that is refused and writes nothing: the rows share
+    one database, runtime and server instead of paying for their own (a second or more each).
+    A module opts in with `settings, rt, server, client = shared_per_module()`; a row that
+    changes state does not belong in such a module.
+    """
+
+    @pytest.fixture(scope="module", name="settings")
+    async def module_settings(
+        pg_url: str, template_db: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+    ) -> AsyncIterator[Settings]:
+        async with _database(pg_url, template_db) as url:
+            yield _settings(url, redis_url, tmp_path_factory.mktemp("shared"))
+
+    @pytest.fixture(scope="module", name="rt")
+    async def module_rt(settings: Settings) -> AsyncIterator[Runtime]:
+        async with _runtime(settings) as runtime:
+            yield runtime
+
+    @pytest.fixture(scope="module", name="server")
+    async def module_server(settings: Settings, rt: Runtime) -> AsyncIterator[Server]:
+        async with running(settings) as srv:
+            yield srv
+
+    @pytest.fixture(scope="module", name="client")
+    async def module_client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
+        async with httpx.AsyncClient(base_url=server.http, timeout=10 * TIMEOUT_FACTOR) as c:
+            yield c
+
+    return module_settings, module_rt, module_server, module_client
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from seatmap.live.protocol import ClientMessage
 from seatmap.runtime import Runtime
 from seatmap.sales.gateway import SIGNATURE_HEADER
 from seatmap.settings import Settings
-from tests.conftest import running
+from tests.conftest import running, shared_per_module
 from tests.support import TIMEOUT_FACTOR, User, make_screening, quick_users
 
 Json = dict[str, Any]
@@ -41,7 +41,11 @@ def cursor(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-@pytest.fixture
+# Every row is a request the edge refuses, so the rows share one server (conftest.py).
+settings, rt, server, client = shared_per_module()
+
+
+@pytest.fixture(scope="module")
 async def users(rt: Runtime) -> dict[str, User]:
     return {role: (await quick_users(rt, 1, role))[0] for role in ("customer", "staff", "admin")}
 
@@ -129,7 +133,7 @@ async def test_query_integers_are_int64_in_ascii_digits(
     assert (error(response)["code"], error(response)["path"]) == ("invalid_input", field)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def screening(rt: Runtime) -> int:
     return await make_screening(rt, ["SSSS"] * 2)
 
