@@ -32,6 +32,8 @@ from seatmap.live import blocks, holds, socket, suggestions
 from seatmap.logs import RequestLog, configure
 from seatmap.runtime import Runtime, cancel, urls
 from seatmap.sales import (
+    attendees,
+    bookings,
     boxoffice,
     cancellations,
     notifications,
@@ -39,6 +41,8 @@ from seatmap.sales import (
     payments,
     refund_admin,
     refunds,
+    reports,
+    seat_history,
     settlement,
     tickets,
 )
@@ -90,6 +94,10 @@ def create_app(settings: Settings) -> Starlette:
                 *refunds.routes,
                 *refund_admin.routes,
                 *notifications.routes,
+                *bookings.routes,
+                *attendees.routes,
+                *reports.routes,
+                *seat_history.routes,
             ],
         ),
         Mount("/", app=StaticFiles(directory=resources.web_dir(), html=True), name="web"),
