@@ -98,7 +98,8 @@ def render(header: Sequence[str], rows: Iterable[Sequence[Any]], *, with_header:
 
 def filename(*parts: str | int) -> str:
     """`bookings-screening-42.csv`: ASCII only, so the header needs no RFC 5987 encoding."""
-    stem = "-".join(_SAFE_NAME.sub("_", str(p)).strip("_") for p in parts if str(p))
+    cleaned = (_SAFE_NAME.sub("_", str(p)).strip("_") for p in parts)
+    stem = "-".join(c for c in cleaned if c)
     return f"{stem or 'export'}.csv"
 
 
