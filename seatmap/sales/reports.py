@@ -338,10 +338,15 @@ def _day(params: Mapping[str, str], name: str, default: date) -> date:
 
 def report_range(params: Mapping[str, str], today: date) -> tuple[date, date]:
     """`from`/`to` (inclusive): by default the 30 days either side of today, or 60 days from
-    `from`; at most 366 days. Pure."""
-    given = bool(params.get("from"))
-    start = _day(params, "from", today - timedelta(days=30))
-    end = _day(params, "to", start + timedelta(days=60) if given else today + timedelta(days=30))
+    `from` (or up to `to`); at most 366 days. Pure."""
+    if params.get("from") or not params.get("to"):
+        start = _day(params, "from", today - timedelta(days=30))
+        end = _day(
+            params, "to", start + timedelta(days=60) if params.get("from") else today + timedelta(days=30)
+        )
+    else:
+        end = _day(params, "to", today)
+        start = end - timedelta(days=60)
     if end < start:
         raise InvalidInput("'to' is before 'from'.", path="$.to")
     if end - start > MAX_SPAN:
