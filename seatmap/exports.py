@@ -74,6 +74,8 @@ def wants_csv(conn: HTTPConnection) -> bool:
 
 def cell(value: Any) -> str | int | float:
     """A value as a CSV field: text defused against formulas, times in ISO 8601. Pure."""
+    if type(value) is str:  # the common case first: an export is mostly text
+        return "'" + value if value.startswith(_FORMULA) else value
     if value is None:
         return ""
     if isinstance(value, bool):

@@ -56,6 +56,7 @@ class SeatHistory(msgspec.Struct, kw_only=True):
     """`now`: every seat that is not free, with its live state; `events`: seat by seat, in time order."""
 
     screening_id: int
+    timezone: str  # the cinema's, for showing the times as its staff read them
     now: dict[str, str]
     events: list[SeatEvent]
 
@@ -95,7 +96,11 @@ SELECT * FROM (
 ) h
 WHERE $2::text IS NULL OR h.seat = $2
 """
-EXISTS: Final = "SELECT 1 FROM screenings WHERE id = $1"
+TIMEZONE: Final = """
+SELECT c.timezone FROM screenings s
+JOIN auditoriums a ON a.id = s.auditorium_id JOIN cinemas c ON c.id = a.cinema_id
+WHERE s.id = $1
+"""
 
 
 def live_events(entries: list[tuple[int, str]], seat: str | None) -> list[SeatEvent]:
@@ -154,7 +159,8 @@ async def seat_history(request: Request) -> Response:
         raise InvalidInput("seat is at most 32 characters.", path="$.seat")
     rt = runtime(request)
     async with rt.pool.acquire() as conn:
-        if await conn.fetchval(EXISTS, screening_id) is None:
+        timezone = await conn.fetchval(TIMEZONE, screening_id)
+        if timezone is None:
             raise NotFound("No such screening.")
         rows = await conn.fetch(HISTORY, screening_id, seat)
     now, live = await read_live(rt.holds.inventory, screening_id, seat)
@@ -166,7 +172,7 @@ async def seat_history(request: Request) -> Response:
         return csv_response(
             filename("seat-history", screening_id, seat or ""), CSV_HEADER, one_batch(rows_out)
         )
-    return respond(SeatHistory(screening_id=screening_id, now=now, events=events))
+    return respond(SeatHistory(screening_id=screening_id, timezone=timezone, now=now, events=events))
 
 
 routes: list[BaseRoute] = [
