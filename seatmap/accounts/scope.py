@@ -126,6 +126,14 @@ async def check_screening(conn: AnyConnection, principal: Principal, screening_i
     return principal if cinema is None else check_cinema(principal, cinema)
 
 
+async def check_auditorium(conn: AnyConnection, principal: Principal, auditorium_id: int) -> Principal:
+    """`check_screening` for an auditorium."""
+    if visible_cinemas(principal) is None:
+        return principal
+    cinema = await auditorium_cinema(conn, auditorium_id)
+    return principal if cinema is None else check_cinema(principal, cinema)
+
+
 async def cinemas_of(conn: AnyConnection, user_id: int) -> list[int]:
     """The cinemas assigned to the user (kept even while the user is not an organizer)."""
     return [row["cinema_id"] for row in await conn.fetch(CINEMAS_OF, user_id)]
