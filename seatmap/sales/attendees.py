@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from seatmap.accounts.auth import require
+from seatmap.accounts import scope
 from seatmap.api import documented, path_int, respond
 from seatmap.errors import NotFound
 from seatmap.exports import CSV, csv_response, filename, one_batch, wants_csv
@@ -102,16 +102,18 @@ def csv_row(a: Attendee) -> tuple[Any, ...]:
     " `Accept: text/csv` for a printable list",
     responses={200: DoorList, 404: None},
     auth="staff",
+    scope="cinema",
     tags=TAGS,
     also=(CSV,),
 )
 async def door_list(request: Request) -> Response:
-    await require(request, "staff")
+    who = await scope.require_scoped(request, "staff")
     screening_id = path_int(request, "id")
     async with runtime(request).pool.acquire() as conn:
         screening = await conn.fetchrow(SCREENING, screening_id)
         if screening is None:
             raise NotFound("No such screening.")
+        scope.check_cinema(who, screening["cinema_id"])
         rows = await conn.fetch(ATTENDEES, screening_id)
     items = [_attendee(r) for r in rows]
     if wants_csv(request):

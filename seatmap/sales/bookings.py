@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from seatmap.accounts.auth import require
+from seatmap.accounts import scope
 from seatmap.api import (
     INT64_MAX,
     Page,
@@ -403,21 +403,29 @@ FILTERS: Final = (
     query=(*FILTERS, "cursor", int_param("limit", 1, 200)),
     responses={200: BookingPage},
     auth="staff",
+    scope="cinema",
     tags=TAGS,
     also=(CSV,),
 )
 async def list_bookings(request: Request) -> Response:
-    await require(request, "staff")
+    """An organizer sees its own cinemas' bookings; naming another cinema or screening is 403."""
+    who = await scope.require_scoped(request, "staff")
     filters = parse_filters(request.query_params)
     limit = query_int(request, "limit", 50, minimum=1, maximum=200)
     before = cursor_id(request) or INT64_MAX
     pool = runtime(request).pool
+    cinemas = scope.filter_ids(who)
+    if filters.cinema_id is not None:
+        scope.check_cinema(who, filters.cinema_id)
+    if filters.screening_id is not None:
+        async with pool.acquire() as conn:
+            await scope.check_screening(conn, who, filters.screening_id)
     if wants_csv(request):
 
         async def pages() -> AsyncIterator[list[tuple[Any, ...]]]:
             after = before
             while True:
-                conditions, args = where(filters, None, after)
+                conditions, args = where(filters, cinemas, after)
                 async with pool.acquire() as conn:
                     rows = await conn.fetch(list_sql(conditions, f"${len(args) + 1}"), *args, CSV_PAGE)
                 yield [csv_row(booking(r)) for r in rows]
@@ -426,7 +434,7 @@ async def list_bookings(request: Request) -> Response:
                 after = rows[-1]["id"]
 
         return csv_response(filename("bookings", *_name_parts(filters)), CSV_HEADER, pages())
-    conditions, args = where(filters, None, before)
+    conditions, args = where(filters, cinemas, before)
     async with pool.acquire() as conn:
         rows = await conn.fetch(list_sql(conditions, f"${len(args) + 1}"), *args, limit + 1)
     items = [booking(r) for r in rows[:limit]]
@@ -449,16 +457,18 @@ def _name_parts(filters: Filters) -> list[str | int]:
     "One order for staff: buyer, screening, tickets and check-ins, payments, refunds, its history",
     responses={200: StaffOrder, 404: None},
     auth="staff",
+    scope="cinema",
     tags=TAGS,
 )
 async def staff_order(request: Request) -> Response:
-    await require(request, "staff")
+    who = await scope.require_scoped(request, "staff")
     order_id = path_int(request, "id")
     async with runtime(request).pool.acquire() as conn:
         row = await conn.fetchrow(ONE_BOOKING, order_id)
         found = await fetch_order(conn, order_id)
         if row is None or found is None:
             raise NotFound("No such order.")
+        scope.check_cinema(who, row["cinema_id"])
         payments = await conn.fetch(PAYMENTS, order_id)
         refunds = await conn.fetch(REFUNDS, order_id)
         check_ins = await conn.fetch(CHECK_INS, order_id)

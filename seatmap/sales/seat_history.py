@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from seatmap.accounts.auth import require
+from seatmap.accounts import scope
 from seatmap.api import Param, documented, path_int, respond
 from seatmap.errors import InvalidInput, NotFound
 from seatmap.exports import CSV, csv_response, filename, one_batch, wants_csv
@@ -148,17 +148,19 @@ CSV_HEADER: Final = ("seat", "at", "event", "source", "order_id", "channel", "by
     query=(Param(name="seat", schema={"type": "string", "maxLength": 32}),),
     responses={200: SeatHistory, 404: None},
     auth="admin",
+    scope="cinema",
     tags=TAGS,
     also=(CSV,),
 )
 async def seat_history(request: Request) -> Response:
-    await require(request, "admin")
+    who = await scope.require_scoped(request)
     screening_id = path_int(request, "id")
     seat = request.query_params.get("seat") or None
     if seat is not None and len(seat) > 32:
         raise InvalidInput("seat is at most 32 characters.", path="$.seat")
     rt = runtime(request)
     async with rt.pool.acquire() as conn:
+        await scope.check_screening(conn, who, screening_id)
         timezone = await conn.fetchval(TIMEZONE, screening_id)
         if timezone is None:
             raise NotFound("No such screening.")
