@@ -19,7 +19,7 @@ from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.refunding import paid_orders
 from tests.shopping import buy
-from tests.support import Server, User, create_user, logged_in, login, make_screening
+from tests.support import PASSWORD, Server, User, create_user, logged_in, login, make_screening
 
 # Names a CSV export must carry intact: a comma, quotes, an apostrophe, a newline, non-ASCII,
 # and one that a spreadsheet would run as a formula.
@@ -248,3 +248,50 @@ async def test_staff_see_one_order_with_its_payments_refund_and_history(
     customer = await logged_in(rt, client)
     assert (await client.get(f"/api/admin/orders/{web['id']}", headers=customer.headers)).status_code == 403
     assert (await client.get("/api/admin/orders/999999", headers=staff.headers)).status_code == 404
+
+
+async def test_an_organizer_sees_only_its_own_cinemas_bookings_and_reports(
+    server: Server, client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    """Lists and reports hold only the organizer's cinemas; naming another cinema, screening or
+    order is 403, in JSON and CSV alike."""
+    own = await make_screening(rt, ["SSSS"], starts_in=timedelta(minutes=30), strand_rule=False)
+    other = await make_screening(rt, ["SSSS"], starts_in=timedelta(minutes=30), strand_rule=False)
+    mine, theirs = await paid_orders(rt, own, 2), await paid_orders(rt, other, 3)
+    async with rt.pool.acquire() as conn:
+        cinemas = {
+            s: await conn.fetchval(
+                "SELECT a.cinema_id FROM screenings s JOIN auditoriums a ON a.id = s.auditorium_id"
+                " WHERE s.id = $1",
+                s,
+            )
+            for s in (own, other)
+        }
+    admin = await logged_in(rt, client, "admin")
+    body = {"email": "org@example.com", "password": PASSWORD, "name": "Org", "role": "organizer",
+            "cinema_ids": [cinemas[own]]}  # fmt: skip
+    r = await client.post("/api/admin/users", json=body, headers=admin.headers)
+    assert r.status_code == 201, r.text
+    organizer = await login(client, User(r.json()["id"], "org@example.com", PASSWORD, "organizer"))
+    h = organizer.headers
+
+    r = await client.get("/api/admin/orders", headers=h)
+    assert [i["id"] for i in r.json()["items"]] == sorted((o.id for o in mine), reverse=True)
+    rows = parse_csv(await client.get("/api/admin/orders", headers={**h, **CSV_ACCEPT}))
+    assert sorted(int(row["order_id"]) for row in rows) == sorted(o.id for o in mine)
+    r = await client.get("/api/admin/reports?group=cinema", headers=h)
+    assert [(row["key"], row["sold"]) for row in r.json()["rows"]] == [(str(cinemas[own]), 2)]
+    assert (await client.get(f"/api/admin/reports/screenings/{own}", headers=h)).status_code == 200
+    assert (await client.get(f"/api/admin/screenings/{own}/attendees", headers=h)).status_code == 200
+    for path in (
+        f"/api/admin/orders?cinema_id={cinemas[other]}",
+        f"/api/admin/orders?screening_id={other}",
+        f"/api/admin/orders/{theirs[0].id}",
+        f"/api/admin/screenings/{other}/attendees",
+        f"/api/admin/reports?cinema_id={cinemas[other]}",
+        f"/api/admin/reports/screenings/{other}",
+        f"/api/admin/reports/screenings/{other}/seats",
+    ):
+        for accept in ({}, CSV_ACCEPT):
+            r = await client.get(path, headers={**h, **accept})
+            assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden", (path, r.text)
