@@ -73,3 +73,30 @@ def test_filenames_are_plain_ascii() -> None:
     assert filename("seat-history", 7, "") == "seat-history-7.csv"
     assert filename('a"b', "山田") == "a_b.csv"
     assert filename() == "export.csv"
+
+
+def test_every_export_documents_its_csv_beside_its_json() -> None:
+    """/openapi.json says which answers also come as text/csv, with their Content-Disposition."""
+    from seatmap import openapi
+    from seatmap.app import create_app
+    from seatmap.settings import Settings
+
+    offline = Settings.from_environ(
+        {"DATABASE_URL": "postgresql://127.0.0.1:9/none", "REDIS_URL": "redis://127.0.0.1:9/0",
+         "SEATMAP_JWT_SECRET": "x" * 48, "SEATMAP_PUBLIC_URL": "http://127.0.0.1:9"}
+    )  # fmt: skip
+    paths = openapi.build(create_app(offline).routes)["paths"]
+    exports = {
+        path for path, operations in paths.items()
+        if "text/csv" in operations.get("get", {}).get("responses", {}).get("200", {}).get("content", {})
+    }  # fmt: skip
+    assert exports >= {  # other exports may join them
+        "/api/admin/orders",
+        "/api/admin/screenings/{id}/attendees",
+        "/api/admin/reports",
+        "/api/admin/reports/screenings/{id}",
+        "/api/admin/reports/screenings/{id}/seats",
+    }
+    for path in exports:
+        ok = paths[path]["get"]["responses"]["200"]
+        assert "application/json" in ok["content"] and "Content-Disposition" in ok["headers"]
