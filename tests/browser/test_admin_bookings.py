@@ -21,7 +21,7 @@ from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.browser.pages import Browsers, screenshot
 from tests.shopping import buy
-from tests.support import Server, User, create_user, logged_in
+from tests.support import Server, User, create_user, logged_in, quick_users
 
 JAKARTA: Final = ZoneInfo("Asia/Jakarta")
 SHOTS: Final = Path("/tmp/shots")
@@ -51,9 +51,9 @@ async def _sell(rt: Runtime, client: httpx.AsyncClient) -> Sold:
     from tests.support import make_screening
 
     screening = await make_screening(rt, ["SSSSSSSS"] * 3, starts_in=timedelta(minutes=30), strand_rule=False)
-    buyer = await logged_in(rt, client)
+    (buyer,), (admin,) = await quick_users(rt, 1), await quick_users(rt, 1, "admin")  # no password hashing
     web = await buy(client, buyer, screening, ["A1", "A2"], holder_names=[ZOE, YAMADA])
-    staff = await logged_in(rt, client, "staff")
+    staff = await logged_in(rt, client, "staff")  # the kiosk logs in with its password
     body = {"screening_id": screening, "payment_method": "cash", "seats": ["C1"], "holder_names": ["Walk-in"]}
     sale = await client.post("/api/boxoffice/sales", json=body, headers=staff.headers)
     assert sale.status_code == 201, sale.text
@@ -64,7 +64,6 @@ async def _sell(rt: Runtime, client: httpx.AsyncClient) -> Sold:
         f"/api/tickets/{codes['A1']}/check-in", json={"gate": "Door 2"}, headers=staff.headers
     )
     assert r.status_code == 200, r.text
-    admin = await logged_in(rt, client, "admin")
     r = await client.post(
         f"/api/admin/screenings/{screening}/blocks", json={"seats": ["C8"]}, headers=admin.headers
     )

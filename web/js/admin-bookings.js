@@ -123,13 +123,16 @@ export async function showBookings(root, params) {
     more.hidden = !cursor;
   }
 
+  let searches = 0;
   async function search(event, append = false) {
     event?.preventDefault();
+    const mine = ++searches;
     const p = query();
     history.replaceState(null, "", `#bookings?${p}`);
     if (append && cursor) p.set("cursor", cursor);
     try {
       const page = await api(`/api/admin/orders?${p}`);
+      if (mine !== searches) return; // a later search's answer is the one to show
       rows = append ? rows.concat(page.items) : page.items;
       cursor = page.next_cursor || null;
       say(message, "");

@@ -45,7 +45,10 @@ function figureCards(f) {
     card("Gross", money(f.gross, f), "gross"), card("Refunds", money(f.refunds, f), "refunds"), card("Net", money(f.net, f), "net"));
 }
 
+let reportLoads = 0;
+
 async function screeningReport(box, id) {
+  const mine = ++reportLoads;
   if (!id) {
     clear(box, h("p", { class: "muted" }, "Choose a screening for its report and seat history."));
     return;
@@ -59,9 +62,10 @@ async function screeningReport(box, id) {
       api(`/api/admin/reports/screenings/${encodeURIComponent(id)}/seats`),
     ]);
   } catch (error) {
-    clear(box, h("p", { class: "notice notice-error" }, errorText(error)));
+    if (mine === reportLoads) clear(box, h("p", { class: "notice notice-error" }, errorText(error)));
     return;
   }
+  if (mine !== reportLoads) return; // another screening was chosen meanwhile
   const f = report.report;
   const seat = h("input", { type: "search", id: "history-seat", placeholder: "e.g. F12", "aria-label": "Seat", class: "narrow" });
   const events = h("div", { class: "table-wrap" });
@@ -113,11 +117,14 @@ export async function showReports(root, params) {
   const one = h("section", { class: "panel", id: "screening-report" });
   const query = () => `group=${group.value}&from=${from.value}&to=${to.value}`;
 
+  let loads = 0;
   async function load(event) {
     event?.preventDefault();
+    const mine = ++loads;
     let data;
     try {
       data = await api(`/api/admin/reports?${query()}`);
+      if (mine !== loads) return; // a later choice's answer is the one to show
       say(message, "");
     } catch (error) {
       say(message, errorText(error), "error");

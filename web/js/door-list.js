@@ -18,6 +18,7 @@ export function doorList({ id = "door-list" } = {}) {
     h("div", { class: "filters" }, h("label", {}, "Find", filter), csv), message, body);
   let data = null;
   let screeningId = null;
+  let loads = 0;
 
   function render() {
     if (!data) return;
@@ -43,6 +44,7 @@ export function doorList({ id = "door-list" } = {}) {
   }
 
   async function load(sid) {
+    const mine = ++loads;
     screeningId = sid ? String(sid) : null;
     csv.disabled = !screeningId;
     if (!screeningId) {
@@ -52,10 +54,12 @@ export function doorList({ id = "door-list" } = {}) {
       return;
     }
     try {
-      data = await api(`/api/admin/screenings/${encodeURIComponent(screeningId)}/attendees`);
+      const found = await api(`/api/admin/screenings/${encodeURIComponent(screeningId)}/attendees`);
+      if (mine !== loads) return; // another screening (or a fresher load) is the one to show
+      data = found;
       say(message, "");
     } catch (error) {
-      say(message, errorText(error), "error");
+      if (mine === loads) say(message, errorText(error), "error");
       return;
     }
     render();
