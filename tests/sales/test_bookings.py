@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from seatmap.runtime import Runtime
+from seatmap.sales.bookings import parse_filters, where
 from seatmap.settings import Settings
 from tests.refunding import paid_orders
 from tests.shopping import buy
@@ -48,6 +49,44 @@ def parse_csv(response: httpx.Response) -> list[dict[str, str]]:
     # Every record ends with CRLF (a newline inside a quoted field stays as it was sent).
     assert text.endswith("\r\n")
     return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
+@pytest.mark.parametrize(
+    ("query", "conditions", "args"),
+    [
+        ({}, "o.id < $1", [99]),
+        (
+            {"screening_id": "7", "status": "paid"},
+            "o.id < $1 AND o.screening_id = $2 AND o.status = $3",
+            [99, 7, "paid"],
+        ),
+        (
+            {"status": "expired"},
+            "o.id < $1 AND (o.status = 'expired' OR (o.status = 'pending' AND o.expires_at <= now()))",
+            [99],
+        ),
+        ({"email": "A@B.example"}, "o.id < $1 AND lower(u.email) = lower($2)", [99, "A@B.example"]),
+        (
+            {"from": "2026-12-07", "to": "2026-12-07"},
+            "o.id < $1 AND o.created_at >= (($2::date + 0)::timestamp AT TIME ZONE c.timezone)"
+            " AND o.created_at < (($3::date + 1)::timestamp AT TIME ZONE c.timezone)",
+            [99, date(2026, 12, 7), date(2026, 12, 7)],
+        ),
+        ({"q": " 50%_off "}, None, [99, "%50\\%\\_off%", "50%_off"]),
+        ({"cinema_id": "", "q": ""}, "o.id < $1", [99]),
+    ],
+)
+def test_the_where_clause_has_one_parameterised_condition_per_filter_given(
+    query: dict[str, str], conditions: str | None, args: list[Any]
+) -> None:
+    """Pure: only the filters given become conditions, each value a parameter, never SQL text."""
+    sql, values = where(parse_filters(query), None, 99)
+    if conditions is not None:
+        assert sql == conditions
+    assert values == args
+    scoped, scoped_values = where(parse_filters(query), [3, 1], 99)
+    n = scoped_values.index([3, 1]) + 1  # the organizer's cinemas: one more parameter
+    assert f"a.cinema_id = ANY(${n}::bigint[])" in scoped and len(scoped_values) == len(args) + 1
 
 
 async def _sell_at_counter(client: httpx.AsyncClient, staff: User, screening: int, seats: list[str]) -> Any:
