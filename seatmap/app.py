@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from seatmap import metrics, ops, resources, worker
-from seatmap.accounts import users
+from seatmap.accounts import auth, staff, users
 from seatmap.accounts.origins import CrossOriginGuard
 from seatmap.api import QueryGuard
 from seatmap.catalog import auditoriums, cinemas, movies, scheduling, screenings
@@ -32,6 +32,8 @@ from seatmap.live import blocks, holds, socket, suggestions
 from seatmap.logs import RequestLog, configure
 from seatmap.runtime import Runtime, cancel, urls
 from seatmap.sales import (
+    attendees,
+    bookings,
     boxoffice,
     cancellations,
     notifications,
@@ -39,6 +41,8 @@ from seatmap.sales import (
     payments,
     refund_admin,
     refunds,
+    reports,
+    seat_history,
     settlement,
     tickets,
 )
@@ -74,6 +78,7 @@ def create_app(settings: Settings) -> Starlette:
             "/api",
             routes=[
                 *users.routes,
+                *staff.routes,
                 *cinemas.routes,
                 *auditoriums.routes,
                 *movies.routes,
@@ -90,6 +95,10 @@ def create_app(settings: Settings) -> Starlette:
                 *refunds.routes,
                 *refund_admin.routes,
                 *notifications.routes,
+                *bookings.routes,
+                *attendees.routes,
+                *reports.routes,
+                *seat_history.routes,
             ],
         ),
         Mount("/", app=StaticFiles(directory=resources.web_dir(), html=True), name="web"),
@@ -122,6 +131,8 @@ async def _start(rt: Runtime, stack: contextlib.AsyncExitStack) -> list[asyncio.
     """
     assert rt.channels is not None and rt.expiry is not None  # a web runtime has them
     tasks = await rt.channels.start()
+    # A revoked user's tokens leave every process's trust cache at once (accounts/auth.py).
+    await rt.channels.add_handler(auth.revocations_channel(rt), auth.revocation_listener(rt))
     if rt.settings.expiry_notifications:
         await rt.expiry.listen()
     tasks.append(asyncio.create_task(rt.expiry.sweep_forever(), name="expiry.sweeper"))

@@ -228,6 +228,15 @@ def build(
                     "description": _status_text(status),
                     "content": {"application/json": {"schema": schema_of[id(type_)]}},
                 }
+                if status == 200 and doc and doc.also:
+                    # The same rows as a download (exports.py), chosen by the Accept header.
+                    responses["200"]["content"].update({m: {"schema": {"type": "string"}} for m in doc.also})
+                    responses["200"]["headers"] = {
+                        "Content-Disposition": {
+                            "description": "`attachment; filename=…` on a non-JSON answer",
+                            "schema": {"type": "string"},
+                        }
+                    }
         if not any(code.startswith("2") for code in responses):
             responses.setdefault("200", {"description": "OK"})
         if any(p["in"] == "path" for p in parameters):
@@ -246,8 +255,13 @@ def build(
         if doc and doc.auth is not None:
             operation["security"] = [{"bearerAuth": []}, {"cookieAuth": []}]
             operation["x-role"] = doc.auth
+            scoped = ""
+            if doc.scope == "cinema":
+                operation["x-scope"] = "cinema"
+                scoped = " An organizer may, for its own cinemas' data only (403 elsewhere)."
             operation["description"] = (
-                f"Needs a logged-in {doc.auth} (or a higher role).\n\n" + operation.get("description", "")
+                f"Needs a logged-in {doc.auth} (or a higher role).{scoped}\n\n"
+                + operation.get("description", "")
             ).strip()
             responses.setdefault("401", _shared("Unauthorized"))
             responses.setdefault("403", _shared("Forbidden"))

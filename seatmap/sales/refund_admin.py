@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap import jobs
-from seatmap.accounts.auth import require
+from seatmap.accounts import scope
 from seatmap.api import (
     Page,
     cursor_id,
@@ -74,12 +74,16 @@ SELECT r.id, r.order_id, r.payment_id, r.amount, r.currency, r.reason, r.created
        CASE WHEN r.status = 'pending' THEN j.last_error END AS last_error,
        CASE WHEN r.status = 'pending' AND j.status = 'queued' AND j.last_error IS NOT NULL
             THEN j.run_at END AS next_attempt_at,
-       j.id AS job_id
+       j.id AS job_id,
+       (SELECT a.cinema_id FROM orders o JOIN screenings s ON s.id = o.screening_id
+        JOIN auditoriums a ON a.id = s.auditorium_id WHERE o.id = r.order_id) AS cinema_id
 FROM refunds r LEFT JOIN jobs j ON j.dedupe_key = 'refund:' || r.id
 """
+# $4: the caller's cinemas (scope.filter_ids), NULL for every cinema.
 LIST: Final = f"""
 SELECT * FROM ({_ITEMS} WHERE r.id < $1) x
-WHERE $2::text IS NULL OR x.status = $2
+WHERE ($2::text IS NULL OR x.status = $2)
+  AND ($4::bigint[] IS NULL OR x.cinema_id = ANY($4))
 ORDER BY x.id DESC LIMIT $3
 """
 ONE: Final = f"{_ITEMS} WHERE r.id = $1"
@@ -88,6 +92,7 @@ ONE: Final = f"{_ITEMS} WHERE r.id = $1"
 def _item(row: Any) -> RefundItem:
     fields = dict(row)
     fields.pop("job_id")
+    fields.pop("cinema_id")
     return RefundItem(**fields, currency_exponent=exponent(fields["currency"]))
 
 
@@ -102,17 +107,19 @@ async def refund_item(conn: AnyConnection, refund_id: int) -> RefundItem | None:
     query=(enum_param("status", STATUSES), "cursor", int_param("limit", 1, 200)),
     responses={200: RefundPage},
     auth="admin",
+    scope="cinema",
     tags=TAGS,
 )
 async def list_refunds(request: Request) -> Response:
-    await require(request, "admin")
+    """An organizer sees the refunds of its cinemas' orders."""
+    who = await scope.require_scoped(request)
     status = request.query_params.get("status") or None
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}.", path="$.status")
     limit = query_int(request, "limit", 50, minimum=1, maximum=200)
     before = cursor_id(request) or 2**63 - 1
     async with runtime(request).pool.acquire() as conn:
-        rows = await conn.fetch(LIST, before, status, limit + 1)
+        rows = await conn.fetch(LIST, before, status, limit + 1, scope.filter_ids(who))
     items = [_item(r) for r in rows[:limit]]
     next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
     return respond(RefundPage(items=items, next_cursor=next_cursor))
@@ -122,15 +129,17 @@ async def list_refunds(request: Request) -> Response:
     "Retry a dead refund: its job runs again from its first attempt (409 if it is not dead)",
     responses={202: RefundItem, 404: None, 409: None},
     auth="admin",
+    scope="cinema",
     tags=TAGS,
 )
 async def retry_refund(request: Request) -> Response:
-    await require(request, "admin")
+    who = await scope.require_scoped(request)
     refund_id = path_int(request, "id")
     async with runtime(request).pool.acquire() as conn:
         row = await conn.fetchrow(ONE, refund_id)
         if row is None:
             raise NotFound("No such refund.")
+        scope.check_cinema(who, row["cinema_id"])
         if row["status"] != "dead" or not await jobs.retry(conn, row["job_id"]):
             raise Conflict(
                 f"Only a dead refund can be retried; this one is {row['status']}.", status=row["status"]

@@ -5,6 +5,8 @@
 
 import { all, api, available, errorText, logout, me } from "./api.js";
 import { showCinemas, showFilms, showRefunds } from "./admin-catalog.js";
+import { showBookings, showDoorLists } from "./admin-bookings.js";
+import { showReports } from "./admin-reports.js";
 import { confirmDialog } from "./confirm.js";
 import { clear, h, say } from "./dom.js";
 import { clock, dayAndClock, isoDay, listWords, money, zonedIso } from "./format.js";
@@ -333,6 +335,9 @@ const TABS = [
   ["cinemas", "Cinemas & halls", showCinemas],
   ["films", "Films", showFilms],
   ["refunds", "Refunds", showRefunds],
+  ["bookings", "Bookings", showBookings],
+  ["door", "Door lists", showDoorLists],
+  ["reports", "Reports", showReports],
 ];
 
 async function route() {

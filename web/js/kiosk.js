@@ -3,6 +3,7 @@
 // kiosk pings the server every few seconds and says so at once when it cannot reach it.
 
 import { ApiError, all, api, explain, logout, me } from "./api.js";
+import { doorList } from "./door-list.js";
 import { clear, h, say } from "./dom.js";
 import { clock, dayAndClock, listWords, money } from "./format.js";
 import { LiveMap } from "./live.js";
@@ -290,7 +291,12 @@ async function showDoor(root) {
   const list = await upcoming(store.cinema);
   const screening = h("select", { id: "door-screening", "aria-label": "Screening at this door" },
     h("option", { value: "" }, "Any screening"), list.map((s) => screeningOption(s, sessionStorage.getItem("seatmap.door.screening"))));
-  screening.addEventListener("change", () => sessionStorage.setItem("seatmap.door.screening", screening.value));
+  // The door list of the screening this door admits to, refreshed after every scan.
+  const roster = doorList({ id: "door-list" });
+  screening.addEventListener("change", () => {
+    sessionStorage.setItem("seatmap.door.screening", screening.value);
+    roster.load(screening.value);
+  });
   const gate = h("input", { id: "door-gate", value: store.gate, placeholder: "e.g. Door 1", maxlength: 100 });
   gate.addEventListener("change", () => (store.gate = gate.value.trim()));
   const input = h("input", { name: "code", id: "ticket-code", autocomplete: "off", autocapitalize: "off", spellcheck: "false", placeholder: "Scan or type the ticket code", "aria-label": "Ticket code" });
@@ -327,6 +333,7 @@ async function showDoor(root) {
       const where = ticket.seat ? `Seat ${ticket.seat}` : ticket.area || "";
       show("admit", "ADMIT", `${where}${ticket.holder_name ? ` · ${ticket.holder_name}` : ""}`,
         `${ticket.screening.title} · ${clock(ticket.screening.starts_at, tz)} · ${ticket.screening.auditorium}`);
+      if (screening.value) roster.reload();
     } catch (error) {
       if (!(error instanceof ApiError)) throw error;
       if (error.code === "network") {
@@ -343,7 +350,8 @@ async function showDoor(root) {
   clear(root,
     h("div", { class: "door" },
       h("div", { class: "kiosk-row" }, h("label", {}, "Admitting to", screening), h("label", {}, "Gate", gate), camera),
-      form, verdict, h("h2", { class: "small muted" }, "Last scans"), history));
+      form, verdict, h("h2", { class: "small muted" }, "Last scans"), history, roster.el));
+  roster.load(screening.value);
   input.focus();
   return () => clearTimeout(idle);
 }
