@@ -1,0 +1,248 @@
+"""The customer on a phone (390x844, touch) and on a desktop (1440x900): the whole hall in view on
+open, zoom and choose by touch and by keyboard, the hold panel in reach, a hold that follows its
+buyer into another browser. One server for the module; each test makes its own screening."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Final
+
+import asyncpg
+import pytest
+from playwright.async_api import Page, expect
+
+from seatmap.runtime import Runtime
+from seatmap.settings import Secret, Settings
+from tests.browser.pages import Browsers, open_screening, seat
+from tests.conftest import running, with_database
+from tests.support import Server, create_user, make_screening
+
+SHOTS: Final = Path("/tmp/shots/f15")
+HALL: Final = ["SSSSSS_SSSSSSSSSSSSSS_SSSSSS"] * 20 + ["PPPPPP_PPPPPPPPPPPPPP_PPPPPP"] * 4  # 624
+SIZES: Final = {"phone": {"width": 390, "height": 844, "is_mobile": True, "has_touch": True},
+                "desktop": {"width": 1440, "height": 900}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+async def phone_settings(
+    pg_url: str, redis_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Settings]:
+    name = f"seatmap_phone_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await admin.close()
+    yield Settings(
+        database_url=with_database(pg_url, name),
+        redis_url=redis_url,
+        data_dir=tmp_path_factory.mktemp("phone"),
+        dev=True,
+        jwt_secret=Secret("phone-secret-" + "x" * 40),
+        redis_prefix=f"p{uuid.uuid4().hex[:10]}",
+        log_json=False,
+    )
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+async def phone_server(phone_settings: Settings) -> AsyncIterator[Server]:
+    async with running(phone_settings) as srv:
+        yield srv
+
+
+def runtime_of(server: Server) -> Runtime:
+    assert server.runtime is not None
+    return server.runtime
+
+
+async def shot(page: Page, name: str, *, full_page: bool = False) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
+
+
+async def box(page: Page, selector: str) -> dict[str, float]:
+    found: dict[str, float] | None = await page.locator(selector).first.bounding_box()
+    assert found is not None, f"{selector} is not shown"
+    return found
+
+
+async def in_window(page: Page, selector: str) -> bool:
+    b = await box(page, selector)
+    size = page.viewport_size
+    assert size is not None
+    return (
+        b["x"] >= 0
+        and b["y"] >= 0
+        and b["x"] + b["width"] <= size["width"]
+        and b["y"] + b["height"] <= size["height"]
+    )
+
+
+async def seat_px(page: Page, label: str) -> float:
+    return (await box(page, f'.seat[data-label="{label}"] rect'))["width"]
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+async def test_the_whole_hall_is_in_view_on_open(browsers: Browsers, phone_server: Server, size: str) -> None:
+    """The first and last seats and the standing area are inside the window; prices are in each
+    seat's label; after login the header is one line; no horizontal scroll."""
+    rt = runtime_of(phone_server)
+    screening = await make_screening(rt, HALL, ga=[("Standing", 80)])
+    user = await create_user(rt, "customer")
+    page = await browsers.page(phone_server.http, user=user, **SIZES[size])
+    await open_screening(page, screening)
+    for label in ("A1", "A26", "X1", "X26"):
+        assert await in_window(page, f'.seat[data-label="{label}"]'), f"{label} is out of view at {size}"
+    assert await in_window(page, ".ga-zone")
+    await expect(page.locator(".ga-zone")).to_contain_text("80 of 80 left")
+    if size == "desktop":
+        assert await in_window(page, ".legend"), "the legend is below the fold"
+    await expect(seat(page, "X3")).to_have_attribute("aria-label", "Row X seat 3, premium, 50,000 IDR, free")
+    header = await box(page, ".topbar")
+    assert header["height"] < 70, f"the header wraps: {header['height']} px tall"
+    assert await page.evaluate("() => document.documentElement.scrollWidth <= innerWidth")
+    await shot(page, f"map-open-{size}")
+
+
+async def test_a_finger_zooms_into_the_section_then_holds_a_seat(
+    browsers: Browsers, phone_server: Server
+) -> None:
+    """At 390 px seats are too small for a finger: a tap zooms in (seats >= 24 px), the next tap
+    holds; the hold panel is a sheet at the bottom with seats, total, countdown and buttons."""
+    rt = runtime_of(phone_server)
+    screening = await make_screening(rt, HALL)
+    page = await browsers.page(phone_server.http, user=await create_user(rt, "customer"), **SIZES["phone"])
+    await open_screening(page, screening)
+    assert await seat_px(page, "K10") < 24
+    await seat(page, "K10").tap()
+    await expect(page.locator(".map-box")).to_have_class("map-box map-fit zoomed")
+    assert await seat_px(page, "K10") >= 24
+    await expect(seat(page, "K10")).to_have_attribute("data-state", "free")  # the zoom chose nothing
+    await seat(page, "K10").tap()
+    await expect(seat(page, "K10")).to_have_attribute("data-state", "mine")
+    sheet = page.locator(".hold-panel")
+    await expect(sheet.locator("#countdown")).to_be_visible()
+    assert await in_window(page, ".hold-panel #checkout")
+    assert await in_window(page, ".hold-panel #extend")
+    await expect(sheet).to_contain_text("K10")
+    await expect(sheet.locator(".total")).to_contain_text("50,000 IDR")
+    await page.mouse.wheel(0, 400)  # scrolling the page leaves the sheet where it is
+    assert await in_window(page, ".hold-panel #checkout")
+    await shot(page, "map-zoomed-hold-phone")
+    await shot(page, "map-zoomed-hold-phone-full", full_page=True)
+
+
+async def pinch(page: Page, x: float, y: float, start: float, end: float) -> None:
+    """Two fingers moving apart, through the DevTools protocol's touch input."""
+    cdp = await page.context.new_cdp_session(page)
+
+    def points(d: float) -> list[dict[str, Any]]:
+        return [{"x": x - d, "y": y, "id": 1}, {"x": x + d, "y": y, "id": 2}]
+
+    await cdp.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": points(start)})
+    for step in range(1, 9):
+        d = start + (end - start) * step / 8
+        await cdp.send("Input.dispatchTouchEvent", {"type": "touchMove", "touchPoints": points(d)})
+    await cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+async def test_pinch_zooms_and_two_fingers_choose_nothing(browsers: Browsers, phone_server: Server) -> None:
+    """Pinching out on the map makes seats bigger and holds nothing."""
+    rt = runtime_of(phone_server)
+    screening = await make_screening(rt, HALL)
+    page = await browsers.page(phone_server.http, **SIZES["phone"])
+    await open_screening(page, screening)
+    before = await seat_px(page, "K10")
+    b = await box(page, ".map-box")
+    await pinch(page, b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, 20, 120)
+    after = await seat_px(page, "K10")
+    assert after > 2 * before, (before, after)
+    assert await page.locator(".seat[data-state=mine]").count() == 0
+    await expect(page.locator(".login-dialog")).to_have_count(0)
+
+
+async def test_keyboard_and_wheel_zoom_then_choose(browsers: Browsers, phone_server: Server) -> None:
+    """On a desktop: the wheel zooms about the pointer; on the map + zooms, arrows move (the map
+    follows), 0 shows the whole hall, Enter holds."""
+    rt = runtime_of(phone_server)
+    screening = await make_screening(rt, HALL)
+    page = await browsers.page(phone_server.http, user=await create_user(rt, "customer"), **SIZES["desktop"])
+    await open_screening(page, screening)
+    fit = await seat_px(page, "A1")
+    b = await box(page, ".map-box")
+    await page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+    await page.mouse.wheel(0, -300)
+    await page.wait_for_function(
+        "fit => document.querySelector('.seat[data-label=A1] rect').getBoundingClientRect().width > fit",
+        arg=fit * 1.3,
+    )
+    await page.mouse.move(2, 2)  # the pointer leaves the map: its hover tip goes
+    await page.keyboard.press("0")  # not on the map yet: nothing
+    for _ in range(40):
+        await page.keyboard.press("Tab")
+        if await page.evaluate("() => document.activeElement?.classList.contains('seat')"):
+            break
+    else:
+        raise AssertionError("Tab never reached the seat map")
+    await page.keyboard.press("0")
+    assert abs(await seat_px(page, "A1") - fit) < 0.5
+    await page.keyboard.press("+")
+    await page.keyboard.press("+")
+    assert await seat_px(page, "A1") > 2 * fit
+    for key in ("PageDown", "End"):
+        await page.keyboard.press(key)
+    await expect(page.locator(".seat:focus")).to_have_attribute("data-label", "X26")
+    assert await in_window(page, '.seat[data-label="X26"]'), "the zoomed map did not follow the focus"
+    await expect(page.locator(".map-tip")).to_contain_text("Row X seat 26, premium, 50,000 IDR")
+    await page.keyboard.press("Enter")
+    await expect(seat(page, "X26")).to_have_attribute("data-state", "mine")
+    await shot(page, "map-keyboard-zoom-desktop")
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
+async def test_a_second_browser_of_the_same_buyer_sees_and_extends_the_hold(
+    browsers: Browsers, phone_server: Server, size: str
+) -> None:
+    """The buyer holds C3 in one browser; another (own cookies, same account) shows C3 as theirs
+    with the countdown, extends it, and adds C4 to the same hold; a stranger sees both held."""
+    rt = runtime_of(phone_server)
+    screening = await make_screening(rt, ["S" * 10] * 6)
+    buyer = await create_user(rt, "customer")
+    first = await browsers.page(phone_server.http, user=buyer, **SIZES[size])
+    await open_screening(first, screening)
+    await seat(first, "C3").click()
+    await expect(seat(first, "C3")).to_have_attribute("data-state", "mine")
+
+    second = await browsers.page(phone_server.http, user=buyer, **SIZES[size])
+    await open_screening(second, screening)
+    await expect(seat(second, "C3")).to_have_attribute("data-state", "mine")
+    await expect(second.locator("#countdown")).to_be_visible()
+    (held,) = await holds_of(second)
+    await second.locator("#extend").click()
+    await expect(second.locator(".side-column .notice")).to_contain_text("extended")
+    (extended,) = await holds_of(second)
+    assert extended["token"] == held["token"] and extended["expires_at"] > held["expires_at"]
+    await seat(second, "C4").click()
+    await expect(seat(second, "C4")).to_have_attribute("data-state", "mine")
+    assert [h["seats"] for h in await holds_of(first)] == [["C3", "C4"]]
+    # The first browser takes the change up when it is looked at again.
+    await first.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+    await expect(seat(first, "C4")).to_have_attribute("data-state", "mine")
+    stranger = await browsers.page(phone_server.http, **SIZES[size])
+    await open_screening(stranger, screening)
+    await expect(seat(stranger, "C4")).to_have_attribute("data-state", "held")
+    await shot(second, f"second-browser-{size}", full_page=True)
+
+
+async def holds_of(page: Page) -> list[dict[str, Any]]:
+    response = await page.request.get("/api/holds")
+    assert response.ok, await response.text()
+    listed: list[dict[str, Any]] = await response.json()
+    return listed
