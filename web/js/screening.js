@@ -8,7 +8,11 @@ import { clear, h, say, uuid } from "./dom.js";
 import { countdown, dayAndClock, listWords, money, seatWords } from "./format.js";
 import { LiveMap } from "./live.js";
 import { askLogin, askVerification } from "./login.js";
+import { SeatCanvasView } from "./seatcanvas.js";
 import { SeatMapView, legend } from "./seatmap.js";
+
+// Above this many seats the map is a canvas (seatcanvas.js says why: measured).
+const LARGE_HALL = 2000;
 
 const orderKey = (token) => `seatmap.order-key.${token}`;
 
@@ -64,7 +68,8 @@ export async function showScreening(main, id) {
   const panel = h("section", { class: "panel hold-panel", "aria-labelledby": "hold-title" });
   const gaBox = h("section", { class: "panel ga-panel", hidden: !detail.layout.ga.length });
 
-  const view = new SeatMapView(mapBox, detail.layout, {
+  const View = detail.layout.seats.length > LARGE_HALL ? SeatCanvasView : SeatMapView;
+  const view = new View(mapBox, detail.layout, {
     prices: detail.prices,
     priced: detail,
     label: `Seat map of ${detail.auditorium.name}`,

@@ -179,6 +179,7 @@ export class SeatMapView {
     const start = middleRow[Math.floor(middleRow.length / 2)] || this.seats.values().next().value;
     if (start && !this.inert) this._setActive(start);
     this.container.replaceChildren(svg, this.tip);
+    this.container.dataset.drawn = String(this.seats.size);
     this._fitBox();
   }
 
@@ -362,24 +363,7 @@ export class SeatMapView {
   }
 
   _neighbour(entry, key) {
-    const { x, y } = entry.seat;
-    const row = this.rows.get(y);
-    const index = row.indexOf(entry);
-    if (key === "ArrowLeft") return row[index - 1];
-    if (key === "ArrowRight") return row[index + 1];
-    if (key === "Home") return row[0];
-    if (key === "End") return row[row.length - 1];
-    const at = this.rowOrder.indexOf(y);
-    let target;
-    if (key === "ArrowUp") target = this.rowOrder[at - 1];
-    if (key === "ArrowDown") target = this.rowOrder[at + 1];
-    if (key === "PageUp") target = this.rowOrder[0];
-    if (key === "PageDown") target = this.rowOrder[this.rowOrder.length - 1];
-    if (target === undefined) return undefined;
-    // The seat of that row nearest in x (across aisles the rows line up by column).
-    return this.rows.get(target).reduce((best, e) =>
-      Math.abs(e.seat.x - x) < Math.abs(best.seat.x - x) ? e : best,
-    );
+    return neighbour(this.rows, this.rowOrder, entry, key);
   }
 
   _key(event) {
@@ -400,6 +384,28 @@ export class SeatMapView {
     event.preventDefault();
     if (next) this._focus(next, true);
   }
+}
+
+/** The seat an arrow, Home/End or PageUp/PageDown key moves to from `entry` (rows: y -> entries by x). */
+export function neighbour(rows, rowOrder, entry, key) {
+  const { x, y } = entry.seat;
+  const row = rows.get(y);
+  const index = row.indexOf(entry);
+  if (key === "ArrowLeft") return row[index - 1];
+  if (key === "ArrowRight") return row[index + 1];
+  if (key === "Home") return row[0];
+  if (key === "End") return row[row.length - 1];
+  const at = rowOrder.indexOf(y);
+  let target;
+  if (key === "ArrowUp") target = rowOrder[at - 1];
+  if (key === "ArrowDown") target = rowOrder[at + 1];
+  if (key === "PageUp") target = rowOrder[0];
+  if (key === "PageDown") target = rowOrder[rowOrder.length - 1];
+  if (target === undefined) return undefined;
+  // The seat of that row nearest in x (across aisles the rows line up by column).
+  return rows.get(target).reduce((best, e) =>
+    Math.abs(e.seat.x - x) < Math.abs(best.seat.x - x) ? e : best,
+  );
 }
 
 /** Counts for occupancy displays: {free, held, sold, blocked, total}. */

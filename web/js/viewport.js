@@ -30,8 +30,14 @@ export class Viewport {
     this._bind();
   }
 
+  /** The box's size, read when the view changes (reading it per seat forced a layout each time). */
   get size() {
-    return { w: this.box.clientWidth || 1, h: this.box.clientHeight || 1 };
+    if (!this._size) this.measure();
+    return this._size;
+  }
+
+  measure() {
+    this._size = { w: this.box.clientWidth || 1, h: this.box.clientHeight || 1 };
   }
 
   /** Pixels per unit with the whole hall in the box. */
@@ -75,6 +81,7 @@ export class Viewport {
   }
 
   apply() {
+    this.measure();
     this._clamp();
     this.box.classList.toggle("zoomed", this.zoom > 1.001);
     this.onChange(this.view);
