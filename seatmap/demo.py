@@ -81,6 +81,14 @@ CONCERT: Final = LayoutSpec(
     rows=_rows((2, ""), (3, "VVVVVV_VVVVVV")),
     ga=[GaArea(name="Festival floor", capacity=300, category="standard")],
 )
+# An arena: 50 rows of 100 = 5,000 seats (20 | 60 | 20), five vip rows at the front, so the
+# product shows how a large hall looks and behaves (the map draws it on a canvas).
+ARENA: Final = LayoutSpec(
+    rows=_rows(
+        (5, "V" * 20 + "_" + "V" * 60 + "_" + "V" * 20),
+        (45, "S" * 20 + "_" + "S" * 60 + "_" + "S" * 20),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -107,7 +115,11 @@ CINEMAS: Final = (
         "Seatmap Braga",
         "Bandung",
         "Jl. Braga No. 99, Bandung",
-        (Hall("Studio 1", STUDIO_SMALL, "movies"), Hall("Aula Braga", CONCERT, "events")),
+        (
+            Hall("Studio 1", STUDIO_SMALL, "movies"),
+            Hall("Aula Braga", CONCERT, "events"),
+            Hall("Arena Braga", ARENA, "events"),
+        ),
     ),
 )
 
