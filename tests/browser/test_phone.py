@@ -4,57 +4,20 @@ buyer into another browser. One server for the module; each test makes its own s
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
-import asyncpg
 import pytest
 from playwright.async_api import Page, expect
 
 from seatmap.runtime import Runtime
-from seatmap.settings import Secret, Settings
 from tests.browser.pages import Browsers, open_screening, seat
-from tests.conftest import running, with_database
 from tests.support import Server, create_user, make_screening
 
 SHOTS: Final = Path("/tmp/shots/f15")
 HALL: Final = ["SSSSSS_SSSSSSSSSSSSSS_SSSSSS"] * 20 + ["PPPPPP_PPPPPPPPPPPPPP_PPPPPP"] * 4  # 624
 SIZES: Final = {"phone": {"width": 390, "height": 844, "is_mobile": True, "has_touch": True},
                 "desktop": {"width": 1440, "height": 900}}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-async def phone_settings(
-    pg_url: str, redis_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Settings]:
-    name = f"seatmap_phone_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await admin.close()
-    yield Settings(
-        database_url=with_database(pg_url, name),
-        redis_url=redis_url,
-        data_dir=tmp_path_factory.mktemp("phone"),
-        dev=True,
-        jwt_secret=Secret("phone-secret-" + "x" * 40),
-        redis_prefix=f"p{uuid.uuid4().hex[:10]}",
-        log_json=False,
-    )
-    admin = await asyncpg.connect(pg_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-@pytest.fixture(scope="module")
-async def phone_server(phone_settings: Settings) -> AsyncIterator[Server]:
-    async with running(phone_settings) as srv:
-        yield srv
 
 
 def runtime_of(server: Server) -> Runtime:
@@ -90,13 +53,15 @@ async def seat_px(page: Page, label: str) -> float:
 
 
 @pytest.mark.parametrize("size", ["phone", "desktop"])
-async def test_the_whole_hall_is_in_view_on_open(browsers: Browsers, phone_server: Server, size: str) -> None:
+async def test_the_whole_hall_is_in_view_on_open(
+    browsers: Browsers, module_server: Server, size: str
+) -> None:
     """The first and last seats and the standing area are inside the window; prices are in each
     seat's label; after login the header is one line; no horizontal scroll."""
-    rt = runtime_of(phone_server)
+    rt = runtime_of(module_server)
     screening = await make_screening(rt, HALL, ga=[("Standing", 80)])
     user = await create_user(rt, "customer")
-    page = await browsers.page(phone_server.http, user=user, **SIZES[size])
+    page = await browsers.page(module_server.http, user=user, **SIZES[size])
     await open_screening(page, screening)
     for label in ("A1", "A26", "X1", "X26"):
         assert await in_window(page, f'.seat[data-label="{label}"]'), f"{label} is out of view at {size}"
@@ -112,13 +77,13 @@ async def test_the_whole_hall_is_in_view_on_open(browsers: Browsers, phone_serve
 
 
 async def test_a_finger_zooms_into_the_section_then_holds_a_seat(
-    browsers: Browsers, phone_server: Server
+    browsers: Browsers, module_server: Server
 ) -> None:
     """At 390 px seats are too small for a finger: a tap zooms in (seats >= 24 px), the next tap
     holds; the hold panel is a sheet at the bottom with seats, total, countdown and buttons."""
-    rt = runtime_of(phone_server)
+    rt = runtime_of(module_server)
     screening = await make_screening(rt, HALL)
-    page = await browsers.page(phone_server.http, user=await create_user(rt, "customer"), **SIZES["phone"])
+    page = await browsers.page(module_server.http, user=await create_user(rt, "customer"), **SIZES["phone"])
     await open_screening(page, screening)
     assert await seat_px(page, "K10") < 24
     await seat(page, "K10").tap()
@@ -153,11 +118,11 @@ async def pinch(page: Page, x: float, y: float, start: float, end: float) -> Non
     await cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
 
 
-async def test_pinch_zooms_and_two_fingers_choose_nothing(browsers: Browsers, phone_server: Server) -> None:
+async def test_pinch_zooms_and_two_fingers_choose_nothing(browsers: Browsers, module_server: Server) -> None:
     """Pinching out on the map makes seats bigger and holds nothing."""
-    rt = runtime_of(phone_server)
+    rt = runtime_of(module_server)
     screening = await make_screening(rt, HALL)
-    page = await browsers.page(phone_server.http, **SIZES["phone"])
+    page = await browsers.page(module_server.http, **SIZES["phone"])
     await open_screening(page, screening)
     before = await seat_px(page, "K10")
     b = await box(page, ".map-box")
@@ -168,12 +133,12 @@ async def test_pinch_zooms_and_two_fingers_choose_nothing(browsers: Browsers, ph
     await expect(page.locator(".login-dialog")).to_have_count(0)
 
 
-async def test_keyboard_and_wheel_zoom_then_choose(browsers: Browsers, phone_server: Server) -> None:
+async def test_keyboard_and_wheel_zoom_then_choose(browsers: Browsers, module_server: Server) -> None:
     """On a desktop: the wheel zooms about the pointer; on the map + zooms, arrows move (the map
     follows), 0 shows the whole hall, Enter holds."""
-    rt = runtime_of(phone_server)
+    rt = runtime_of(module_server)
     screening = await make_screening(rt, HALL)
-    page = await browsers.page(phone_server.http, user=await create_user(rt, "customer"), **SIZES["desktop"])
+    page = await browsers.page(module_server.http, user=await create_user(rt, "customer"), **SIZES["desktop"])
     await open_screening(page, screening)
     fit = await seat_px(page, "A1")
     b = await box(page, ".map-box")
@@ -208,19 +173,19 @@ async def test_keyboard_and_wheel_zoom_then_choose(browsers: Browsers, phone_ser
 
 @pytest.mark.parametrize("size", ["phone", "desktop"])
 async def test_a_second_browser_of_the_same_buyer_sees_and_extends_the_hold(
-    browsers: Browsers, phone_server: Server, size: str
+    browsers: Browsers, module_server: Server, size: str
 ) -> None:
     """The buyer holds C3 in one browser; another (own cookies, same account) shows C3 as theirs
     with the countdown, extends it, and adds C4 to the same hold; a stranger sees both held."""
-    rt = runtime_of(phone_server)
+    rt = runtime_of(module_server)
     screening = await make_screening(rt, ["S" * 10] * 6)
     buyer = await create_user(rt, "customer")
-    first = await browsers.page(phone_server.http, user=buyer, **SIZES[size])
+    first = await browsers.page(module_server.http, user=buyer, **SIZES[size])
     await open_screening(first, screening)
     await seat(first, "C3").click()
     await expect(seat(first, "C3")).to_have_attribute("data-state", "mine")
 
-    second = await browsers.page(phone_server.http, user=buyer, **SIZES[size])
+    second = await browsers.page(module_server.http, user=buyer, **SIZES[size])
     await open_screening(second, screening)
     await expect(seat(second, "C3")).to_have_attribute("data-state", "mine")
     await expect(second.locator("#countdown")).to_be_visible()
@@ -235,7 +200,7 @@ async def test_a_second_browser_of_the_same_buyer_sees_and_extends_the_hold(
     # The first browser takes the change up when it is looked at again.
     await first.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
     await expect(seat(first, "C4")).to_have_attribute("data-state", "mine")
-    stranger = await browsers.page(phone_server.http, **SIZES[size])
+    stranger = await browsers.page(module_server.http, **SIZES[size])
     await open_screening(stranger, screening)
     await expect(seat(stranger, "C4")).to_have_attribute("data-state", "held")
     await shot(second, f"second-browser-{size}", full_page=True)

@@ -107,8 +107,9 @@ async function showBrowse(root, params) {
             h("ul", {}, shows.map((s) => {
               const from = Math.min(...Object.values(s.prices));
               return h("li", {},
-                h("a", { class: "time", href: `#/screening/${s.id}`, "data-screening": s.id,
-                  "aria-label": `${film.title} at ${clock(s.starts_at, s.cinema.timezone)}, ${s.auditorium.name}, from ${money(from, s)}` },
+                // The link's name is its visible text, so voice control users can say what they see.
+                h("a", { class: "time", href: `#/screening/${s.id}`, "data-screening": s.id },
+                  h("span", { class: "visually-hidden" }, `${film.title} at `),
                   h("strong", {}, clock(s.starts_at, s.cinema.timezone)),
                   h("span", {}, s.auditorium.name),
                   Number.isFinite(from) ? h("span", { class: "from" }, `from ${money(from, s)}`) : null));

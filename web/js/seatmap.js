@@ -192,9 +192,12 @@ export class SeatMapView {
     areas.forEach((area, i) => {
       const x = i * (each + gap);
       const text = s("text", { x: x + each / 2, y: top + 2.4 * CELL, "text-anchor": "middle", class: "ga-text" });
-      const el = s("g", { class: `ga-zone cat-${area.category || "standard"}`, "data-area": area.name, role: this.inert ? null : "button", tabindex: this.inert ? null : 0 },
+      const desc = s("desc", { id: `ga-desc-${i}-${Math.random().toString(36).slice(2, 8)}` });
+      const el = s("g", { class: `ga-zone cat-${area.category || "standard"}`, "data-area": area.name, role: this.inert ? null : "button", tabindex: this.inert ? null : 0, "aria-describedby": desc.id },
+        desc,
         s("rect", { x, y: top, width: each, height: 3.2 * CELL, rx: 2 }),
         s("text", { x: x + each / 2, y: top + 1.3 * CELL, "text-anchor": "middle", class: "ga-name" }, area.name),
+        s("text", { class: "ga-sep", x: x + each / 2, y: top + 1.8 * CELL }, " "),
         text);
       el.addEventListener("keydown", (event) => {
         if (event.key === "Enter" || event.key === " ") {
@@ -202,7 +205,7 @@ export class SeatMapView {
           this.onActivateArea?.(area.name);
         }
       });
-      this.areas.set(area.name, { area, text, el });
+      this.areas.set(area.name, { area, text, el, desc });
       this.setArea(area.name, area.capacity);
       group.append(el);
     });
@@ -217,8 +220,9 @@ export class SeatMapView {
     const words = remaining > 0 ? `${remaining} of ${area.capacity} left` : "sold out";
     text.textContent = words;
     el.classList.toggle("ga-sold-out", remaining <= 0);
+    // The name is what the zone shows (name, what is left); the price is its description.
     const price = this.priceWords[area.category || "standard"];
-    el.setAttribute("aria-label", `Standing area ${area.name}${price ? `, ${price}` : ""}, ${words}`);
+    entry.desc.textContent = `Standing area${price ? `, ${price} each` : ""}`;
   }
 
   /** The box takes the hall's shape, no taller than the window leaves room for: all of it in view. */
