@@ -4,6 +4,7 @@ buyer into another browser. One server for the module; each test makes its own s
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -211,3 +212,32 @@ async def holds_of(page: Page) -> list[dict[str, Any]]:
     assert response.ok, await response.text()
     listed: list[dict[str, Any]] = await response.json()
     return listed
+
+
+@pytest.mark.parametrize("width", [360, 1440, 3840])
+async def test_the_kiosk_fits_from_a_phone_to_4k(
+    browsers: Browsers, module_server: Server, width: int
+) -> None:
+    """Sale and door at 360 px, 1440 px and 4K: no horizontal scroll; the card-receipt field is
+    inside the window and takes input."""
+    rt = runtime_of(module_server)
+    await make_screening(rt, HALL, starts_in=timedelta(minutes=40))
+    staff = await create_user(rt, "staff")
+    height = {360: 740, 1440: 900, 3840: 2160}[width]
+    page = await browsers.page(module_server.http, user=staff, width=width, height=height)
+    await page.goto("/kiosk.html")
+    await expect(page.locator(".seat").first).to_be_visible()
+    wide = "() => document.documentElement.scrollWidth - innerWidth"
+    assert await page.evaluate(wide) <= 0, f"the sale scrolls sideways at {width} px"
+    for field in ("#card-ref",):
+        target = page.locator(field)
+        if await target.count():
+            await target.scroll_into_view_if_needed()
+            b = await box(page, field)
+            assert b["x"] >= 0 and b["x"] + b["width"] <= width, f"{field} is cut off at {width} px"
+            await target.fill("12345")
+    await shot(page, f"kiosk-sale-{width}", full_page=True)
+    await page.goto("/kiosk.html#door")
+    await expect(page.locator(".door-form")).to_be_visible()
+    assert await page.evaluate(wide) <= 0, f"the door scrolls sideways at {width} px"
+    await shot(page, f"kiosk-door-{width}", full_page=True)

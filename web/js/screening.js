@@ -125,6 +125,7 @@ export async function showScreening(main, id) {
     banner.hidden = !words[next];
     banner.textContent = words[next] || "";
     banner.className = `banner banner-${next}`;
+    mapBox.dataset.status = next; // a cancelled map says so over the seats
     main.querySelector(".screening")?.setAttribute("data-status", next);
     renderPanel();
   }

@@ -243,7 +243,9 @@ export class SeatMapView {
         seat: SEAT,
         maxSeatPx: this.maxSeatPx * (SEAT / CELL),
         onChange: (v) => {
-          this.svg.setAttribute("viewBox", `${v.x} ${v.y} ${v.w} ${v.h}`);
+          const box = `${v.x} ${v.y} ${v.w} ${v.h}`;
+          if (this.svg.getAttribute("viewBox") === box) return; // a resize that changed nothing
+          this.svg.setAttribute("viewBox", box);
           this.tip.hidden = true;
         },
       });
