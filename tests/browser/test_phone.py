@@ -4,9 +4,11 @@ buyer into another browser. One server for the module; each test makes its own s
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlencode
 
 import pytest
 from playwright.async_api import Page, expect
@@ -241,3 +243,35 @@ async def test_the_kiosk_fits_from_a_phone_to_4k(
     await expect(page.locator(".door-form")).to_be_visible()
     assert await page.evaluate(wide) <= 0, f"the door scrolls sideways at {width} px"
     await shot(page, f"kiosk-door-{width}", full_page=True)
+
+
+async def test_browse_opens_on_the_next_day_with_screenings_and_a_cancelled_map_says_so(
+    browsers: Browsers, module_server: Server
+) -> None:
+    """A city whose next screening is in three days opens on that day, its showtime shown; a
+    cancelled screening's map says "Cancelled" over the seats."""
+    rt = runtime_of(module_server)
+    city = f"Kota {uuid.uuid4().hex[:6]}"
+    screening = await make_screening(rt, ["S" * 10] * 4, starts_in=timedelta(days=3))
+    async with rt.pool.acquire() as conn:
+        await conn.execute(
+            "UPDATE cinemas SET city = $1 WHERE id = (SELECT a.cinema_id FROM screenings s"
+            " JOIN auditoriums a ON a.id = s.auditorium_id WHERE s.id = $2)",
+            city, screening,
+        )  # fmt: skip
+        day = await conn.fetchval(
+            "SELECT (s.starts_at AT TIME ZONE c.timezone)::date FROM screenings s"
+            " JOIN auditoriums a ON a.id = s.auditorium_id JOIN cinemas c ON c.id = a.cinema_id"
+            " WHERE s.id = $1",
+            screening,
+        )
+    page = await browsers.page(module_server.http, **SIZES["phone"])
+    await page.goto(f"/#/?{urlencode({'city': city})}")
+    await expect(page.locator('.day[aria-pressed="true"]')).to_have_attribute("data-date", day.isoformat())
+    await expect(page.locator(f'a.time[data-screening="{screening}"]')).to_be_visible()
+    await shot(page, "browse-next-day-phone", full_page=True)
+    cancelled = await make_screening(rt, ["S" * 10] * 4, status="cancelled")
+    await page.goto(f"/#/screening/{cancelled}")
+    await expect(page.locator(".map-box")).to_have_attribute("data-status", "cancelled")
+    await expect(page.locator(".banner")).to_contain_text("cancelled")
+    await shot(page, "map-cancelled-phone")

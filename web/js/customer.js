@@ -39,6 +39,16 @@ async function showBrowse(root, params) {
   if (!cities.includes(city)) city = cities[0] || "";
   let cinema = params.get("cinema") || "";
   let date = params.get("date") || isoDay(new Date());
+  if (!params.get("date") && city) {
+    // Late at night today may have nothing left: open on the next day that has screenings.
+    try {
+      const [next] = await all(`/api/screenings?${new URLSearchParams({ city, limit: "1" })}`, 1);
+      // `starts_at` is in the cinema's zone, whose day `?date=` means.
+      if (next && next.starts_at.slice(0, 10) > date) date = next.starts_at.slice(0, 10);
+    } catch {
+      // the day's own request below says what went wrong
+    }
+  }
   let movie = params.get("movie") || "";
 
   const citySelect = h("select", { id: "city", "aria-label": "City" }, cities.map((c) => h("option", { value: c, selected: c === city }, c)));
