@@ -106,7 +106,7 @@ class AccountHolds:
 
         One pipeline without MULTI: the holds of different screenings live in different slots.
         """
-        tokens: list[str] = await self.inventory.redis.zrange(self.key(user_id), 0, -1)
+        tokens = [str(token) for token in await self.inventory.redis.zrange(self.key(user_id), 0, -1)]
         if not tokens:
             return []
         async with self.inventory.redis.pipeline(transaction=False) as pipe:

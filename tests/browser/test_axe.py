@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
 
+import pytest
 from playwright.async_api import Page, expect
 
 from tests.browser.axe import FAILING, audit, summary
@@ -18,8 +19,9 @@ SHOTS: Final = Path("/tmp/shots/f15")
 
 
 class Audits:
-    def __init__(self, script: Path) -> None:
+    def __init__(self, script: Path, size: str) -> None:
         self.script = script
+        self.size = size
         self.found: dict[str, dict[str, list[dict[str, Any]]]] = {}
 
     async def __call__(self, page: Page, name: str, *, shot: bool = True) -> None:
@@ -27,26 +29,34 @@ class Audits:
         self.found[name] = await audit(page, self.script)
         if shot:
             SHOTS.mkdir(parents=True, exist_ok=True)
-            await page.screenshot(path=str(SHOTS / f"axe-{name}.png"), full_page=True)
+            await page.screenshot(path=str(SHOTS / f"axe-{name}-{self.size}.png"), full_page=True)
 
     def check(self) -> None:
         report = "\n".join(s for name, found in self.found.items() if (s := summary(name, found)))
-        print(f"\naxe-core on {len(self.found)} pages:\n{report or '  nothing found'}")
+        print(f"\naxe-core on {len(self.found)} pages at {self.size}:\n{report or '  nothing found'}")
         failing = {name: [v["id"] for i in FAILING for v in f.get(i, [])] for name, f in self.found.items()}
         assert not any(failing.values()), f"serious or critical axe findings: {failing}\n{report}"
 
 
+SIZES: Final[dict[str, dict[str, Any]]] = {
+    "phone": {"width": 390, "height": 844, "is_mobile": True, "has_touch": True},
+    "desktop": {"width": 1440, "height": 900},
+}
+
+
+@pytest.mark.parametrize("size", ["phone", "desktop"])
 async def test_no_serious_accessibility_findings_on_any_main_page(
-    browsers: Browsers, module_server: Server, axe_script: Path
+    browsers: Browsers, module_server: Server, axe_script: Path, size: str
 ) -> None:
-    """Every main page, in the state a person sees it, has no serious or critical axe violation."""
+    """Every main page, in the state a person sees it, at 390x844 and 1440x900, has no serious or
+    critical axe violation (each is also a screenshot in /tmp/shots/f15/axe-*-SIZE.png)."""
     rt = module_server.runtime
     assert rt is not None
     screening = await make_screening(rt, ["S" * 12] * 6, ga=[("Floor", 20)], starts_in=timedelta(minutes=30))
-    audits = Audits(axe_script)
+    audits = Audits(axe_script, size)
     customer = await create_user(rt, "customer")
 
-    page = await browsers.page(module_server.http, width=1280, height=900)
+    page = await browsers.page(module_server.http, **SIZES[size])
     await page.goto("/")
     await expect(page.locator("main h1")).to_be_visible()
     await audits(page, "browse")
@@ -73,15 +83,7 @@ async def test_no_serious_accessibility_findings_on_any_main_page(
     await expect(page.locator(".order-list")).to_be_visible()
     await audits(page, "my-tickets")
 
-    phone = await browsers.page(
-        module_server.http, user=customer, width=390, height=844, is_mobile=True, has_touch=True
-    )
-    await open_screening(phone, screening)
-    await seat(phone, "D5").click()
-    await expect(seat(phone, "D5")).to_have_attribute("data-state", "mine")
-    await audits(phone, "hold-sheet-phone")
-
-    kiosk = await browsers.page(module_server.http, width=1440, height=900)
+    kiosk = await browsers.page(module_server.http, **SIZES[size])
     await kiosk.goto("/kiosk.html")
     await log_in_here(kiosk, await create_user(rt, "staff"))
     await expect(kiosk.locator(".seat").first).to_be_visible()
@@ -90,7 +92,7 @@ async def test_no_serious_accessibility_findings_on_any_main_page(
     await expect(kiosk.locator(".door-form")).to_be_visible()
     await audits(kiosk, "kiosk-door")
 
-    admin = await browsers.page(module_server.http, width=1440, height=900)
+    admin = await browsers.page(module_server.http, **SIZES[size])
     await admin.goto("/admin.html")
     await log_in_here(admin, await create_user(rt, "admin"))
     await expect(admin.locator("#main h2").first).to_be_visible()

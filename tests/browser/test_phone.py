@@ -19,8 +19,10 @@ from tests.support import Server, create_user, make_screening
 
 SHOTS: Final = Path("/tmp/shots/f15")
 HALL: Final = ["SSSSSS_SSSSSSSSSSSSSS_SSSSSS"] * 20 + ["PPPPPP_PPPPPPPPPPPPPP_PPPPPP"] * 4  # 624
-SIZES: Final = {"phone": {"width": 390, "height": 844, "is_mobile": True, "has_touch": True},
-                "desktop": {"width": 1440, "height": 900}}  # fmt: skip
+SIZES: Final[dict[str, dict[str, Any]]] = {
+    "phone": {"width": 390, "height": 844, "is_mobile": True, "has_touch": True},
+    "desktop": {"width": 1440, "height": 900},
+}
 
 
 def runtime_of(server: Server) -> Runtime:
@@ -34,9 +36,9 @@ async def shot(page: Page, name: str, *, full_page: bool = False) -> None:
 
 
 async def box(page: Page, selector: str) -> dict[str, float]:
-    found: dict[str, float] | None = await page.locator(selector).first.bounding_box()
+    found = await page.locator(selector).first.bounding_box()
     assert found is not None, f"{selector} is not shown"
-    return found
+    return {"x": found["x"], "y": found["y"], "width": found["width"], "height": found["height"]}
 
 
 async def in_window(page: Page, selector: str) -> bool:
