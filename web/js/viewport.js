@@ -153,6 +153,7 @@ export class Viewport {
 
   _down(event) {
     if (event.pointerType === "mouse" && event.button !== 0) return;
+    this.suppressClick = false; // a new gesture: what ended the last one no longer matters
     if (!this.pointers.size) {
       window.addEventListener("pointermove", this._move);
       window.addEventListener("pointerup", this._up);
