@@ -28,7 +28,7 @@ from seatmap.errors import (
     starlette_http_handler,
     unexpected_handler,
 )
-from seatmap.live import blocks, holds, socket, suggestions
+from seatmap.live import account_holds, blocks, holds, socket, suggestions
 from seatmap.logs import RequestLog, configure
 from seatmap.runtime import Runtime, cancel, urls
 from seatmap.sales import (
@@ -85,6 +85,7 @@ def create_app(settings: Settings) -> Starlette:
                 *screenings.routes,
                 *scheduling.routes,
                 *holds.routes,
+                *account_holds.routes,
                 *blocks.routes,
                 *suggestions.routes,
                 *orders.routes,

@@ -10,15 +10,16 @@ running it twice, or from several processes starting at once, leaves exactly one
 from __future__ import annotations
 
 import logging
+import secrets
 import zoneinfo
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Final
+from typing import Any, Final
 
 from seatmap.accounts import users
 from seatmap.accounts.auth import Role
 from seatmap.catalog.auditoriums import insert_auditorium
-from seatmap.catalog.layouts import GaArea, LayoutSpec
+from seatmap.catalog.layouts import GaArea, Layout, LayoutSpec
 from seatmap.catalog.scheduling import CLEANING
 from seatmap.db import Pool
 from seatmap.errors import EmailTaken
@@ -81,6 +82,14 @@ CONCERT: Final = LayoutSpec(
     rows=_rows((2, ""), (3, "VVVVVV_VVVVVV")),
     ga=[GaArea(name="Festival floor", capacity=300, category="standard")],
 )
+# An arena: 50 rows of 100 = 5,000 seats (20 | 60 | 20), five vip rows at the front, so the
+# product shows how a large hall looks and behaves (the map draws it on a canvas).
+ARENA: Final = LayoutSpec(
+    rows=_rows(
+        (5, "V" * 20 + "_" + "V" * 60 + "_" + "V" * 20),
+        (45, "S" * 20 + "_" + "S" * 60 + "_" + "S" * 20),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,11 @@ CINEMAS: Final = (
         "Seatmap Braga",
         "Bandung",
         "Jl. Braga No. 99, Bandung",
-        (Hall("Studio 1", STUDIO_SMALL, "movies"), Hall("Aula Braga", CONCERT, "events")),
+        (
+            Hall("Studio 1", STUDIO_SMALL, "movies"),
+            Hall("Aula Braga", CONCERT, "events"),
+            Hall("Arena Braga", ARENA, "events"),
+        ),
     ),
 )
 
@@ -147,6 +160,52 @@ FROM unnest($1::bigint[], $2::timestamptz[], $3::text[], $4::bigint[])
      AS p (hall, starts_at, category, amount)
 JOIN screenings s ON s.auditorium_id = p.hall AND s.starts_at = p.starts_at
 """
+# The first screenings of the biggest cinema hall start part sold, one nearly sold out, so the
+# first map a visitor opens is not empty: (share of its seats sold) for the next three shows.
+SOLD_SHARES: Final = (0.96, 0.55, 0.25)
+INSERT_SALE: Final = """
+INSERT INTO orders (screening_id, channel, sold_by, hold_token, status, currency, total, expires_at,
+                    paid_at, seats_published)
+VALUES ($1, 'boxoffice', $2, $3, 'paid', 'IDR', $4, now(), now(), true) RETURNING id
+"""
+INSERT_TICKETS: Final = """
+INSERT INTO tickets (code, order_id, screening_id, seat_label, category, price)
+SELECT code, $1, $2, seat, category, price
+FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[]) AS t (code, seat, category, price)
+"""
+PRICES_OF: Final = "SELECT category, amount FROM screening_prices WHERE screening_id = $1"
+NEXT_SHOWS: Final = """
+SELECT s.id FROM screenings s WHERE s.auditorium_id = $1 AND s.starts_at > now()
+ORDER BY s.starts_at LIMIT $2
+"""
+
+
+def sold_first(layout: Layout, share: float) -> list[str]:
+    """The seats a part-sold show has sold: the best first (middle, two thirds back), as people
+    choose, so what is left is the edges and the front. Pure, so it is tested without a database."""
+    count = round(len(layout.seats) * share)
+    middle_x = (layout.width - 1) / 2
+    sweet_y = (layout.height - 1) * 0.66
+    ranked = sorted(layout.seats, key=lambda s: (abs(s.x - middle_x) / max(1, layout.width)) ** 2
+                    + (abs(s.y - sweet_y) / max(1, layout.height)) ** 2)  # fmt: skip
+    return [seat.label for seat in ranked[:count]]
+
+
+async def _sell_some(conn: Any, hall: int, layout: Layout, staff: int | None) -> int:
+    """Box-office sales on the hall's next shows (SOLD_SHARES); the live map is rebuilt from these
+    tickets (invariant 5), so nothing else is needed for the seats to show sold."""
+    shows = [row["id"] for row in await conn.fetch(NEXT_SHOWS, hall, len(SOLD_SHARES))]
+    category = {seat.label: seat.category for seat in layout.seats}
+    for screening, share in zip(shows, SOLD_SHARES, strict=False):
+        seats = sold_first(layout, share)
+        prices = dict(await conn.fetch(PRICES_OF, screening))
+        amounts = [prices.get(category[s], 0) for s in seats]
+        order = await conn.fetchval(INSERT_SALE, screening, staff, f"demo.{screening}", sum(amounts))
+        await conn.execute(
+            INSERT_TICKETS, order, screening, [secrets.token_urlsafe(16) for _ in seats], seats,
+            [category[s] for s in seats], amounts,
+        )  # fmt: skip
+    return len(shows)
 
 
 @dataclass(frozen=True)
@@ -233,11 +292,16 @@ async def load(pool: Pool) -> None:
             except EmailTaken:
                 log.info("demo account %s exists already; kept as it is", email)
         halls: list[tuple[int, list[str], str]] = []
+        biggest: tuple[int, Layout] | None = None
         for name, city, address, rooms in CINEMAS:
             cinema_id = await conn.fetchval(INSERT_CINEMA, name, city, TIMEZONE, address)
             for room in rooms:
                 created = await insert_auditorium(conn, cinema_id, room.name, room.layout)
                 halls.append((created.id, created.categories, room.shows))
+                if room.shows == "movies" and (
+                    biggest is None or len(created.layout.seats) > len(biggest[1].seats)
+                ):
+                    biggest = (created.id, created.layout)
         movies = []
         for title, kind, minutes, rating, description in MOVIES:
             movie_id = await conn.fetchval(INSERT_MOVIE, title, kind, minutes, rating, description)
@@ -258,6 +322,9 @@ async def load(pool: Pool) -> None:
             (s.hall, s.starts_at, category, amount) for s in shows for category, amount in s.prices.items()
         ]
         await conn.execute(INSERT_PRICES, *(list(column) for column in zip(*prices, strict=True)))
+        if biggest is not None:
+            staff = await conn.fetchval("SELECT id FROM users WHERE role = 'staff' ORDER BY id LIMIT 1")
+            await _sell_some(conn, biggest[0], biggest[1], staff)
         log.info(
             "demo data loaded: %d cinemas, %d halls, %d screenings", len(CINEMAS), len(halls), len(shows)
         )

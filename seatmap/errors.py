@@ -26,7 +26,7 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     │   ├── InUse                     409 in_use
     │   ├── NotOnSale                 409 not_on_sale
     │   ├── SeatTaken                 409 seat_taken        (seats, taken, blocked)
-    │   ├── HoldLimit                 409 hold_limit
+    │   ├── HoldLimit                 409 hold_limit        (token, screening_id, seats, expires_at)
     │   ├── HoldExpired               409 hold_expired
     │   ├── OrderExists               409 order_exists      (order_id)
     │   ├── OrderClosed               409 order_closed      (status)

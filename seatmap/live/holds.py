@@ -167,7 +167,7 @@ class Holds:
         try:
             if best is not None and seats:
                 raise InvalidInput("Ask for `seats` or `best_available`, not both.", path="$.best_available")
-            if address is not None and self.settings.holds_per_account > 0:
+            if address is not None:  # counted (and listed by GET /api/holds) even with no cap
                 await self.accounts.reserve(who.user_id, token)
                 reserved = True
             if best is not None:
@@ -177,6 +177,8 @@ class Holds:
         except BaseException as exc:
             if reserved:
                 await self.accounts.forget(who.user_id, token)
+            if isinstance(exc, HoldLimit):
+                await self._name_hold(who, exc)
             if isinstance(exc, SeatmapError):
                 HOLDS.labels(HOLD_OUTCOMES.get(exc.code, "error")).inc()
             elif isinstance(exc, Exception):
@@ -186,6 +188,17 @@ class Holds:
             await self.accounts.made(who.user_id, token)
         _CREATED.inc()
         return made
+
+    async def _name_hold(self, who: Principal, error: HoldLimit) -> None:
+        """The 409 names the hold in the way (the caller's own: the script read the caller's
+        holds), so a client that lost its token takes that hold up instead of waiting it out."""
+        token = error.details.get("token")
+        if isinstance(token, str):
+            try:
+                held = await self.get(who, token)
+            except SeatmapError:
+                return  # it ended meanwhile: the token and screening still say which it was
+            error.details.update(seats=held.seats, expires_at=held.expires_at)
 
     async def _create(
         self, who: Principal, screening: int, seats: list[str], ga: GASelection | None, token: str,
@@ -402,9 +415,11 @@ def refusal(reply: replies.Refusal) -> SeatmapError:
             )
         case replies.NotOnSale(reason):
             return NotOnSale(_NOT_ON_SALE.get(reason, "This screening is not on sale."), reason=reason)
-        case replies.HoldLimit():
+        case replies.HoldLimit(tokens):
+            named = {"token": tokens[0], "screening_id": int(tokens[0].partition(".")[0])} if tokens else {}
             return HoldLimit(
-                "You already hold seats for this screening: add to that hold or release it first."
+                "You already hold seats for this screening: add to that hold or release it first.",
+                **named,
             )
         case replies.Strand(seat):
             return WouldStrandSeat(

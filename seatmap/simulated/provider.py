@@ -24,7 +24,7 @@ import random
 import secrets
 import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -205,13 +205,27 @@ class SimulatedGateway:
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    # In the product's own stylesheet and landmarks (served beside it); it stands in for a
+    # provider's page, so it says that it is a simulation.
     return HTMLResponse(
-        f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)}</title>"
-        "<meta name=viewport content='width=device-width'>"
-        "<style>body{font:16px system-ui;max-width:30em;margin:3em auto}button{font-size:1.1em}"
-        "form{display:inline;margin-right:1em}</style><h1>Simulated payment</h1>" + body + "</html>",
+        f"<!doctype html><html lang=en><meta charset=utf-8><title>{html.escape(title)} · seatmap</title>"
+        "<meta name=viewport content='width=device-width, initial-scale=1'>"
+        "<link rel=icon href='data:,'><link rel=stylesheet href='/css/seatmap.css'>"
+        "<body class=pay-page><header class=topbar><span class=brand>"
+        "<span class=brand-mark aria-hidden=true>▦</span> seatmap</span>"
+        "<span class='badge'>Simulated payment provider</span></header>"
+        f"<main id=main><section class='panel pay-panel'><h1>{html.escape(title)}</h1>"
+        + body
+        + "</section></main></body></html>",
         status_code=status,
     )
+
+
+def _deadline(expires_at: datetime) -> str:
+    """The deadline as a person reads it, with its zone (the provider knows no cinema's zone)."""
+    stamp = expires_at.astimezone(UTC)
+    iso = html.escape(stamp.isoformat(timespec="seconds"), quote=True)
+    return f"<time datetime='{iso}'>{stamp:%H:%M} UTC, {stamp:%d %b %Y}</time>"
 
 
 def _gateway(request: Request) -> SimulatedGateway:
@@ -237,7 +251,8 @@ async def payment_page(request: Request) -> Response:
     if row is None:
         return _page("Unknown payment", "<p>There is no such payment.</p>", 404)
     amount = html.escape(format_amount(row["amount"], row["currency"]))
-    what = f"<p>{html.escape(row['description'])}</p><p><strong>{amount}</strong></p>"
+    what = f"<p>{html.escape(row['description'])}</p>"
+    what += f"<p class=total><span>Total</span><strong>{amount}</strong></p>"
     back = f"<p><a href='{html.escape(row['return_url'], quote=True)}'>Back to the shop</a></p>"
     if row["status"] != "open":
         return _page(
@@ -249,9 +264,11 @@ async def payment_page(request: Request) -> Response:
     return _page(
         "Pay",
         what
-        + f"<p>Pay before {row['expires_at'].isoformat(timespec='seconds')}.</p>"
-        + f"<form method=post action='/pay/{pid}/approve'><button>Approve</button></form>"
-        + f"<form method=post action='/pay/{pid}/decline'><button>Decline</button></form>",
+        + f"<p class=expiry>Pay before {_deadline(row['expires_at'])}.</p>"
+        + "<div class=actions>"
+        + f"<form method=post action='/pay/{pid}/approve'><button class=primary>Approve</button></form>"
+        + f"<form method=post action='/pay/{pid}/decline'><button class=secondary>Decline</button></form>"
+        + "</div>",
     )
 
 

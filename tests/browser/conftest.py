@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Final, NoReturn
 
+import asyncpg
 import pytest
+import redis.asyncio as aioredis
 from playwright.async_api import Browser, Error as PlaywrightError, async_playwright, expect
 
+from seatmap.settings import Secret, Settings
 from tests.browser.pages import TIMEOUT_MS, Browsers
+from tests.conftest import running, with_database
+from tests.support import Server
 
 CHROMIUM: Final = "/usr/bin/chromium"
 CHROMIUM_ARGS: Final = [
@@ -60,3 +68,56 @@ async def browsers(browser: Browser) -> AsyncIterator[Browsers]:
     finally:
         await opened.close()
     assert not opened.errors, f"uncaught JavaScript errors: {opened.errors}"
+
+
+@pytest.fixture(scope="session")
+def axe_script(request: pytest.FixtureRequest) -> Path:
+    """axe-core (pinned) from the npm registry, cached under pytest's cache dir (tests/browser/axe.py)."""
+    from tests.browser.axe import fetch_axe
+
+    try:
+        return fetch_axe(request.config.cache.mkdir("axe-core"))
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        _unavailable(f"axe-core could not be fetched from the npm registry: {exc}")
+
+
+# One server for a whole module (its tests make their own screenings and users): a server per
+# test costs more than most browser tests.
+@pytest.fixture(scope="module")
+async def module_settings(
+    pg_url: str, redis_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Settings]:
+    name = f"seatmap_browser_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await admin.close()
+    prefix = f"b{uuid.uuid4().hex[:10]}"
+    yield Settings(
+        database_url=with_database(pg_url, name),
+        redis_url=redis_url,
+        data_dir=tmp_path_factory.mktemp("browser"),
+        dev=True,
+        jwt_secret=Secret("browser-secret-" + "x" * 40),
+        redis_prefix=prefix,
+        log_json=False,
+    )
+    cleanup = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        keys = [k async for k in cleanup.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await cleanup.delete(*keys)
+    finally:
+        await cleanup.aclose()
+    admin = await asyncpg.connect(pg_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="module")
+async def module_server(module_settings: Settings) -> AsyncIterator[Server]:
+    async with running(module_settings) as srv:
+        yield srv

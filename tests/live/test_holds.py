@@ -393,7 +393,7 @@ async def test_holds_go_on_after_redis_drops_the_idle_connections(
         (replies.Taken([], ["A2"]), "seat_taken", {"seats": ["A2"], "taken": [], "blocked": ["A2"]}),
         (replies.Strand("B4"), "would_strand_seat", {"seat": "B4"}),
         (replies.NotOnSale("started"), "not_on_sale", {"reason": "started"}),
-        (replies.HoldLimit(["1.x"]), "hold_limit", {}),
+        (replies.HoldLimit(["1.x"]), "hold_limit", {"token": "1.x", "screening_id": 1}),
         (replies.UnknownArea("Pit"), "invalid_input", {"path": "$.ga.area"}),
         (replies.SoldOut(3), "sold_out", {"remaining": 3}),
         (replies.TooMany(12, 10), "too_many_seats", {"limit": 10}),

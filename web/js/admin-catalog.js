@@ -41,7 +41,7 @@ export async function showCinemas(root, params) {
 
   function renderList() {
     clear(list, h("table", {},
-      h("thead", {}, h("tr", {}, h("th", {}, "Cinema"), h("th", {}, "City"), h("th", {}, "Time zone"), h("th", {}, ""))),
+      h("thead", {}, h("tr", {}, h("th", {}, "Cinema"), h("th", {}, "City"), h("th", {}, "Time zone"), h("th", {}, h("span", { class: "visually-hidden" }, "Actions")))),
       h("tbody", {}, cinemas.map((c) => h("tr", { class: String(c.id) === cinemaId ? "selected" : "" },
         h("td", {}, h("button", { type: "button", class: "link", onclick: () => choose(c.id) }, c.name)),
         h("td", {}, c.city), h("td", {}, c.timezone),
@@ -193,7 +193,7 @@ export async function showFilms(root) {
   async function reload() {
     const movies = await all("/api/movies?limit=100");
     clear(list, h("table", {},
-      h("thead", {}, h("tr", {}, h("th", {}, "Title"), h("th", {}, "Kind"), h("th", {}, "Minutes"), h("th", {}, "Rating"), h("th", {}, ""))),
+      h("thead", {}, h("tr", {}, h("th", {}, "Title"), h("th", {}, "Kind"), h("th", {}, "Minutes"), h("th", {}, "Rating"), h("th", {}, h("span", { class: "visually-hidden" }, "Actions")))),
       h("tbody", {}, movies.map((m) => h("tr", {},
         h("td", {}, m.title), h("td", {}, m.kind), h("td", {}, m.duration_minutes), h("td", {}, m.rating || ""),
         h("td", {}, h("button", { type: "button", class: "link", onclick: () => renderForm(m) }, "Edit"),
@@ -260,7 +260,7 @@ export async function showRefunds(root, params) {
       return;
     }
     clear(list, items.length ? h("table", {},
-      h("thead", {}, h("tr", {}, ["Refund", "Order", "Amount", "Status", "Attempts", "Last error", ""].map((t) => h("th", {}, t)))),
+      h("thead", {}, h("tr", {}, ["Refund", "Order", "Amount", "Status", "Attempts", "Last error"].map((t) => h("th", {}, t)), h("th", {}, h("span", { class: "visually-hidden" }, "Actions")))),
       h("tbody", {}, items.map((r) => h("tr", { class: r.status === "dead" ? "dead" : "" },
         h("td", {}, String(r.id)), h("td", {}, String(r.order_id ?? "")),
         h("td", {}, r.amount !== undefined ? money(r.amount, r) : ""),

@@ -28,7 +28,8 @@ function occupancyBar(counts) {
     h("span", { class: "o-blocked", style: `width:${pct(counts.blocked)}` }));
 }
 
-function countsText(c) {
+function countsText(c, status) {
+  if (status === "cancelled") return `Cancelled${c.sold ? ` · ${c.sold} tickets to refund` : ""}`;
   return `${c.sold} sold · ${c.held} held · ${c.free} free${c.blocked ? ` · ${c.blocked} blocked` : ""}`;
 }
 
@@ -75,7 +76,7 @@ async function showScreenings(root, params) {
               h("td", {}, s.movie.title),
               h("td", {}, s.auditorium.name),
               h("td", {}, h("span", { class: `badge ${s.status === "cancelled" ? "badge-bad" : s.status === "scheduled" ? "badge-ok" : ""}` }, s.status)),
-              h("td", {}, counts ? [occupancyBar(counts), h("span", { class: "small muted" }, countsText(counts))] : "—"));
+              h("td", {}, counts ? [occupancyBar(counts), h("span", { class: "small muted" }, countsText(counts, s.status))] : "—"));
           })))
       : h("p", { class: "muted" }, "No screenings on this day."));
   }
@@ -204,7 +205,7 @@ async function showDetail(box, id, { canCancel, onChanged }) {
       for (const c of changes) if (c.seat !== undefined) view.set(c.seat, display(c.seat));
       renderCounts();
     },
-    onStatus: (status) => { statusBadge.textContent = status; renderButtons(); },
+    onStatus: (status) => { statusBadge.textContent = status; renderButtons(); renderCounts(); },
     onViewers: (n) => (viewers.textContent = `${Math.max(1, n)} viewing`),
     onConnection: (state, info) => { badge.update(state, info); mapBox.classList.toggle("stale", state !== "live"); },
   });
@@ -212,7 +213,7 @@ async function showDetail(box, id, { canCancel, onChanged }) {
   function renderCounts() {
     const c = occupancy(d.layout, live.seats);
     const ga = d.layout.ga.map((a) => `${a.name}: ${live.ga.get(a.name) ?? a.capacity} of ${a.capacity} left`);
-    clear(counts, occupancyBar(c), h("span", { id: "live-counts" }, countsText(c)), ga.length ? h("span", { class: "muted" }, ` · ${ga.join(" · ")}`) : null);
+    clear(counts, occupancyBar(c), h("span", { id: "live-counts" }, countsText(c, live.status || d.status)), ga.length ? h("span", { class: "muted" }, ` · ${ga.join(" · ")}`) : null);
   }
 
   async function loadBlocks() {

@@ -39,6 +39,16 @@ async function showBrowse(root, params) {
   if (!cities.includes(city)) city = cities[0] || "";
   let cinema = params.get("cinema") || "";
   let date = params.get("date") || isoDay(new Date());
+  if (!params.get("date") && city) {
+    // Late at night today may have nothing left: open on the next day that has screenings.
+    try {
+      const [next] = await all(`/api/screenings?${new URLSearchParams({ city, limit: "1" })}`, 1);
+      // `starts_at` is in the cinema's zone, whose day `?date=` means.
+      if (next && next.starts_at.slice(0, 10) > date) date = next.starts_at.slice(0, 10);
+    } catch {
+      // the day's own request below says what went wrong
+    }
+  }
   let movie = params.get("movie") || "";
 
   const citySelect = h("select", { id: "city", "aria-label": "City" }, cities.map((c) => h("option", { value: c, selected: c === city }, c)));
@@ -107,8 +117,9 @@ async function showBrowse(root, params) {
             h("ul", {}, shows.map((s) => {
               const from = Math.min(...Object.values(s.prices));
               return h("li", {},
-                h("a", { class: "time", href: `#/screening/${s.id}`, "data-screening": s.id,
-                  "aria-label": `${film.title} at ${clock(s.starts_at, s.cinema.timezone)}, ${s.auditorium.name}, from ${money(from, s)}` },
+                // The link's name is its visible text, so voice control users can say what they see.
+                h("a", { class: "time", href: `#/screening/${s.id}`, "data-screening": s.id },
+                  h("span", { class: "visually-hidden" }, `${film.title} at `),
                   h("strong", {}, clock(s.starts_at, s.cinema.timezone)),
                   h("span", {}, s.auditorium.name),
                   Number.isFinite(from) ? h("span", { class: "from" }, `from ${money(from, s)}`) : null));

@@ -6,11 +6,15 @@
  * sends `currency_exponent` beside each `currency` (seatmap/money.py, whole rupiah for IDR), so
  * this file keeps no table of currencies and says amounts exactly as the mails do.
  */
+const numberFormats = new Map(); // places -> Intl.NumberFormat: building one is slow on a phone
+
 export function money(amount, priced) {
   if (amount === undefined || amount === null) return "";
   const places = priced.currency_exponent;
-  const text = new Intl.NumberFormat("en-US", { minimumFractionDigits: places, maximumFractionDigits: places })
-    .format(amount / 10 ** places);
+  if (!numberFormats.has(places)) {
+    numberFormats.set(places, new Intl.NumberFormat("en-US", { minimumFractionDigits: places, maximumFractionDigits: places }));
+  }
+  const text = numberFormats.get(places).format(amount / 10 ** places);
   return `${text} ${priced.currency}`;
 }
 

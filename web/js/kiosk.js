@@ -58,6 +58,27 @@ async function upcoming(cinemaId) {
   return all(`/api/screenings?cinema=${cinemaId}&limit=50`, 2);
 }
 
+// The screening lists refresh by themselves: new screenings appear, ended ones go.
+const REFRESH_MS = 30_000;
+
+/** Every REFRESH_MS, the select's options become the cinema's upcoming screenings again
+ *  (`first` options kept, the choice kept); returns the stop function. */
+function refreshing(select, cinemaId, first = []) {
+  const timer = setInterval(async () => {
+    let fresh;
+    try {
+      fresh = await upcoming(cinemaId);
+    } catch {
+      return; // offline: the bar says so; try again next time
+    }
+    if (!select.isConnected || document.activeElement === select) return;
+    const chosen = select.value;
+    select.replaceChildren(...first.map((o) => o.cloneNode(true)), ...fresh.map((s) => screeningOption(s, chosen)));
+    if ([...select.options].some((o) => o.value === chosen)) select.value = chosen;
+  }, REFRESH_MS);
+  return () => clearInterval(timer);
+}
+
 function screeningOption(s, selected) {
   return h("option", { value: s.id, selected: String(s.id) === String(selected) },
     `${clock(s.starts_at, s.cinema.timezone)} · ${s.movie.title} · ${s.auditorium.name}${s.status !== "scheduled" ? ` (${s.status})` : ""}`);
@@ -75,9 +96,14 @@ async function showSale(root, params) {
   clear(root,
     h("div", { class: "kiosk-row" }, h("label", {}, "Screening", picker)),
     body);
+  const stopRefresh = refreshing(picker, cinemaId);
   if (!screeningId) {
     clear(body, h("p", { class: "muted" }, "No screenings left today at this cinema."));
-    return null;
+    // Until one is scheduled: then the sale opens on it.
+    const wait = setInterval(async () => {
+      if ((await upcoming(cinemaId).catch(() => [])).length) route();
+    }, REFRESH_MS);
+    return () => { stopRefresh(); clearInterval(wait); };
   }
   const detail = await api(`/api/screenings/${screeningId}`);
   const selected = new Set();
@@ -242,7 +268,7 @@ async function showSale(root, params) {
       h("div", {}, message, cart)));
   renderCart();
   liveMap.start();
-  return () => { liveMap.stop(); badge.stop(); };
+  return () => { liveMap.stop(); badge.stop(); stopRefresh(); };
 }
 
 // ---- door check-in ------------------------------------------------------------------------------
@@ -297,6 +323,7 @@ async function showDoor(root) {
     sessionStorage.setItem("seatmap.door.screening", screening.value);
     roster.load(screening.value);
   });
+  const stopRefresh = refreshing(screening, store.cinema, [h("option", { value: "" }, "Any screening")]);
   const gate = h("input", { id: "door-gate", value: store.gate, placeholder: "e.g. Door 1", maxlength: 100 });
   gate.addEventListener("change", () => (store.gate = gate.value.trim()));
   const input = h("input", { name: "code", id: "ticket-code", autocomplete: "off", autocapitalize: "off", spellcheck: "false", placeholder: "Scan or type the ticket code", "aria-label": "Ticket code" });
@@ -353,7 +380,7 @@ async function showDoor(root) {
       form, verdict, h("h2", { class: "small muted" }, "Last scans"), history, roster.el));
   roster.load(screening.value);
   input.focus();
-  return () => clearTimeout(idle);
+  return () => { clearTimeout(idle); stopRefresh(); };
 }
 
 async function scanWithCamera(input, check) {

@@ -99,15 +99,31 @@ export async function showOrder(main, id) {
   return () => clearTimeout(timer);
 }
 
+/** "Seats C5, C6 · 2 × Floor" */
+function seatsWords(tickets) {
+  const seats = tickets.filter((t) => t.seat).map((t) => t.seat);
+  const areas = new Map();
+  for (const t of tickets) if (!t.seat && t.area) areas.set(t.area, (areas.get(t.area) || 0) + 1);
+  const parts = seats.length ? [`${seats.length === 1 ? "Seat" : "Seats"} ${seats.join(", ")}`] : [];
+  for (const [area, n] of areas) parts.push(`${n} × ${area}`);
+  return parts.join(" · ") || "No tickets";
+}
+
 export async function showOrders(main) {
   const data = await api("/api/orders?limit=50");
   const rows = await Promise.all(
     data.items.map(async (order) => {
-      const screening = await screeningBrief(order.screening_id);
+      // The list names no seats: each order's own page does (fetched together, at most 50).
+      const [screening, full] = await Promise.all([
+        screeningBrief(order.screening_id),
+        api(`/api/orders/${order.id}`).catch(() => null),
+      ]);
       return h("li", { class: "order-row" },
         h("a", { href: `#/order/${order.id}` },
-          h("strong", {}, screening ? screening.movie.title : `Screening ${order.screening_id}`),
-          h("span", {}, screening ? dayAndClock(screening.starts_at, screening.cinema.timezone) : ""),
+          h("strong", { class: "order-film" }, screening ? screening.movie.title : `Screening ${order.screening_id}`),
+          h("span", { class: "order-when" }, screening ? dayAndClock(screening.starts_at, screening.cinema.timezone) : ""),
+          h("span", { class: "order-where" }, screening ? `${screening.cinema.name} · ${screening.auditorium.name}` : ""),
+          h("span", { class: "order-seats" }, full ? seatsWords(full.tickets) : ""),
           h("span", { class: `status-${order.status}` }, STATUS_WORDS[order.status] || order.status),
           h("span", {}, money(order.total, order))));
     }),

@@ -8,9 +8,12 @@ import { clear, h, say, uuid } from "./dom.js";
 import { countdown, dayAndClock, listWords, money, seatWords } from "./format.js";
 import { LiveMap } from "./live.js";
 import { askLogin, askVerification } from "./login.js";
+import { SeatCanvasView } from "./seatcanvas.js";
 import { SeatMapView, legend } from "./seatmap.js";
 
-const holdKey = (id) => `seatmap.hold.${id}`;
+// Above this many seats the map is a canvas (seatcanvas.js says why: measured).
+const LARGE_HALL = 2000;
+
 const orderKey = (token) => `seatmap.order-key.${token}`;
 
 export function connectionBadge() {
@@ -65,11 +68,13 @@ export async function showScreening(main, id) {
   const panel = h("section", { class: "panel hold-panel", "aria-labelledby": "hold-title" });
   const gaBox = h("section", { class: "panel ga-panel", hidden: !detail.layout.ga.length });
 
-  const view = new SeatMapView(mapBox, detail.layout, {
+  const View = detail.layout.seats.length > LARGE_HALL ? SeatCanvasView : SeatMapView;
+  const view = new View(mapBox, detail.layout, {
     prices: detail.prices,
     priced: detail,
     label: `Seat map of ${detail.auditorium.name}`,
     onActivate: (label, state) => activate(label, state),
+    onActivateArea: (name) => gaBox.querySelector(`[data-area="${CSS.escape(name)}"] input`)?.focus(),
     onFocusSeat: (text) => (seatInfo.textContent = text),
   });
 
@@ -120,6 +125,7 @@ export async function showScreening(main, id) {
     banner.hidden = !words[next];
     banner.textContent = words[next] || "";
     banner.className = `banner banner-${next}`;
+    mapBox.dataset.status = next; // a cancelled map says so over the seats
     main.querySelector(".screening")?.setAttribute("data-status", next);
     renderPanel();
   }
@@ -133,13 +139,32 @@ export async function showScreening(main, id) {
     return user && !user.email_verified ? askVerification(user) : user;
   }
 
-  function remember(next) {
+  // The buyer's other tabs hear of every change to the hold at once; other devices find it with
+  // GET /api/holds when their page opens or comes back into view (and from a 409 hold_limit,
+  // which names the hold). The socket never says whose a seat is (docs/protocol.md).
+  const siblings = "BroadcastChannel" in window ? new BroadcastChannel("seatmap.holds") : null;
+  function remember(next, { tell = true } = {}) {
+    const before = hold ? `${hold.token} ${hold.seats} ${hold.expires_at}` : "";
     hold = next;
-    if (hold) sessionStorage.setItem(holdKey(id), hold.token);
-    else sessionStorage.removeItem(holdKey(id));
     repaint();
     renderPanel();
+    const after = hold ? `${hold.token} ${hold.seats} ${hold.expires_at}` : "";
+    if (tell && before !== after) siblings?.postMessage({ screening: id });
   }
+
+  /** Take up the buyer's live hold on this screening, made in any tab or on any device. */
+  async function adopt() {
+    if (!(await me())) return;
+    try {
+      const mineHere = (await api("/api/holds")).find((h) => h.screening_id === id) || null;
+      if (mineHere || hold) remember(mineHere, { tell: false });
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+    }
+  }
+  if (siblings) siblings.onmessage = (event) => event.data?.screening === id && !busy && adopt();
+  const onVisible = () => document.visibilityState === "visible" && !busy && adopt();
+  document.addEventListener("visibilitychange", onVisible);
 
   async function refreshHold() {
     if (!hold) return;
@@ -158,6 +183,7 @@ export async function showScreening(main, id) {
 
   function refuse(error, context) {
     if (error.code === "hold_expired") remember(null); // nothing left to extend, change or release
+    if (error.code === "hold_limit") adopt(); // the hold in the way is the buyer's own: show it
     say(message, explain(error, context), "error");
     view.flash(error.details?.seats || (error.details?.seat ? [error.details.seat] : []));
   }
@@ -182,7 +208,16 @@ export async function showScreening(main, id) {
       say(message, banner.textContent || "This screening is not on sale.", "warn");
       return;
     }
-    if (state === "held" || state === "sold" || state === "blocked") {
+    if (state === "held" && !busy) {
+      // Maybe the buyer's own, held in another tab or on another device.
+      run(async () => {
+        await adopt();
+        if (mine().has(label)) say(message, `${seatWords(label)} is in your hold.`, "info");
+        else say(message, `${seatWords(label)} is held by someone else.`, "info");
+      });
+      return;
+    }
+    if (state === "sold" || state === "blocked") {
       say(message, `${seatWords(label)} is ${state === "blocked" ? "not available" : state === "held" ? "held by someone else" : "sold"}.`, "info");
       return;
     }
@@ -209,7 +244,13 @@ export async function showScreening(main, id) {
           remember(null); // the hold ended meanwhile: start a new one
         }
       }
-      remember(await api("/api/holds", { method: "POST", body: { screening_id: id, seats: [label] } }));
+      try {
+        remember(await api("/api/holds", { method: "POST", body: { screening_id: id, seats: [label] } }));
+      } catch (error) {
+        if (error.code !== "hold_limit" || !error.details?.token) throw error;
+        // The buyer's hold from another tab or device: take it up and add the seat to it.
+        remember(await api(`/api/holds/${encodeURIComponent(error.details.token)}/seats`, { method: "POST", body: { add: [label] } }));
+      }
       say(message, `${label} is held for you.`, "ok");
     });
   }
@@ -305,6 +346,7 @@ export async function showScreening(main, id) {
     clearInterval(ticker);
     bestButton.disabled = Boolean(hold) || status !== "scheduled";
     bestHint.hidden = !hold;
+    panel.classList.toggle("has-hold", Boolean(hold));
     if (!hold) {
       clear(panel,
         h("h2", { id: "hold-title" }, "Your seats"),
@@ -350,6 +392,7 @@ export async function showScreening(main, id) {
 
   function renderGa() {
     if (!detail.layout.ga.length) return;
+    for (const area of detail.layout.ga) view.setArea(area.name, liveMap.ga.has(area.name) ? liveMap.ga.get(area.name) : area.capacity);
     clear(gaBox, h("h2", {}, "Standing and open areas"),
       ...detail.layout.ga.map((area) => {
         const remaining = liveMap.ga.has(area.name) ? liveMap.ga.get(area.name) : area.capacity;
@@ -363,6 +406,7 @@ export async function showScreening(main, id) {
 
   const zoomOut = h("button", { type: "button", class: "icon", "aria-label": "Zoom out", onclick: () => view.setZoom(view.zoom / 1.5) }, "−");
   const zoomIn = h("button", { type: "button", class: "icon", "aria-label": "Zoom in", onclick: () => view.setZoom(view.zoom * 1.5) }, "+");
+  const wholeHall = h("button", { type: "button", class: "icon", "aria-label": "Show the whole hall", title: "Whole hall", onclick: () => view.fit() }, "⤢");
   const legendList = h("ul", { class: "legend" },
     legend(detail.layout.categories, detail.prices, detail).map(([swatch, name, price]) =>
       h("li", {}, swatch, h("span", {}, name), price ? h("span", { class: "price" }, price) : null)));
@@ -379,24 +423,22 @@ export async function showScreening(main, id) {
       banner,
       h("div", { class: "screening-body" },
         h("div", { class: "map-column" },
-          h("div", { class: "map-tools" }, zoomOut, zoomIn, seatInfo),
+          h("div", { class: "map-tools" }, zoomOut, zoomIn, wholeHall, seatInfo),
           mapBox,
           legendList),
         h("div", { class: "side-column" }, message, panel, gaBox, bestBox))));
 
   setStatus(status);
   renderGa();
-  // On touch screens a big hall starts zoomed in far enough for a finger, centred.
-  if (matchMedia("(pointer: coarse)").matches) view.fitForTouch();
-  // A hold from before a reload (or from before the payment page) is picked up again.
-  const stored = sessionStorage.getItem(holdKey(id));
-  if (stored && user) {
-    hold = { token: stored, seats: [], expires_at: new Date().toISOString(), max_expires_at: new Date().toISOString() };
-    await refreshHold();
-    if (!hold) say(message, "");
-  }
+  // The whole hall in view on open; the legend's height is left free under the map.
+  mapBox.dataset.below = String(Math.ceil(legendList.getBoundingClientRect().height + 24));
+  view.fit();
+  // The buyer's hold, from before a reload, the payment page, another tab or another device.
+  if (user) await adopt();
   liveMap.start();
   return () => {
+    document.removeEventListener("visibilitychange", onVisible);
+    siblings?.close();
     clearInterval(ticker);
     badge.stop();
     liveMap.stop();

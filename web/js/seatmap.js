@@ -1,11 +1,14 @@
 // The seat map as SVG, drawn once from the auditorium layout; afterwards only the seats whose
-// state changed are touched (a class, a mark and an ARIA label), so a 600-seat hall stays
-// smooth on a phone. Seats are buttons in one roving tab stop: Tab reaches the map, arrow keys
-// move between seats (Home/End: row ends, PageUp/PageDown: first/last row), Enter or Space
-// toggles. Every state has its own mark or pattern besides its colour.
+// state changed are touched (a class, a mark and an ARIA label). Seats are buttons in one
+// roving tab stop: Tab reaches the map, arrow keys move between seats (Home/End: row ends,
+// PageUp/PageDown: first/last row), Enter or Space toggles, + and − zoom, 0 shows the whole
+// hall. Every state has its own mark or pattern besides its colour. The box is sized so the
+// whole hall is visible on open (viewport.js zooms and pans by changing the viewBox); standing
+// areas are drawn under the seats with what is left of them.
 
-import { s } from "./dom.js";
+import { h, s } from "./dom.js";
 import { money, STATE_WORDS, seatWords } from "./format.js";
+import { Viewport } from "./viewport.js";
 
 const CELL = 10;
 const SEAT = 8.4;
@@ -50,8 +53,12 @@ export class SeatMapView {
    * layout: the normalised layout ({seats, width, height}); prices: {category: amount};
    * onActivate(label, state) is called when a seat is clicked or chosen by keyboard.
    */
-  constructor(container, layout, { prices = {}, priced, onActivate, onFocusSeat, label, inert = false, maxSeatPx = 34 } = {}) {
+  constructor(container, layout, { prices = {}, priced, onActivate, onActivateArea, onFocusSeat, label, inert = false, maxSeatPx = 34 } = {}) {
     this.maxSeatPx = maxSeatPx;
+    this.onActivateArea = onActivateArea;
+    // money() builds a number format per call: once per category, not once per seat.
+    this.priceWords = Object.fromEntries(Object.entries(prices).map(([c, amount]) => [c, priced ? money(amount, priced) : ""]));
+    this.areas = new Map(); // GA area name -> {area, text, el}
     this.inert = inert; // a picture only (the layout editor's preview): no focus, no buttons
     this.container = container;
     this.layout = layout;
@@ -62,8 +69,11 @@ export class SeatMapView {
     this.seats = new Map(); // label -> {seat, el, rect, mark, state}
     this.rows = new Map(); // y -> seats sorted by x
     this.active = null;
-    this.zoom = 1;
     this._draw(label || "Seat map");
+  }
+
+  get zoom() {
+    return this.viewport?.zoom ?? 1;
   }
 
   _draw(name) {
@@ -71,13 +81,16 @@ export class SeatMapView {
     const left = 2.2 * CELL;
     const top = 3.4 * CELL;
     const w = width * CELL + 2 * left;
-    const hgt = height * CELL + top + CELL;
+    const gaTop = height * CELL + CELL;
+    const gaRows = this.layout.ga?.length ? 4 : 0;
+    const hgt = height * CELL + top + CELL + gaRows * CELL;
+    this.hall = { x: -left, y: -top, w, h: hgt };
     const svg = s("svg", {
       class: "seatmap",
       viewBox: `${-left} ${-top} ${w} ${hgt}`,
       role: this.inert ? "img" : "group",
-      "aria-label": this.inert ? name : `${name}: use the arrow keys to move between seats, Enter to choose`,
-      preserveAspectRatio: "xMidYMin meet",
+      "aria-label": this.inert ? name : `${name}: use the arrow keys to move between seats, Enter to choose, + and − to zoom`,
+      preserveAspectRatio: "xMidYMid meet",
     });
     svg.append(defs());
     const screenW = Math.max(width * CELL * 0.7, CELL * 3);
@@ -127,16 +140,21 @@ export class SeatMapView {
         s("text", { x: width * CELL + CELL, y: cy, "text-anchor": "middle" }, row),
       );
     }
-    svg.append(rowLabels, seatGroup);
+    svg.append(rowLabels, seatGroup, this._drawAreas(gaTop, width * CELL));
     for (const entry of this.seats.values()) this._paint(entry, "free");
 
+    this.svg = svg;
+    this.tip = h("div", { class: "map-tip", role: "presentation", hidden: true });
+    this.container.classList.add("map-fit");
     if (this.inert) {
       this.container.replaceChildren(svg);
-      this.svg = svg;
-      this.setZoom(1);
+      this._fitBox();
       return;
     }
     svg.addEventListener("click", (event) => {
+      if (this.viewport.suppressClick) return; // it ended a drag, a pinch or a zoom-in tap
+      const area = event.target.closest?.(".ga-zone");
+      if (area) return this.onActivateArea?.(area.dataset.area);
       const el = event.target.closest?.(".seat");
       if (!el) return;
       const entry = this.seats.get(el.dataset.label);
@@ -146,15 +164,110 @@ export class SeatMapView {
     svg.addEventListener("keydown", (event) => this._key(event));
     svg.addEventListener("focusin", (event) => {
       const el = event.target.closest?.(".seat");
-      if (el) this.onFocusSeat?.(this.describe(el.dataset.label));
+      if (!el) return;
+      this.onFocusSeat?.(this.describe(el.dataset.label));
+      this._showTip(this.seats.get(el.dataset.label));
     });
-    this.svg = svg;
+    svg.addEventListener("focusout", () => (this.tip.hidden = true));
+    svg.addEventListener("pointerover", (event) => {
+      const el = event.pointerType === "mouse" && event.target.closest?.(".seat");
+      if (el) this._showTip(this.seats.get(el.dataset.label));
+    });
+    svg.addEventListener("pointerleave", () => (this.tip.hidden = true));
     // The roving tab stop starts near the middle of the hall.
     const middleRow = this.rows.get(this.rowOrder[Math.floor(this.rowOrder.length / 2)]) || [];
     const start = middleRow[Math.floor(middleRow.length / 2)] || this.seats.values().next().value;
     if (start && !this.inert) this._setActive(start);
-    this.container.replaceChildren(svg);
-    this.setZoom(1);
+    this.container.replaceChildren(svg, this.tip);
+    this.container.dataset.drawn = String(this.seats.size);
+    this._fitBox();
+  }
+
+  /** Standing areas as zones under the seats, each with what is left of it. */
+  _drawAreas(top, span) {
+    const group = s("g", { class: "ga-zones" });
+    const areas = this.layout.ga || [];
+    const gap = CELL / 2;
+    const each = areas.length ? (span - gap * (areas.length - 1)) / areas.length : 0;
+    areas.forEach((area, i) => {
+      const x = i * (each + gap);
+      const text = s("text", { x: x + each / 2, y: top + 2.4 * CELL, "text-anchor": "middle", class: "ga-text" });
+      const desc = s("desc", { id: `ga-desc-${i}-${Math.random().toString(36).slice(2, 8)}` });
+      const el = s("g", { class: `ga-zone cat-${area.category || "standard"}`, "data-area": area.name, role: this.inert ? null : "button", tabindex: this.inert ? null : 0, "aria-describedby": desc.id },
+        desc,
+        s("rect", { x, y: top, width: each, height: 3.2 * CELL, rx: 2 }),
+        s("text", { x: x + each / 2, y: top + 1.3 * CELL, "text-anchor": "middle", class: "ga-name" }, area.name),
+        s("text", { class: "ga-sep", x: x + each / 2, y: top + 1.8 * CELL }, " "),
+        text);
+      el.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" || event.key === " ") {
+          event.preventDefault();
+          this.onActivateArea?.(area.name);
+        }
+      });
+      this.areas.set(area.name, { area, text, el, desc });
+      this.setArea(area.name, area.capacity);
+      group.append(el);
+    });
+    return group;
+  }
+
+  /** What is left of a standing area, drawn in its zone and said in its label. */
+  setArea(name, remaining) {
+    const entry = this.areas.get(name);
+    if (!entry) return;
+    const { area, text, el } = entry;
+    const words = remaining > 0 ? `${remaining} of ${area.capacity} left` : "sold out";
+    text.textContent = words;
+    el.classList.toggle("ga-sold-out", remaining <= 0);
+    // The name is what the zone shows (name, what is left); the price is its description.
+    const price = this.priceWords[area.category || "standard"];
+    entry.desc.textContent = `Standing area${price ? `, ${price} each` : ""}`;
+  }
+
+  /** The box takes the hall's shape, no taller than the window leaves room for: all of it in view. */
+  _fitBox() {
+    const box = this.container;
+    const resize = () => {
+      const width = box.clientWidth || box.parentElement?.clientWidth || 320;
+      const cells = this.hall.w / CELL;
+      const natural = Math.min(width, cells * this.maxSeatPx) * (this.hall.h / this.hall.w);
+      const top = box.getBoundingClientRect().top + window.scrollY;
+      const below = box.dataset.below ? Number(box.dataset.below) : 56; // the legend under it
+      const room = Math.max(220, window.innerHeight - Math.min(top, window.innerHeight * 0.45) - below);
+      box.style.height = `${Math.round(Math.min(natural, room))}px`;
+      if (this.viewport) this.viewport.apply();
+    };
+    if (!this.viewport) {
+      this.viewport = new Viewport(box, this.hall, {
+        seat: SEAT,
+        maxSeatPx: this.maxSeatPx * (SEAT / CELL),
+        onChange: (v) => {
+          const box = `${v.x} ${v.y} ${v.w} ${v.h}`;
+          if (this.svg.getAttribute("viewBox") === box) return; // a resize that changed nothing
+          this.svg.setAttribute("viewBox", box);
+          this.tip.hidden = true;
+        },
+      });
+      this._resize = resize;
+      new ResizeObserver(() => resize()).observe(box);
+    }
+    resize();
+    // Laid out only after the box joins the page: fit again then.
+    requestAnimationFrame(() => resize());
+  }
+
+  _showTip(entry) {
+    if (!entry || this.inert) return;
+    const v = this.viewport.view;
+    const scale = this.viewport.scale;
+    const x = (entry.seat.x * CELL + CELL / 2 - v.x) * scale;
+    const y = (entry.seat.y * CELL - v.y) * scale;
+    this.tip.textContent = this.describe(entry.seat.label);
+    this.tip.hidden = false;
+    const w = this.tip.offsetWidth;
+    this.tip.style.left = `${Math.max(2, Math.min(this.container.clientWidth - w - 2, x - w / 2))}px`;
+    this.tip.style.top = `${Math.max(2, y - this.tip.offsetHeight - 6)}px`;
   }
 
   /** "Row F seat 12, premium, 75,000 IDR, free" */
@@ -165,8 +278,8 @@ export class SeatMapView {
     const bits = [seatWords(seat.label), seat.category || "standard"];
     if (seat.accessible) bits.push("wheelchair space");
     if (seat.companion) bits.push("companion seat");
-    const price = this.prices[seat.category || "standard"];
-    if (price !== undefined) bits.push(money(price, this.priced));
+    const price = this.priceWords[seat.category || "standard"];
+    if (price) bits.push(price);
     bits.push(STATE_WORDS[state] || state);
     return bits.join(", ");
   }
@@ -225,22 +338,14 @@ export class SeatMapView {
     }
   }
 
+  /** Zoom to `factor` times the whole-hall view, about the middle of what is shown. */
   setZoom(factor) {
-    this.zoom = Math.min(4, Math.max(1, factor));
-    // At zoom 1 the map fits the width; larger zooms scroll inside the container.
-    this.svg.style.width = `${this.zoom * 100}%`;
-    // A small hall is not blown up past `maxSeatPx` a seat.
-    this.svg.style.maxWidth = `${Math.round((this.layout.width + 4.4) * this.maxSeatPx * this.zoom)}px`;
-    this.container.classList.toggle("zoomed", this.zoom > 1);
+    this.viewport.zoomBy(factor / this.viewport.zoom);
   }
 
-  /** Zoom so a seat is about `px` pixels wide (never below the whole-hall view), centred. */
-  fitForTouch(px = 26) {
-    const cells = this.layout.width + 4.4;
-    const perCell = this.container.clientWidth / cells;
-    if (perCell >= px * 0.8) return;
-    this.setZoom(px / perCell);
-    this.container.scrollLeft = (this.container.scrollWidth - this.container.clientWidth) / 2;
+  /** The whole hall again. */
+  fit() {
+    this.viewport.fit();
   }
 
   focusSeat(label) {
@@ -258,35 +363,23 @@ export class SeatMapView {
     this._setActive(entry);
     if (move) {
       entry.el.focus({ preventScroll: true });
-      entry.el.scrollIntoView?.({ block: "nearest", inline: "nearest" });
+      this.viewport.reveal(entry.seat.x * CELL, entry.seat.y * CELL, CELL, CELL);
+      this._showTip(entry);
     }
   }
 
   _neighbour(entry, key) {
-    const { x, y } = entry.seat;
-    const row = this.rows.get(y);
-    const index = row.indexOf(entry);
-    if (key === "ArrowLeft") return row[index - 1];
-    if (key === "ArrowRight") return row[index + 1];
-    if (key === "Home") return row[0];
-    if (key === "End") return row[row.length - 1];
-    const at = this.rowOrder.indexOf(y);
-    let target;
-    if (key === "ArrowUp") target = this.rowOrder[at - 1];
-    if (key === "ArrowDown") target = this.rowOrder[at + 1];
-    if (key === "PageUp") target = this.rowOrder[0];
-    if (key === "PageDown") target = this.rowOrder[this.rowOrder.length - 1];
-    if (target === undefined) return undefined;
-    // The seat of that row nearest in x (across aisles the rows line up by column).
-    return this.rows.get(target).reduce((best, e) =>
-      Math.abs(e.seat.x - x) < Math.abs(best.seat.x - x) ? e : best,
-    );
+    return neighbour(this.rows, this.rowOrder, entry, key);
   }
 
   _key(event) {
     const el = event.target.closest?.(".seat");
     if (!el) return;
     const entry = this.seats.get(el.dataset.label);
+    if (this.viewport.key(event, entry.seat.x * CELL + CELL / 2, entry.seat.y * CELL + CELL / 2)) {
+      this._showTip(entry);
+      return;
+    }
     if (event.key === "Enter" || event.key === " ") {
       event.preventDefault();
       this.onActivate?.(entry.seat.label, entry.state);
@@ -297,6 +390,28 @@ export class SeatMapView {
     event.preventDefault();
     if (next) this._focus(next, true);
   }
+}
+
+/** The seat an arrow, Home/End or PageUp/PageDown key moves to from `entry` (rows: y -> entries by x). */
+export function neighbour(rows, rowOrder, entry, key) {
+  const { x, y } = entry.seat;
+  const row = rows.get(y);
+  const index = row.indexOf(entry);
+  if (key === "ArrowLeft") return row[index - 1];
+  if (key === "ArrowRight") return row[index + 1];
+  if (key === "Home") return row[0];
+  if (key === "End") return row[row.length - 1];
+  const at = rowOrder.indexOf(y);
+  let target;
+  if (key === "ArrowUp") target = rowOrder[at - 1];
+  if (key === "ArrowDown") target = rowOrder[at + 1];
+  if (key === "PageUp") target = rowOrder[0];
+  if (key === "PageDown") target = rowOrder[rowOrder.length - 1];
+  if (target === undefined) return undefined;
+  // The seat of that row nearest in x (across aisles the rows line up by column).
+  return rows.get(target).reduce((best, e) =>
+    Math.abs(e.seat.x - x) < Math.abs(best.seat.x - x) ? e : best,
+  );
 }
 
 /** Counts for occupancy displays: {free, held, sold, blocked, total}. */
