@@ -34,7 +34,8 @@ Kind = Literal["booking_confirmed", "refund_done", "screening_cancelled"]
 
 
 class Notification(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """`kind`: booking_confirmed | refund_done | screening_cancelled."""
+    """`kind`: booking_confirmed | refund_done | screening_cancelled, and for admins and
+    organizers screening_nearly_sold_out | screening_sold_out (alerts.py: no `order_id`)."""
 
     id: int
     kind: str
@@ -160,7 +161,8 @@ async def deliver(rt: Runtime, job: jobs.Job) -> None:
 
 
 @documented(
-    "Your notifications, newest first (booking confirmed, refund done, screening cancelled)",
+    "Your notifications, newest first (booking confirmed, refund done, screening cancelled; for "
+    "admins and organizers, screenings nearly sold out and sold out)",
     query=("cursor", int_param("limit", 1, 100)),
     responses={200: NotificationPage},
     auth="customer",
