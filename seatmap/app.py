@@ -43,7 +43,7 @@ from seatmap.sales import (
     tickets,
 )
 from seatmap.settings import Settings
-from seatmap.simulated import provider
+from seatmap.simulated import provider, undelivered
 
 log = logging.getLogger("seatmap.app")
 
@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> Starlette:
                 *refunds.routes,
                 *refund_admin.routes,
                 *notifications.routes,
+                *undelivered.routes,
             ],
         ),
         Mount("/", app=StaticFiles(directory=resources.web_dir(), html=True), name="web"),
