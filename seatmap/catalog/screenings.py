@@ -91,6 +91,8 @@ class ScreeningDetail(Screening, kw_only=True):
     # Whether a sale asks a name per ticket: required (this event), optional
     # (SEATMAP_ASK_HOLDER_NAMES), or none.
     holder_names: HolderNames = "none"
+    # Until when a buyer may refund a paid order (SEATMAP_REFUND_DEADLINE before the start).
+    refunds_close_at: datetime | None = None
 
 
 # ---- SQL --------------------------------------------------------------------------------------
@@ -210,6 +212,8 @@ async def screening_detail(
         **msgspec.structs.asdict(_screening(row)),
         layout=layout,
         holder_names=names,
+        refunds_close_at=row["starts_at"].astimezone(zoneinfo.ZoneInfo(row["timezone"]))
+        - timedelta(seconds=rt.settings.refund_deadline),
         ga=[
             GaAvailability(name=a.name, category=a.category, capacity=a.capacity, remaining=a.capacity)
             for a in layout.ga

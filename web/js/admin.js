@@ -4,7 +4,8 @@
 // /openapi.json first and say plainly that it is not available, instead of failing.
 
 import { all, api, available, errorText, logout, me } from "./api.js";
-import { showCinemas, showFilms, showRefunds } from "./admin-catalog.js";
+import { showCinemas, showFilms } from "./admin-catalog.js";
+import { showGivenUp, showRefunds } from "./admin-money.js";
 import { confirmDialog } from "./confirm.js";
 import { clear, h, say } from "./dom.js";
 import { clock, dayAndClock, isoDay, listWords, money, zonedIso } from "./format.js";
@@ -333,6 +334,7 @@ const TABS = [
   ["cinemas", "Cinemas & halls", showCinemas],
   ["films", "Films", showFilms],
   ["refunds", "Refunds", showRefunds],
+  ["webhooks", "Gateway webhooks", showGivenUp],
 ];
 
 async function route() {
