@@ -212,3 +212,45 @@ async def test_admin_confirms_a_cash_payout_and_sees_given_up_webhooks(
     await shots(page, "people-admin-given-up")
     await row.get_by_role("button", name="Send again").click()
     await expect(page.get_by_role("alert")).to_contain_text("being sent again")
+
+
+async def test_staff_pay_out_a_cash_refund_at_the_kiosk(
+    browsers: Browsers, server: Server, rt: Runtime, client: httpx.AsyncClient
+) -> None:
+    """The kiosk's Refunds mode lists what is owed at the counter; staff confirm the payout with
+    the till's reference and it leaves the list."""
+    screening = await make_screening(rt, ["S" * 10], strand_rule=False)
+    staff = await create_user(rt, "staff")
+    seller = await login(client, staff)
+    r = await client.post(
+        "/api/boxoffice/sales",
+        json={"screening_id": screening, "seats": ["A3"], "payment_method": "cash"},
+        headers=seller.headers,
+    )
+    assert r.status_code == 201, r.text
+    await cancel_screening(client, rt, screening)
+    assert server.runtime is not None
+    async with rt.pool.acquire() as conn:
+        refund_id = await conn.fetchval("SELECT id FROM refunds")
+    await refunds.run_refund(
+        server.runtime, jobs.Job(1, refunds.JOB, {"refund_id": refund_id}, 1, 3, datetime.now(UTC))
+    )
+    kiosk = await browsers.page(server.http, width=1440, height=900)
+    await kiosk.goto("/kiosk.html#refunds")
+    await log_in_here(kiosk, staff)
+    row = kiosk.locator(f'#refunds-table tr[data-refund="{refund_id}"]')
+    await expect(row).to_contain_text("owed at counter")
+    await shots(kiosk, "people-kiosk-refunds")
+    await row.get_by_role("button", name="Confirm payout").click()
+    await kiosk.locator("#confirm-field").fill("Drawer 3 #118")
+    await kiosk.locator("#confirm-ok").click()
+    await expect(kiosk.get_by_role("alert")).to_contain_text("paid out (Drawer 3 #118)")
+    await expect(kiosk.locator("#refunds-table")).to_have_count(0)
+    async with rt.pool.acquire() as conn:
+        confirmed = await conn.fetchrow(
+            "SELECT till_reference, confirmed_by FROM refunds WHERE id = $1", refund_id
+        )
+    assert confirmed is not None and (confirmed["till_reference"], confirmed["confirmed_by"]) == (
+        "Drawer 3 #118",
+        staff.id,
+    )

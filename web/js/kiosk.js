@@ -5,6 +5,7 @@
 import { ApiError, all, api, explain, logout, me } from "./api.js";
 import { clear, h, say } from "./dom.js";
 import { clock, dayAndClock, listWords, money } from "./format.js";
+import { showRefunds } from "./admin-money.js";
 import { holderFields, ticketsOf } from "./holders.js";
 import { LiveMap } from "./live.js";
 import { askLogin } from "./login.js";
@@ -409,7 +410,7 @@ function renderBar(user, mode) {
   const modeButton = (id, text) => h("button", { type: "button", "aria-pressed": String(mode === id), "data-mode": id, onclick: () => (location.hash = `#${id}`) }, text);
   clear(topbar,
     h("a", { class: "brand", href: "/kiosk.html" }, h("span", { class: "brand-mark", "aria-hidden": "true" }, "▦"), " seatmap kiosk"),
-    h("div", { class: "modes", role: "group", "aria-label": "Mode" }, modeButton("sale", "Box office"), modeButton("door", "Door")),
+    h("div", { class: "modes", role: "group", "aria-label": "Mode" }, modeButton("sale", "Box office"), modeButton("door", "Door"), modeButton("refunds", "Refunds")),
     cinemaSelect,
     document.fullscreenEnabled
       ? h("button", { type: "button", class: "secondary", onclick: () => (document.fullscreenElement ? document.exitFullscreen() : document.documentElement.requestFullscreen()).catch(() => {}) }, "Full screen")
@@ -430,11 +431,14 @@ async function route() {
   if (!cinemas.length) cinemas = await all("/api/cinemas?limit=100");
   if (!cinemas.some((c) => String(c.id) === store.cinema) && cinemas[0]) store.cinema = String(cinemas[0].id);
   const [mode, query = ""] = location.hash.replace(/^#/, "").split("?");
-  const current = mode === "door" ? "door" : "sale";
+  const current = mode === "door" || mode === "refunds" ? mode : "sale";
   renderBar(user, current);
   document.body.dataset.mode = current;
   try {
-    cleanup = current === "door" ? await showDoor(main) : await showSale(main, new URLSearchParams(query));
+    // Refunds: cash and card-present refunds owed at this counter, paid out with a till reference.
+    cleanup = current === "door" ? await showDoor(main)
+      : current === "refunds" ? await showRefunds(main, new URLSearchParams(query || "status=manual"))
+      : await showSale(main, new URLSearchParams(query));
   } catch (error) {
     clear(main, h("p", { class: "notice notice-error" }, explain(error)));
   }
