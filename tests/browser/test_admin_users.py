@@ -3,7 +3,9 @@ create an organizer and give it cinemas."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 from playwright.async_api import Page, expect
@@ -107,3 +109,51 @@ async def test_admin_manages_accounts_from_the_users_screen(
     await phone.goto("/admin.html#users")
     await expect(phone.locator("tr[data-user]")).to_have_count(4)
     await _shot(phone, "admin-users-390")
+
+
+async def test_an_organizer_runs_only_its_own_cinema_in_the_console(
+    browsers: Browsers, server: Server, rt: Runtime, client: httpx.AsyncClient
+) -> None:
+    """An organizer gets the screenings, halls and refunds of its own cinema and nothing else:
+    no Films or Users tab, no other cinema to pick, and a draft it schedules stays visible to it."""
+    own, other = await _cinemas(rt, await make_screening(rt, ["SS"]), await make_screening(rt, ["SS"]))
+    admin = await login(client, await create_user(rt, "admin"))
+    r = await client.post(
+        "/api/admin/users",
+        json={
+            "email": "dedi@example.com",
+            "password": PASSWORD,
+            "name": "Dedi Mulyadi",
+            "role": "organizer",
+            "cinema_ids": [own],
+        },
+        headers=admin.headers,
+    )
+    assert r.status_code == 201, r.text
+    organizer = User(r.json()["id"], "dedi@example.com", PASSWORD, "organizer")
+
+    page = await browsers.page(server.http, width=1440, height=900)
+    await page.goto("/admin.html")
+    await log_in_here(page, organizer)
+    await expect(page.locator("#tabs button")).to_have_text(["Screenings", "Cinemas & halls", "Refunds"])
+    await expect(page.locator("#adm-cinema option")).to_have_count(1)
+    await expect(page.locator("#adm-cinema option")).to_have_attribute("value", str(own))
+    await page.locator("#new-status").select_option("draft")
+    tomorrow = (datetime.now(ZoneInfo("Asia/Jakarta")) + timedelta(days=1)).date()
+    await page.locator("#new-date").fill(tomorrow.isoformat())
+    await page.locator("#new-time").fill("21:15")
+    await page.locator("#create-screening").click()
+    await expect(page.locator("#new-screening .notice")).to_contain_text("Created: Test film")
+    await expect(page.locator("tr[data-screening]")).to_contain_text(["21:15"])
+    async with rt.pool.acquire() as conn:
+        created = await conn.fetchrow(
+            "SELECT a.cinema_id, s.status FROM screenings s JOIN auditoriums a ON a.id = s.auditorium_id"
+            " ORDER BY s.id DESC LIMIT 1"
+        )
+    assert created is not None and (created["cinema_id"], created["status"]) == (own, "draft")
+    await _shot(page, "admin-organizer-1440")
+
+    await page.locator('button[data-tab="cinemas"]').click()
+    await expect(page.locator("#main table tbody tr")).to_have_count(1)
+    await expect(page.locator("#new-hall-button")).to_be_visible()
+    assert other != own
