@@ -1,7 +1,7 @@
 // Admin: cinemas and their halls (with the layout editor: compact rows typed on the left, the
 // hall drawn live on the right), and films. (Refunds: admin-money.js.)
 
-import { all, api, errorText } from "./api.js";
+import { all, api, errorText, managed, me } from "./api.js";
 import { confirmDialog } from "./confirm.js";
 import { clear, h, say } from "./dom.js";
 import { money } from "./format.js";
@@ -30,7 +30,9 @@ async function remove(path, what, message, after) {
 const EXAMPLE_ROWS = ["WCSSS_SSSSSS_SSSCW", "SSSSS_SSSSSS_SSSSS", "SSSSS_SSSSSS_SSSSS", "", "PPPPP_PPPPPP_PPPPP"].join("\n");
 
 export async function showCinemas(root, params) {
-  let cinemas = await all("/api/cinemas?limit=100");
+  // An organizer manages the halls of its own cinemas; the cinemas themselves are the admins'.
+  const admin = (await me())?.role === "admin";
+  let cinemas = await managed(await all("/api/cinemas?limit=100"));
   let cinemaId = params.get("cinema") || String(cinemas[0]?.id || "");
   const message = h("div", { class: "notice", role: "alert", hidden: true });
   const list = h("div", {});
@@ -45,12 +47,12 @@ export async function showCinemas(root, params) {
       h("tbody", {}, cinemas.map((c) => h("tr", { class: String(c.id) === cinemaId ? "selected" : "" },
         h("td", {}, h("button", { type: "button", class: "link", onclick: () => choose(c.id) }, c.name)),
         h("td", {}, c.city), h("td", {}, c.timezone),
-        h("td", {}, h("button", { type: "button", class: "link", onclick: () => renderCinemaForm(c) }, "Edit"),
-          h("button", { type: "button", class: "link", onclick: () => remove(`/api/admin/cinemas/${c.id}`, c.name, message, reload) }, "Delete")))))));
+        h("td", {}, admin ? [h("button", { type: "button", class: "link", onclick: () => renderCinemaForm(c) }, "Edit"),
+          h("button", { type: "button", class: "link", onclick: () => remove(`/api/admin/cinemas/${c.id}`, c.name, message, reload) }, "Delete")] : null))))));
   }
 
   async function reload() {
-    cinemas = await all("/api/cinemas?limit=100");
+    cinemas = await managed(await all("/api/cinemas?limit=100"));
     if (!cinemas.some((c) => String(c.id) === cinemaId)) cinemaId = String(cinemas[0]?.id || "");
     renderList();
     await renderHalls();
@@ -178,7 +180,7 @@ export async function showCinemas(root, params) {
 
   clear(root, message, h("div", { class: "admin-grid" }, h("div", {}, list, cinemaForm), halls), editor);
   renderList();
-  renderCinemaForm();
+  if (admin) renderCinemaForm();
   await renderHalls();
   return null;
 }
