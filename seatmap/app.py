@@ -47,7 +47,7 @@ from seatmap.sales import (
     tickets,
 )
 from seatmap.settings import Settings
-from seatmap.simulated import provider
+from seatmap.simulated import provider, undelivered
 
 log = logging.getLogger("seatmap.app")
 
@@ -100,6 +100,7 @@ def create_app(settings: Settings) -> Starlette:
                 *attendees.routes,
                 *reports.routes,
                 *seat_history.routes,
+                *undelivered.routes,
             ],
         ),
         Mount("/", app=StaticFiles(directory=resources.web_dir(), html=True), name="web"),

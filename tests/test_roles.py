@@ -117,8 +117,11 @@ RULES: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/api/boxoffice/sales"): ("staff", "cinema"),
     ("POST", "/api/admin/screenings/{spare}/cancel"): ("admin", "cinema"),
     ("POST", "/api/orders/{order}/refund"): ("customer", "customer"),
-    ("GET", "/api/admin/refunds"): ("admin", "listing"),
+    ("GET", "/api/admin/refunds"): ("staff", "listing"),
     ("POST", "/api/admin/refunds/{refund}/retry"): ("admin", "cinema"),
+    ("POST", "/api/admin/refunds/{refund}/confirm"): ("staff", "cinema"),
+    ("GET", "/api/admin/gateway/webhooks/given-up"): ("admin", "admin"),
+    ("POST", "/api/admin/gateway/webhooks/{webhook}/send-again"): ("admin", "admin"),
     ("GET", "/api/notifications"): ("customer", "customer"),
     ("GET", "/api/admin/orders"): ("staff", "listing"),
     ("GET", "/api/admin/orders/{order}"): ("staff", "cinema"),
@@ -146,6 +149,7 @@ class Venue:
     order: int
     refund: int  # from a cancelled third screening
     user: int
+    webhook: int  # a simulated gateway webhook (delivered: sending it again is 409)
     token: str = "1.aaaaaaaaaaaaaaaaaaaaaaaa"  # no such hold: only customer routes name one
     made: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     sold: itertools.count[int] = field(default_factory=lambda: itertools.count(2))  # A1 is sold
@@ -219,6 +223,19 @@ async def _venue(rt: Runtime, client: httpx.AsyncClient, admin: User) -> Venue:
     async with rt.pool.acquire() as conn:
         refund = await conn.fetchval("SELECT id FROM refunds WHERE order_id = $1", orders[1]["id"])
     customer = await create_user(rt)
+    async with rt.pool.acquire() as conn:
+        payment = f"sim_roles_{orders[0]['id']}"
+        await conn.execute(
+            "INSERT INTO simulated_payments (id, reference, amount, currency, status, webhook_url,"
+            " return_url, expires_at, decided_at) VALUES ($1, $2, 1, 'IDR', 'paid', 'http://127.0.0.1/none',"
+            " 'http://127.0.0.1/none', now() + interval '1 hour', now())",
+            payment, str(orders[0]["id"]),
+        )  # fmt: skip
+        webhook = await conn.fetchval(
+            "INSERT INTO simulated_webhooks (payment_id, url, body, due_at, delivered_at)"
+            " VALUES ($1, 'http://127.0.0.1/none', '{}'::bytea, now(), now()) RETURNING id",
+            payment,
+        )
     return Venue(
         cinema=row["cinema_id"],
         auditorium=row["auditorium_id"],
@@ -229,6 +246,7 @@ async def _venue(rt: Runtime, client: httpx.AsyncClient, admin: User) -> Venue:
         order=orders[0]["id"],
         refund=refund,
         user=customer.id,
+        webhook=webhook,
     )
 
 

@@ -73,6 +73,12 @@ class User(msgspec.Struct, kw_only=True):
     email_verified: bool
 
 
+class Me(User, kw_only=True, omit_defaults=True):
+    """The logged-in user; an organizer's also with the cinemas its token may manage."""
+
+    cinema_ids: list[int] = []
+
+
 # What `check_email` accepts (surrounding white space is stripped), told in the schema only:
 # the code refuses with its own message. Python's `\s` spelt out, as JSON Schema's differs.
 _WS: Final = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -411,7 +417,7 @@ async def logout(request: Request) -> Response:
     return response
 
 
-@documented("The logged-in user", responses={200: User}, auth="customer", tags=("accounts",))
+@documented("The logged-in user", responses={200: Me}, auth="customer", tags=("accounts",))
 async def me(request: Request) -> Response:
     rt = runtime(request)
     principal = await require(request)
@@ -419,7 +425,9 @@ async def me(request: Request) -> Response:
         row = await conn.fetchrow(USER_BY_ID, principal.user_id)
     if row is None:
         raise InvalidToken("The account of this token no longer exists.")
-    return respond(_user(row))
+    user = _user(row)
+    cinemas = sorted(principal.cinemas)
+    return respond(Me(**msgspec.structs.asdict(user), cinema_ids=cinemas))
 
 
 routes: list[BaseRoute] = [

@@ -18,6 +18,7 @@ from tests.support import (
     Viewer,
     create_user,
     logged_in,
+    login,
     make_screening,
 )
 
@@ -243,3 +244,32 @@ async def test_a_revoked_token_is_refused_at_once_by_a_process_that_trusted_it(
             )
             assert r.status_code == 200
             assert (await there.get("/api/me", headers=cashier.headers)).status_code == 401
+
+
+async def test_an_organizer_sees_the_drafts_of_its_own_cinemas_only(
+    client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    """/api/me names the organizer's cinemas; a draft screening there is listed and shown to it,
+    one elsewhere stays 404 as for the public."""
+    admin = await logged_in(rt, client, "admin")
+    own = await make_screening(rt, ["SS"], status="draft")
+    other = await make_screening(rt, ["SS"], status="draft")
+    body = {
+        "email": "dedi@example.com",
+        "password": PASSWORD,
+        "name": "Dedi",
+        "role": "organizer",
+        "cinema_ids": [await cinema_of(rt, own)],
+    }
+    r = await client.post("/api/admin/users", json=body, headers=admin.headers)
+    organizer = await login(client, User(r.json()["id"], "dedi@example.com", PASSWORD, "organizer"))
+    client.cookies.clear()
+    me = (await client.get("/api/me", headers=organizer.headers)).json()
+    assert me["role"] == "organizer" and me["cinema_ids"] == [await cinema_of(rt, own)]
+    assert "cinema_ids" not in (await client.get("/api/me", headers=admin.headers)).json()
+    listed = (await client.get("/api/screenings", headers=organizer.headers)).json()["items"]
+    assert [s["id"] for s in listed] == [own]
+    assert (await client.get(f"/api/screenings/{own}", headers=organizer.headers)).status_code == 200
+    assert (await client.get(f"/api/screenings/{other}", headers=organizer.headers)).status_code == 404
+    assert (await client.get(f"/api/screenings/{other}", headers=admin.headers)).status_code == 200
+    assert (await client.get("/api/screenings")).json()["items"] == []
