@@ -76,7 +76,7 @@ def table(outcomes: list[Outcome]) -> str:
             o.scenario, o.double_sold, o.paid_without_tickets, o.payments_adrift, o.refunds_not_once,
             o.diverged_viewers, o.seq_faults, o.server_errors,
             "-" if o.restock_p99_ms is None else _number(o.restock_p99_ms, " ms"),
-            "-" if o.scenario.startswith(("expiry", "slow")) else _number(o.recovery_s),
+            _number(o.recovery_s) if o.timed else "-",
         ]  # fmt: skip
         lines.append(
             "| " + " | ".join(f"{c!s:<{w}}" for c, (_, w) in zip(cells, COLUMNS, strict=True)) + " |"

@@ -69,6 +69,8 @@ class Buyer:
                     status, data = await client.request(method, path, body, headers)
             except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError, IndexError):
                 self.tally.transport_errors += 1
+                if client.writer is not None:
+                    client.writer.close()
                 client.writer = None
                 status, data = 0, b""
             else:
@@ -83,7 +85,7 @@ class Buyer:
                 raise Unanswered(f"{method} {path}: last status {status}")
             await asyncio.sleep(0.1 + 0.2 * self.rng.random())
 
-    async def buy(self, screening: int, seats: list[str]) -> int | None:
+    async def buy(self, screening: int, seats: list[str], wait: float = 10.0) -> int | None:
         """hold -> order -> pay -> approve -> paid; the order id, or None when the seats were taken."""
         status, held = await self.call("POST", "/api/holds", {"screening_id": screening, "seats": seats})
         if status != 201:
@@ -98,7 +100,7 @@ class Buyer:
             return None
         page = payment["redirect_url"].split("/pay/", 1)[1]
         await self.call("POST", f"/pay/{page}/approve")
-        return await self.paid(order["id"])
+        return await self.paid(order["id"], wait)
 
     async def paid(self, order_id: int, within: float = 10.0) -> int | None:
         """Waits (bounded) until the order is paid, as the buyer's page polls; a buyer who gives
@@ -143,7 +145,8 @@ async def buying_race(
         while remaining and time.monotonic() < until:
             seats = rng.choice(remaining)
             try:
-                if await buyer.buy(screening, seats) is not None and seats in remaining:
+                wait = max(1.0, until - time.monotonic())
+                if await buyer.buy(screening, seats, wait) is not None and seats in remaining:
                     remaining.remove(seats)
             except Unanswered:
                 continue

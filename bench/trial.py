@@ -67,6 +67,7 @@ class Outcome:
     server_errors: int = 0  # 5xx answers other than 503
     restock_p99_ms: float | None = None
     recovery_s: float | None = None  # crash (or outage end) to every payment confirmed/refunded
+    timed: bool = True  # False: no fault to recover from (expiry, slow sockets), no window
     notes: dict[str, Any] = field(default_factory=dict)
 
     def violations(self) -> dict[str, int]:
