@@ -350,9 +350,8 @@ class Cluster:
     async def start(self) -> None:
         assert self.balancer is not None
         await self.balancer.start()
-        # The first web process migrates the database alone; the others start beside each other.
-        await self.webs[0].start()
-        await asyncio.gather(*(p.start() for p in [*self.webs[1:], *self.workers]))
+        # Side by side: the database is migrated already (`seatmap serve` finds nothing to do).
+        await asyncio.gather(*(p.start() for p in [*self.webs, *self.workers]))
 
     async def stop(self) -> None:
         await asyncio.gather(*(p.stop() for p in [*self.webs, *self.workers]))

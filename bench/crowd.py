@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import time
 import uuid
 from collections import Counter
@@ -235,7 +236,11 @@ class Viewer:
 
 
 class SlowSocket:
-    """Opens the map and then never reads: the kernel buffers fill, and the server must notice."""
+    """Opens the map and then never reads: the kernel buffers fill, and the server must notice.
+
+    Its receive buffer is small (4 KB), so the server's writes stall after little data, as a
+    phone's do; whether the server has closed it is read from the kernel (TCP_INFO: the peer's
+    FIN arrived), since a socket that does not read never sees the close frame."""
 
     def __init__(self, screening: int, port: int) -> None:
         self.screening, self.port = screening, port
@@ -243,25 +248,36 @@ class SlowSocket:
         self.counter = _Snapshots()
 
     async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", self.port))
         path = f"/ws/screenings/{self.screening}"
-        self.socket = await wire.connect("127.0.0.1", self.port, path, self.counter)
+        _, self.socket = await loop.create_connection(
+            lambda: wire.Socket("127.0.0.1", self.port, path, self.counter), sock=sock
+        )
+        async with asyncio.timeout(30):
+            await self.socket.opened
         assert self.socket.transport is not None
         self.socket.transport.pause_reading()
+
+    @property
+    def closed_by_server(self) -> bool:
+        """The server sent its FIN (or reset): the socket is done from the server's side."""
+        if self.socket is None or self.socket.transport is None:
+            return True
+        sock = self.socket.transport.get_extra_info("socket")
+        if sock is None or sock.fileno() < 0:
+            return True
+        state = int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0])
+        return state != _ESTABLISHED
 
     def snapshots(self) -> int:
         """Snapshots received (once reading again): more than the first is a reset by the server."""
         return self.counter.snapshots
 
-    @property
-    def close_code(self) -> int | None:
-        return self.counter.code
-
-    @property
-    def open_still(self) -> bool:
-        return self.socket is not None and not self.socket.done.done()
-
     def resume(self) -> None:
-        """Reading again: a socket the server closed then sees the end at once."""
         if self.socket is not None and self.socket.transport is not None:
             with contextlib.suppress(Exception):
                 self.socket.transport.resume_reading()
@@ -269,6 +285,9 @@ class SlowSocket:
     async def close(self) -> None:
         if self.socket is not None and self.socket.transport is not None:
             self.socket.transport.abort()
+
+
+_ESTABLISHED = 1  # tcp_states.h
 
 
 class _Snapshots:

@@ -39,9 +39,9 @@ class Size:
 
 
 SHORT = Size(("S" * 20,) * 8, buyers=24, viewers=6, race=3.0, kills=1, outage=3.0, refunds=60,
-             holds=300, hold_screenings=3, slow=4, traffic=6.0, settle=15.0)  # fmt: skip
+             holds=300, hold_screenings=3, slow=4, traffic=12.0, settle=15.0)  # fmt: skip
 LONG = Size(("S" * 30,) * 20, buyers=300, viewers=50, race=25.0, kills=4, outage=10.0, refunds=500,
-            holds=2000, hold_screenings=20, slow=20, traffic=20.0, settle=90.0)  # fmt: skip
+            holds=2000, hold_screenings=20, slow=20, traffic=30.0, settle=90.0)  # fmt: skip
 
 
 def _logs(root: Path, name: str) -> Path:
@@ -149,7 +149,7 @@ async def refund_then_resell(servers: Backing, size: Size, root: Path) -> Outcom
 
 async def postgres_restart(servers: Backing, size: Size, root: Path, mode: str) -> Outcome:
     """A buying race with refunds flowing (every third buyer refunds), the worker running, while
-    PostgreSQL restarts (`fast`, `immediate`) or stays down `size.outage` seconds (`outage`)."""
+    PostgreSQL restarts (`fast`, `immediate`, `fast+immediate`) or stays down `size.outage` s."""
     name = f"PostgreSQL {mode}" + (f" {size.outage:.0f}s" if mode == "outage" else "")
     env = {"SEATMAP_JOB_BACKOFF": "0.2", "SEATMAP_JOB_MAX_BACKOFF": "1"}
     async with Run(servers, _logs(root, name), rows=list(size.rows), users=size.buyers, env=env) as run:
@@ -163,7 +163,9 @@ async def postgres_restart(servers: Backing, size: Size, root: Path, mode: str) 
             await asyncio.sleep(size.outage)
             await servers.postgres.start()
         else:
-            await servers.postgres.restart(mode)
+            for one in mode.split("+"):  # "fast+immediate": one after the other, a second apart
+                await servers.postgres.restart(one)
+                await asyncio.sleep(1.0)
         back = time.time()
         await race
         outcome = await run.verdict(name, back, size.settle)
@@ -279,11 +281,13 @@ async def slow_sockets(servers: Backing, size: Size, root: Path) -> Outcome:
             await socket.open()
         await run.add_viewers(size.viewers)
         changers = run.add_buyers(40)
-        blocks = [row[i : i + 5] for row in run.labels for i in range(0, len(row) - 4, 5)]
-        until = time.monotonic() + size.traffic
+        blocks = [row[i : i + 10] for row in run.labels for i in range(0, len(row) - 9, 10)]
+        started = time.monotonic()
+        until = started + size.traffic
 
         async def churn(buyer: Buyer, rng: random.Random) -> None:
-            while time.monotonic() < until:
+            """Hold and release 10 seats, until every slow socket is closed or time is up."""
+            while time.monotonic() < until and not all(s.closed_by_server for s in slow):
                 try:
                     held = await buyer.hold(screening, rng.choice(blocks))
                     if held is not None:
@@ -292,18 +296,21 @@ async def slow_sockets(servers: Backing, size: Size, root: Path) -> Outcome:
                     continue
 
         await asyncio.gather(*(churn(b, random.Random(i)) for i, b in enumerate(changers)))
+        detected_s = time.monotonic() - started
         outcome = await run.verdict(name, time.time(), size.settle)
         outcome.timed = False
-        undetected = 0
         for socket in slow:
             socket.resume()
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(1.0)
+        undetected = sum(1 for s in slow if not s.closed_by_server and s.snapshots() <= 1)
         for socket in slow:
-            if socket.open_still and socket.snapshots() <= 1:
-                undetected += 1
             await socket.close()
         errors = [line for web in run.cluster.webs for line in web.errors()]
-        outcome.notes |= {"slow_undetected": undetected, "web_errors": len(errors)}
+        outcome.notes |= {
+            "slow_undetected": undetected,
+            "traffic_s": round(detected_s, 1),
+            "web_errors": len(errors),
+        }
         if errors:
             outcome.notes["first_error"] = errors[0][:160]
         return outcome

@@ -11,7 +11,7 @@ from bench.scenarios import SHORT, postgres_restart
 from tests.chaos.verdicts import assert_kept
 
 
-@pytest.mark.parametrize("mode", ["fast", "immediate", "outage"])
+@pytest.mark.parametrize("mode", ["fast+immediate", "outage"])
 async def test_postgres_restart_under_load(chaos_servers: Backing, tmp_path: Path, mode: str) -> None:
     """PostgreSQL goes away mid-race (refunds flowing): requests meanwhile answer 503, never 500;
     the worker rides it out; afterwards every payment is tickets or refunded exactly once."""
