@@ -20,6 +20,10 @@ from bench import invariants
 from bench.cluster import Backing
 from bench.crowd import Buyer, SlowSocket, Unanswered, buying_race
 from bench.trial import Outcome, Run
+from seatmap.accounts.auth import Principal
+from seatmap.composition import open_runtime
+from seatmap.live.inventory import Keys
+from seatmap.settings import Secret, Settings
 
 
 @dataclass(frozen=True)
@@ -134,13 +138,13 @@ async def refund_then_resell(servers: Backing, size: Size, root: Path) -> Outcom
         await run.until(status, lambda s: s == "refunded", 30, first)
         await asyncio.sleep(1.0)  # the refund's last step (free the seats) runs after the status
         outcome = await run.verdict(name, started, size.settle)
+        c_hold = await c.hold(screening, seats)  # (which also loads the map, were it not)
         redis = run.redis()
         try:
-            raw = await redis.hmget(f"{run.prefix}:{{scr:{screening}}}:seats", seats)
+            raw = await redis.hmget(Keys.of(run.prefix, screening).seats, seats)
         finally:
             await redis.aclose()
         outcome.notes["redis_B5_B6"] = ",".join(str(s) for s in raw)
-        c_hold = await c.hold(screening, seats)
         outcome.notes["C_could_hold"] = c_hold is not None
         # A seat sold in PostgreSQL that the map shows free, or that C could hold, is sold twice.
         outcome.double_sold += sum(1 for s in raw if s != "s") + (2 if c_hold is not None else 0)
@@ -222,7 +226,12 @@ async def worker_kill(servers: Backing, size: Size, root: Path, workers: int = 1
 
 async def expiry(servers: Backing, size: Size, root: Path) -> Outcome:
     """`size.holds` one-seat holds with a 2 s TTL over `size.hold_screenings` screenings, watched by
-    the viewers: restock lag = a viewer's `free` for the seat - the hold's expires_at."""
+    the viewers: restock lag = a viewer's `free` for the seat - the hold's expires_at.
+
+    The holds are made at once through `seatmap.live.holds.Holds` (the code behind POST
+    /api/holds), as bench/driver.py does: through REST this process would take seconds to make
+    them and be too busy meanwhile to stamp the viewers' frees on time. The restock itself is
+    the web processes' own (notifications and sweeper)."""
     name = f"expiry of {size.holds} holds"
     per_screening = -(-size.holds // size.hold_screenings)
     width = len(size.rows[0])
@@ -234,22 +243,28 @@ async def expiry(servers: Backing, size: Size, root: Path) -> Outcome:
         async with run.db() as db:  # one-seat holds side by side would strand seats
             await db.execute("UPDATE screenings SET no_single_seats = false")
         viewers = await run.add_viewers(max(size.viewers * 2, size.hold_screenings), run.screenings)
-        buyers = run.add_buyers(per_screening)
         seats = [label for row in run.labels for label in row]
+        settings = Settings(
+            database_url=run.database_url, redis_url=servers.redis.url, data_dir=root, dev=True,
+            jwt_secret=Secret(run.jwt_secret), redis_prefix=run.prefix, hold_ttl=2, holds_per_account=0,
+        )  # fmt: skip
         deadlines: dict[tuple[int, str], float] = {}
+        async with open_runtime(settings, "worker") as rt:
 
-        async def holds_of(n: int, buyer: Buyer) -> None:
-            for screening in run.screenings:
-                try:
-                    held = await buyer.hold(screening, [seats[n]])
-                except Unanswered:
-                    continue
-                if held is not None:
-                    deadlines[screening, seats[n]] = datetime.fromisoformat(held["expires_at"]).timestamp()
+            async def hold(user: int, screening: int, seat: str) -> None:
+                who = Principal(user_id=user, role="customer", jti="chaos", expires_at=int(time.time()) + 600)
+                made = await rt.holds.create(who, screening, [seat])
+                deadlines[screening, seat] = datetime.fromisoformat(made.expires_at).timestamp()
 
-        await asyncio.gather(*(holds_of(n, b) for n, b in enumerate(buyers)))
+            await asyncio.gather(
+                *(
+                    hold(user, screening, seats[n])
+                    for n, user in enumerate(run.user_ids)
+                    for screening in run.screenings
+                )
+            )
         last = max(deadlines.values(), default=time.time())
-        await asyncio.sleep(max(0.0, last - time.time()) + 3.0)
+        await asyncio.sleep(max(0.0, last - time.time()) + 2.0)
         lags: list[float] = []
         for viewer in viewers:
             for (screening, seat), deadline in deadlines.items():
