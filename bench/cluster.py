@@ -269,8 +269,9 @@ class Balancer:
     and the gateway's webhooks go. Each connection goes to the next web process that accepts
     it, so a killed one is skipped, as a real balancer's health check would."""
 
-    def __init__(self, ports: list[int]) -> None:
+    def __init__(self, ports: list[int], latency: float = 0.0) -> None:
         self.ports = ports
+        self.latency = latency  # seconds before each connection goes through: a slow network
         self.port = free_port()
         self.turn = 0
         self.server: asyncio.Server | None = None
@@ -280,6 +281,8 @@ class Balancer:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.latency:
+            await asyncio.sleep(self.latency)
         for _ in range(len(self.ports)):
             self.turn += 1
             try:
@@ -324,10 +327,10 @@ class Cluster:
     balancer: Balancer | None = None
 
     @classmethod
-    def plan(cls, env: dict[str, str], logs: Path, webs: int, workers: int) -> Cluster:
+    def plan(cls, env: dict[str, str], logs: Path, webs: int, workers: int, latency: float = 0.0) -> Cluster:
         cluster = cls(env, logs)
         ports = [free_port() for _ in range(webs)]
-        cluster.balancer = Balancer(ports)
+        cluster.balancer = Balancer(ports, latency)
         env = env | {"SEATMAP_PUBLIC_URL": f"http://127.0.0.1:{cluster.balancer.port}"}
         cluster.env = env
         # Web processes log warnings and worse (no access log); workers say when they run.

@@ -98,11 +98,13 @@ class Run:
         workers: int = 1,
         seed: int = 13,
         env: dict[str, str] | None = None,
+        latency: float = 0.0,
     ) -> None:
         self.servers = servers
         self.logs = logs
         self.rows, self.n_screenings, self.n_users = rows, screenings, users
         self.webs, self.workers, self.extra = webs, workers, env or {}
+        self.latency = latency  # the balancer's (where the gateway's webhooks go)
         self.rng = random.Random(seed)
         self.prefix = f"chaos{uuid.uuid4().hex[:8]}"
         self.jwt_secret = secrets.token_urlsafe(48)
@@ -156,7 +158,7 @@ class Run:
             self.database_url, self.servers.redis.url, self.prefix, self.jwt_secret,
             SEATMAP_DATA_DIR=str(self.logs), **self.extra,
         )  # fmt: skip
-        self.cluster = Cluster.plan(env, self.logs, self.webs, self.workers)
+        self.cluster = Cluster.plan(env, self.logs, self.webs, self.workers, self.latency)
         await self.cluster.start()
         return self
 
