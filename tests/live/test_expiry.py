@@ -192,3 +192,46 @@ async def test_restocks_and_their_lag_are_exported(rt: Runtime, settings: Settin
 def srv_runtime(srv: Server) -> Runtime:
     assert srv.runtime is not None
     return srv.runtime
+
+
+async def test_keyspace_notifications_come_back_after_redis_forgot_them(
+    rt: Runtime, settings: Settings
+) -> None:
+    """Redis restarted with its default config (notifications ''): seatmap turns them on again."""
+    original = (await rt.redis.config_get("notify-keyspace-events"))["notify-keyspace-events"]
+    try:
+        async with running(create_app(settings)) as srv:
+            expiry = srv.runtime.expiry
+            assert expiry is not None
+            expiry.notify_check = 0.2
+            await rt.redis.config_set("notify-keyspace-events", "")
+            async with asyncio.timeout(3 * TIMEOUT_FACTOR):
+                while True:
+                    now = (await rt.redis.config_get("notify-keyspace-events"))["notify-keyspace-events"]
+                    if "E" in now and ("x" in now or "A" in now):
+                        break
+                    await asyncio.sleep(0.05)
+            assert expiry.notifications_problem == ""
+    finally:
+        await rt.redis.config_set("notify-keyspace-events", original or "Ex")
+
+
+async def test_readyz_says_when_redis_refuses_to_send_expiry_events(rt: Runtime, settings: Settings) -> None:
+    """A Redis that forbids CONFIG (as managed ones do): still ready, and /readyz says why
+    expired holds are restocked by the sweeper alone."""
+    user, password = f"seatmap-noconfig-{settings.redis_prefix}", "pw-" + settings.redis_prefix
+    await rt.redis.execute_command(
+        "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all", "-config"
+    )
+    assert settings.redis_url is not None
+    scheme, rest = settings.redis_url.split("://", 1)
+    limited = replace(settings, redis_url=f"{scheme}://{user}:{password}@{rest}")
+    try:
+        async with running(create_app(limited)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
+            r = await client.get("/readyz")
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["status"] == "ready"
+            assert body["checks"]["expiry_notifications"].startswith("cannot enable keyspace notifications")
+    finally:
+        await rt.redis.execute_command("ACL", "DELUSER", user)
