@@ -9,9 +9,10 @@ expires keys lazily and by sampling, and with thousands of TTL keys its `expired
 seconds late (issue 13).
 
 When a hold's TTL key expires, Redis (with `notify-keyspace-events Ex`) also says so on
-`__keyevent@<db>__:expired`; every process hears it and runs the `restock` script. Both paths
-free the seats only if the hold still exists, so one release is published however many
-processes heard it (invariant 4). A Redis restarted with its default config has notifications
+`__keyevent@<db>__:expired`; every process hears it and sweeps at once, so a hold made after the
+sweeper went to sleep with an earlier deadline than any it knew is not left for the interval.
+The scripts free the seats only if the hold still exists, so one release is published however
+many processes sweep (invariant 4). A Redis restarted with its default config has notifications
 off: the setting is checked again every few seconds (`_NOTIFY_CHECK`) and after the pub/sub connection
 came back, re-applied, and `/readyz` says so when it cannot be (a managed Redis that forbids
 CONFIG); the sweeper covers either way.
@@ -39,6 +40,9 @@ log = logging.getLogger("seatmap.live.expiry")
 _BATCH: Final = 200  # due holds per screening per script call
 # Holds due within this much of each other are restocked by one wake-up (and one delta).
 _GRANULE: Final = 0.01
+# After a sweep, `expired` events wait this long before they wake the sweeper again: a burst of
+# them (Redis expiring many keys at once) then costs a few sweeps, not one per event.
+_EVENT_GAP: Final = 0.05
 _NOTIFY_CHECK: Final = 5.0  # seconds between checks that Redis still sends expiry events
 
 RESTOCKS: Final = Counter("seatmap_restocks", "Expired holds put back on sale (each hold once).")
@@ -62,7 +66,8 @@ class Expiry:
         self.sweep_interval = sweep_interval
         self._pattern = ttl_key_pattern(inventory.prefix)
         self._limit = asyncio.Semaphore(32)
-        self._inflight: set[asyncio.Task[bool]] = set()
+        # Set by an `expired` event: the sweeper wakes before its next known deadline.
+        self._wake = asyncio.Event()
         self.restocked = 0
         self.listening = False
         # Why Redis does not send expiry events although we listen ("" while it does): /readyz.
@@ -111,12 +116,10 @@ class Expiry:
             await self.ensure_notifications()
 
     def _on_expired(self, key: str) -> None:
-        match = self._pattern.match(key)
-        if match is None:
-            return
-        task = asyncio.create_task(self.restock(int(match[1]), match[2]), name="expiry.restock")
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        """A hold's TTL key expired: sweep now. A burst of events (Redis expires by sampling,
+        many keys at once) costs one batched sweep, not one script call per hold."""
+        if self._pattern.match(key) is not None:
+            self._wake.set()
 
     async def restock(self, screening: int, token: str) -> bool:
         """Free an expired hold's seats; True if this call was the one that did it.
@@ -184,9 +187,10 @@ class Expiry:
         return len(reply.lags_ms), reply.alive
 
     async def sweep_forever(self) -> None:
-        """Sleep until the next deadline (bounded by the interval), restock, repeat."""
+        """Sleep until the next deadline (bounded by the interval) or an `expired` event, restock, repeat."""
         while True:
             wait = self.sweep_interval
+            self._wake.clear()  # an event from here on is for a hold this round may not see
             try:
                 await self._check_notifications()
             except (RedisError, OSError) as exc:
@@ -198,10 +202,13 @@ class Expiry:
             except (RedisError, OSError) as exc:
                 log.warning("sweep failed: %s", exc)
             # Holds due within one granule share a wake-up; a wake-up never comes early.
-            await asyncio.sleep(max(wait, 0.001) + (_GRANULE if wait > 0 else 0.0))
+            delay = max(wait, 0.001) + (_GRANULE if wait > 0 else 0.0)
+            gap = min(delay, _EVENT_GAP)
+            await asyncio.sleep(gap)
+            if delay > gap:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay - gap):
+                        await self._wake.wait()
 
     async def stop(self) -> None:
-        for task in list(self._inflight):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Nothing of its own to end: the sweeper is a task of the lifespan."""
