@@ -2,7 +2,8 @@
 
 Every hold's deadline is in its screening's expiry index (a sorted set). The sweeper sleeps
 until the earliest deadline of the screenings that may have holds (never longer than
-`sweep_interval`, which bounds a hold made meanwhile with an even earlier one), then restocks
+`sweep_interval`, nor than a new hold's TTL: a hold made meanwhile is then seen before its
+deadline), then restocks
 every due hold of a screening in one script call and one delta (`restock_due`). So a hold comes
 back on sale within milliseconds of its deadline whatever Redis's own expiry does: Redis
 expires keys lazily and by sampling, and with thousands of TTL keys its `expired` events came
@@ -57,13 +58,16 @@ RESTOCK_LAG: Final = Histogram(
 
 class Expiry:
     def __init__(
-        self, redis: Redis, inventory: Inventory, channels: Channels, *, hold_max: int, sweep_interval: float
-    ) -> None:
+        self, redis: Redis, inventory: Inventory, channels: Channels, *, hold_max: int, sweep_interval: float,
+        hold_ttl: float = 0,
+    ) -> None:  # fmt: skip
         self.redis = redis
         self.inventory = inventory
         self.channels = channels
         self.hold_max_ms = hold_max * 1000
-        self.sweep_interval = sweep_interval
+        # Never asleep longer than a new hold lasts: a hold made just after the sweeper went to
+        # sleep is then in the index before its deadline, so no hold waits for the interval.
+        self.sweep_interval = min(sweep_interval, hold_ttl) if hold_ttl else sweep_interval
         self._pattern = ttl_key_pattern(inventory.prefix)
         self._limit = asyncio.Semaphore(32)
         # Set by an `expired` event: the sweeper wakes before its next known deadline.

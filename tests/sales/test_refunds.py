@@ -7,6 +7,7 @@ import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -27,8 +28,8 @@ from tests.refunding import (
     refunded_at_least,
     worker,
 )
-from tests.shopping import buy, decide, get_order, hold, pending_order, seat_states, start_payment
-from tests.support import Server, Viewer, logged_in, make_screening
+from tests.shopping import buy, decide, get_order, hold, order, pending_order, seat_states, start_payment
+from tests.support import Server, User, Viewer, logged_in, make_screening
 
 MANY = 500
 
@@ -314,3 +315,34 @@ async def test_a_late_refund_job_after_a_redis_restart_leaves_the_next_buyers_se
     with pytest.raises(TimeoutError):
         await viewer.next("delta", within=0.5)  # nobody was ever told B5 or B6 is free
     await viewer.close()
+
+
+async def _buy_ga(client: httpx.AsyncClient, user: User, screening: int, units: int) -> dict[str, Any]:
+    held = await hold(client, user, screening, [], ga={"area": "Floor", "quantity": units})
+    r = await order(client, user, held["token"])
+    assert r.status_code == 201, r.text
+    assert (await decide(client, await start_payment(client, user, r.json()["id"]))).status_code == 303
+    paid = await get_order(client, user, r.json()["id"])
+    assert paid["status"] == "paid", paid
+    return paid
+
+
+async def test_a_late_refund_job_after_a_redis_restart_gives_back_no_units_it_no_longer_has(
+    server: Server, client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    """The same for general admission: A's 2 units were given back at the refund; after Redis was
+    rebuilt, A's refund job must not give them back a second time (the map would offer units
+    that are sold)."""
+    screening = await make_screening(rt, ["S" * 4], ga=[("Floor", 5)], strand_rule=False)
+    a, b = [await logged_in(rt, client) for _ in range(2)]
+    first = await _buy_ga(client, a, screening, 2)
+    r = await client.post(f"/api/orders/{first['id']}/refund", headers=a.headers)
+    assert r.status_code == 202, r.text
+    assert (await rt.holds.inventory.snapshot(screening)).ga == {"Floor": 5}
+    await _buy_ga(client, b, screening, 3)
+    await _redis_restarted(rt)
+    assert (await rt.holds.inventory.snapshot(screening)).ga == {"Floor": 2}  # rebuilt from PostgreSQL
+
+    await _run_refund_job(rt, first["id"])
+    assert (await get_order(client, a, first["id"]))["status"] == "refunded"
+    assert (await rt.holds.inventory.snapshot(screening)).ga == {"Floor": 2}
