@@ -2,21 +2,20 @@
 
 Every hold's deadline is in its screening's expiry index (a sorted set). The sweeper sleeps
 until the earliest deadline of the screenings that may have holds (never longer than
-`sweep_interval`, nor than a new hold's TTL: a hold made meanwhile is then seen before its
-deadline), then restocks
-every due hold of a screening in one script call and one delta (`restock_due`). So a hold comes
-back on sale within milliseconds of its deadline whatever Redis's own expiry does: Redis
-expires keys lazily and by sampling, and with thousands of TTL keys its `expired` events came
-seconds late (issue 13).
+`sweep_interval`, nor than a new hold's TTL, so a hold made meanwhile is in the index before its
+deadline), then restocks every due hold of a screening in one script call and one delta
+(`restock_due`). So a hold comes back on sale within milliseconds of its deadline whatever
+Redis's own expiry does: Redis expires keys lazily and by sampling, and with thousands of TTL
+keys its `expired` events came seconds late (issue 13).
 
 When a hold's TTL key expires, Redis (with `notify-keyspace-events Ex`) also says so on
-`__keyevent@<db>__:expired`; every process hears it and sweeps at once, so a hold made after the
-sweeper went to sleep with an earlier deadline than any it knew is not left for the interval.
-The scripts free the seats only if the hold still exists, so one release is published however
-many processes sweep (invariant 4). A Redis restarted with its default config has notifications
-off: the setting is checked again every few seconds (`_NOTIFY_CHECK`) and after the pub/sub connection
-came back, re-applied, and `/readyz` says so when it cannot be (a managed Redis that forbids
-CONFIG); the sweeper covers either way.
+`__keyevent@<db>__:expired`; every process hears it and sweeps at once (a hold extended or made
+elsewhere with other terms is then not left for the interval). The scripts free the seats only
+if the hold still exists, so one release is published however many processes sweep (invariant
+4). A Redis restarted with its default config has notifications off: the setting is checked
+again every few seconds (`_NOTIFY_CHECK`) and after the pub/sub connection came back, and
+re-applied; `/readyz` says so when it cannot be (a managed Redis that forbids CONFIG). The
+sweeper covers either way.
 """
 
 from __future__ import annotations
