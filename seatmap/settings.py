@@ -305,6 +305,11 @@ class Settings:
         "SEATMAP_EXPIRY_NOTIFICATIONS", True,
         help="listen for keyspace `expired` events (the fast restock path); the sweeper runs regardless",
     )  # fmt: skip
+    reconcile_interval: float = setting(
+        "SEATMAP_RECONCILE_INTERVAL", 30.0, positive=True,
+        help="how often one web process checks the seat map in Redis against the tickets in PostgreSQL "
+        "and marks sold again any ticketed seat shown free",
+    )  # fmt: skip
     recovery_log_length: int = setting(
         "SEATMAP_RECOVERY_LOG_LENGTH", 1000, minimum=10, help="changes kept per screening for resume"
     )
