@@ -281,6 +281,10 @@ class Settings:
         help="deltas queued for one socket before it is reset to a snapshot (~5 s at 50 changes/s)",
     )  # fmt: skip
     ws_heartbeat: float = setting("SEATMAP_WS_HEARTBEAT", 20.0, positive=True, help="WebSocket ping interval")
+    ws_send_timeout: float = setting(
+        "SEATMAP_WS_SEND_TIMEOUT", 5.0, positive=True,
+        help="a frame not sent within this (the client stopped reading) closes the socket with 4009",
+    )  # fmt: skip
     ws_batch_window: float = setting(
         "SEATMAP_WS_BATCH_WINDOW_MS", 0.01, minimum=0, milliseconds=True,
         help="for ?batch=1 clients, at most one frame per socket per window (0: no batching)",
