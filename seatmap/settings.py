@@ -264,8 +264,13 @@ class Settings:
         "SEATMAP_JOB_MAX_BACKOFF", 600.0, positive=True, help="the longest delay between retries"
     )
     job_lease: float = setting(
-        "SEATMAP_JOB_LEASE", 60.0, positive=True, help="a claimed job of a dead worker comes due after this"
-    )
+        "SEATMAP_JOB_LEASE", 5.0, positive=True,
+        help="a running job's lease, renewed every third of it: a dead worker's job comes due after this",
+    )  # fmt: skip
+    outage_max_backoff: float = setting(
+        "SEATMAP_OUTAGE_MAX_BACKOFF", 5.0, positive=True,
+        help="background loops retry through a PostgreSQL/Redis outage at most this far apart",
+    )  # fmt: skip
     job_poll_interval: float = setting(
         "SEATMAP_JOB_POLL_INTERVAL", 1.0, positive=True, help="workers look for due jobs at least this often"
     )
