@@ -360,20 +360,31 @@ async def screening_socket(ws: WebSocket) -> None:
         await ws.close(CLOSE_NOT_FOUND, "no such screening")
         return
     except Exception as exc:
-        unavailable = outage(exc)
-        if unavailable is None:
-            raise
-        log.warning("socket refused: %s: %r", unavailable.message, exc)
-        await ws.send_text(socket_error(unavailable, None))
-        await ws.close(CLOSE_TRY_AGAIN, "unavailable: reconnect shortly")
+        await _come_back_later(ws, exc)
         return
     channels = rt.channels
     if channels is None:  # a worker's runtime has no fan-out; only web processes mount this route
         raise RuntimeError("the live seat map needs a web runtime")
     batching = ws.query_params.get("batch") == "1"
-    with SOCKETS_OPEN.track_inprogress():
-        async with channels.watch(screening, batching=batching) as (feed, watcher):
-            await _serve(ws, Session(ws, rt, holds, channels, feed, watcher), principal, since)
+    try:
+        with SOCKETS_OPEN.track_inprogress():
+            async with channels.watch(screening, batching=batching) as (feed, watcher):
+                await _serve(ws, Session(ws, rt, holds, channels, feed, watcher), principal, since)
+    except Exception as exc:  # the snapshot that starts the feed could not be read
+        await _come_back_later(ws, exc)
+
+
+async def _come_back_later(ws: WebSocket, exc: Exception) -> None:
+    """An outage before the socket is served: say so and close 1013, for the client to reconnect
+    shortly (1000 would tell it nothing is wrong). Anything else is a bug and goes on up."""
+    unavailable = outage(exc)
+    if unavailable is None:
+        raise exc
+    log.warning("socket refused: %s: %r", unavailable.message, exc)
+    if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):
+            await ws.send_text(socket_error(unavailable, None))
+            await ws.close(CLOSE_TRY_AGAIN, "unavailable: reconnect shortly")
 
 
 async def _serve(ws: WebSocket, session: Session, principal: Principal | None, since: int | None) -> None:
