@@ -147,8 +147,13 @@ async def run(settings: Settings) -> None:
 async def _say_how_mail_goes(rt: Runtime, server: mail.SMTPServer | None) -> None:
     """Mail is a job kind (mail.py); say plainly whether this worker can send it."""
     if server is None:
-        async with rt.pool.acquire() as conn:
-            pending = await mail.pending_count(conn)
+        try:
+            async with rt.pool.acquire() as conn:
+                pending = await mail.pending_count(conn)
+        except Exception as exc:
+            if outage(exc) is None:
+                raise
+            pending = 0  # only a hint; the database went away just after the start
         log.info("mail is stored, not sent: SEATMAP_SMTP_URL is not set (dev mode logs it instead)")
         if pending:
             log.warning("%d mail(s) are pending; set SEATMAP_SMTP_URL to deliver them", pending)

@@ -139,7 +139,9 @@ async def test_a_socket_hold_during_a_redis_outage_answers_unavailable_and_the_s
             await viewer.close()
 
 
-async def test_a_socket_that_cannot_load_its_map_is_told_to_come_back(settings: Settings, rt: Runtime) -> None:
+async def test_a_socket_that_cannot_load_its_map_is_told_to_come_back(
+    settings: Settings, rt: Runtime
+) -> None:
     """Connecting while Redis is down: an `unavailable` error, then close 1013 (try again later),
     which tells the client to reconnect; never the 1000 that says nothing is wrong."""
     screening = await make_screening(rt, ["S" * 10], strand_rule=False)
