@@ -406,7 +406,9 @@ async def _serve(ws: WebSocket, session: Session, principal: Principal | None, s
     except (WebSocketDisconnect, OSError):
         pass
     finally:
-        await _close(ws, close or Close(1000, ""), session.rt.settings.ws_send_timeout)
+        # A stalled client that reads again within a heartbeat still learns why it was closed.
+        settings = session.rt.settings
+        await _close(ws, close or Close(1000, ""), max(settings.ws_send_timeout, settings.ws_heartbeat))
 
 
 async def _started(session: Session, since: int | None) -> Close | None:
