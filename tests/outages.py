@@ -3,7 +3,8 @@
 The machine's servers are shared by other test sessions, so a test cannot stop them. Closed, the
 gate refuses new connections (ECONNREFUSED, as from a stopped server) and drops the open ones
 (reset, as when a server dies); opened again, it listens on the same port, so the runtime finds
-"its server" back where it was, with its data, as after a restart.
+"its server" back where it was, with its data, as after a restart. Stalled, it accepts
+connections and never answers (a server that hangs), until it is let go.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Gate:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
+        self.stalled = False
+        self.held = 0  # connections taken and left unanswered while stalled
 
     def url(self) -> str:
         """The URL of the service through this gate."""
@@ -55,6 +58,12 @@ class Gate:
             self._server = None
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.stalled:
+            self.held += 1
+            with contextlib.suppress(OSError):
+                await reader.read()  # until the client gives up or dies
+            writer.transport.abort()
+            return
         try:
             if self.unix is not None:
                 up_reader, up_writer = await asyncio.open_unix_connection(self.unix)
