@@ -264,8 +264,13 @@ class Settings:
         "SEATMAP_JOB_MAX_BACKOFF", 600.0, positive=True, help="the longest delay between retries"
     )
     job_lease: float = setting(
-        "SEATMAP_JOB_LEASE", 60.0, positive=True, help="a claimed job of a dead worker comes due after this"
-    )
+        "SEATMAP_JOB_LEASE", 5.0, positive=True,
+        help="a running job's lease, renewed every third of it: a dead worker's job comes due after this",
+    )  # fmt: skip
+    outage_max_backoff: float = setting(
+        "SEATMAP_OUTAGE_MAX_BACKOFF", 5.0, positive=True,
+        help="background loops retry through a PostgreSQL/Redis outage at most this far apart",
+    )  # fmt: skip
     job_poll_interval: float = setting(
         "SEATMAP_JOB_POLL_INTERVAL", 1.0, positive=True, help="workers look for due jobs at least this often"
     )
@@ -281,6 +286,10 @@ class Settings:
         help="deltas queued for one socket before it is reset to a snapshot (~5 s at 50 changes/s)",
     )  # fmt: skip
     ws_heartbeat: float = setting("SEATMAP_WS_HEARTBEAT", 20.0, positive=True, help="WebSocket ping interval")
+    ws_send_timeout: float = setting(
+        "SEATMAP_WS_SEND_TIMEOUT", 5.0, positive=True,
+        help="a frame not sent within this (the client stopped reading) closes the socket with 4009",
+    )  # fmt: skip
     ws_batch_window: float = setting(
         "SEATMAP_WS_BATCH_WINDOW_MS", 0.01, minimum=0, milliseconds=True,
         help="for ?batch=1 clients, at most one frame per socket per window (0: no batching)",
