@@ -76,7 +76,8 @@ class Http:
             try:
                 return await self._exchange(method, path, body, headers or {})
             except (ConnectionError, asyncio.IncompleteReadError):
-                self.writer = None  # the server closed a kept-alive connection: reconnect once
+                self.writer.close()  # the server closed a kept-alive connection: reconnect once
+                self.writer = None
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")

@@ -29,6 +29,7 @@ from seatmap.errors import (
     unexpected_handler,
 )
 from seatmap.live import account_holds, blocks, holds, socket, suggestions
+from seatmap.live.reconcile import Reconciler
 from seatmap.logs import RequestLog, configure
 from seatmap.runtime import Runtime, cancel, urls
 from seatmap.sales import (
@@ -139,6 +140,8 @@ async def _start(rt: Runtime, stack: contextlib.AsyncExitStack) -> list[asyncio.
         await rt.expiry.listen()
     tasks.append(asyncio.create_task(rt.expiry.sweep_forever(), name="expiry.sweeper"))
     tasks.append(asyncio.create_task(settlement.sweep_forever(rt), name="sales.sweeper"))
+    reconciler = Reconciler(rt.holds.inventory, rt.settings.reconcile_interval)
+    tasks.append(asyncio.create_task(reconciler.run_forever(), name="live.reconcile"))
     rt.provider.start()
     for task in tasks:
         rt.state.watch(task)

@@ -77,8 +77,9 @@ async def open_runtime(settings: Settings, role: Role) -> AsyncIterator[Runtime]
             )  # fmt: skip
             stack.push_async_callback(channels.stop)
             expiry = Expiry(
-                redis, inventory, channels, hold_max=settings.hold_max, sweep_interval=settings.sweep_interval
-            )
+                redis, inventory, channels, hold_max=settings.hold_max,
+                sweep_interval=settings.sweep_interval, hold_ttl=settings.hold_ttl,
+            )  # fmt: skip
             stack.push_async_callback(expiry.stop)
         yield Runtime(
             settings=settings,

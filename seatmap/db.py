@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 import asyncpg
 
 from seatmap import resources
+from seatmap.errors import outage
 
 log = logging.getLogger("seatmap.db")
 
@@ -107,7 +108,25 @@ async def _keep_session(conn: Connection) -> None:
     """
 
 
+class _QuietFloorRetries(logging.Filter):
+    """asyncpg's pool logs a traceback each time it fails to reopen its minimum connections
+    (1 s, 2 s, 4 s… apart) while PostgreSQL is away. The loops that need the database already
+    say when an outage starts and ends (outage.py); an outage's retries are dropped here, any
+    other failure to connect (a wrong password) is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and "pool connection floor" in record.msg:
+            return outage(record.exc_info[1]) is None
+        return True
+
+
+_quiet_floor = _QuietFloorRetries()
+
+
 async def create_pool(dsn: str, **kwargs: Any) -> Pool:
+    pool_log = logging.getLogger("asyncpg.pool")
+    if _quiet_floor not in pool_log.filters:
+        pool_log.addFilter(_quiet_floor)
     pool = await asyncpg.create_pool(dsn, init=_init_connection, reset=_keep_session, **kwargs)
     assert pool is not None
     return pool

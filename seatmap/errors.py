@@ -49,22 +49,27 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     │   ├── AccountHoldLimit          429 account_hold_limit (limit)
     │   ├── AddressHoldLimit          429 address_hold_limit (limit, held)
     │   └── TooManySockets            429 too_many_sockets  (limit)
-    └── Unavailable                   503 unavailable
+    └── Unavailable                   503 unavailable       (retry_after; also any outage, see `outage`)
 
 Every class has a stable `code` (clients switch on it) and a docstring that is its default
 message. Extra fields (the seats lost, the field path) travel in `details` and are rendered
 next to `code` and `message`. Anything else an endpoint raises is a bug: `CatchUnexpected`
-logs it and answers 500 `internal_error`, on a connection that stays open.
+logs it and answers 500 `internal_error`, on a connection that stays open, unless it is a
+backing service being unreachable (`outage`): that answers 503 `unavailable` with Retry-After.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
+import socket
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
+import asyncpg
 import msgspec
+import redis.exceptions
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, Route
@@ -399,12 +404,63 @@ class Unavailable(SeatmapError):
     status = 503
 
 
+# Seconds a client is told to wait (Retry-After) when PostgreSQL or Redis cannot be reached:
+# a restart takes a few; clients back off themselves past that.
+OUTAGE_RETRY_AFTER: Final = 2
+
+# What PostgreSQL and Redis raise when they cannot be reached, are restarting or are shutting
+# down, as opposed to refusing a statement: trying the same request again later can succeed.
+# TimeoutError covers a pool's acquire timeout and a connect that hangs; ConnectionError a
+# refused or reset connection (asyncpg raises ConnectionRefusedError itself); other OSErrors only
+# by their errno (`_OUTAGE_ERRNOS`), since a bug can raise one too.
+_OUTAGES: Final = (
+    redis.exceptions.ConnectionError,  # BusyLoadingError (a restarted Redis loading its data) too
+    redis.exceptions.TimeoutError,
+    redis.exceptions.TryAgainError,
+    asyncpg.PostgresConnectionError,  # ConnectionDoesNotExistError: the server closed it under us
+    asyncpg.CannotConnectNowError,  # the database system is starting up / shutting down
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.ConnectionFailureError,
+    TimeoutError,
+    ConnectionError,
+    socket.gaierror,  # the server's name does not resolve (DNS restarting)
+)
+# Unreachable, or a unix socket whose server is gone (ENOENT: its file was removed on stop).
+_OUTAGE_ERRNOS: Final = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.ENOENT})
+
+
+def outage(exc: BaseException) -> Unavailable | None:
+    """`exc` as a 503 if it (or what caused it) says a backing service is unreachable; else None.
+
+    asyncpg's `InterfaceError` counts only for a closed connection ("connection is closed"):
+    otherwise it is a misuse, our bug, and stays a 500.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):  # `raise … from` chains are short; never loop on a cycle
+        if seen is None:
+            return None
+        if (
+            isinstance(seen, _OUTAGES)
+            or (isinstance(seen, OSError) and seen.errno in _OUTAGE_ERRNOS)
+            or (isinstance(seen, asyncpg.InterfaceError) and "connection is closed" in str(seen))
+        ):
+            service = "Redis" if isinstance(seen, redis.exceptions.RedisError) else "the database"
+            return Unavailable(
+                f"The service is briefly unavailable ({service} cannot be reached); try again shortly.",
+                retry_after=OUTAGE_RETRY_AFTER,
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 _encoder = msgspec.json.Encoder()
 
 
 def error_response(exc: SeatmapError, headers: Mapping[str, str] | None = None) -> Response:
     headers = dict(headers or {})
-    if isinstance(exc, RateLimited) and "retry_after" in exc.details:
+    if isinstance(exc, RateLimited | Unavailable) and "retry_after" in exc.details:
         headers["Retry-After"] = str(exc.details["retry_after"])
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = "Bearer"
@@ -430,7 +486,13 @@ async def http_handler(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected_handler(request: Request, exc: Exception) -> Response:
-    """Anything we did not raise on purpose: log it whole, tell the client little."""
+    """Anything we did not raise on purpose: log it whole, tell the client little.
+
+    An outage is not a bug: one line (no traceback, every request fails alike), and 503."""
+    unavailable = outage(exc)
+    if unavailable is not None:
+        log.warning("%s %s: %s: %r", request.method, request.url.path, unavailable.message, exc)
+        return error_response(unavailable)
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(SeatmapError())
 

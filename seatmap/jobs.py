@@ -11,7 +11,16 @@ of them at once, and records the outcome:
   `GiveUp` (trying again cannot help, e.g. a mail server refused the recipient for good): `dead`
   at once;
 - the worker dies (kill -9): the claim is a lease (`locked_until`), so the job comes due again
-  once the lease runs out; a live worker renews the leases of the jobs it is running.
+  once the lease runs out; a live worker renews the leases of the jobs it is running, every
+  third of a lease (a heartbeat, as procrastinate does). So the lease can be short (a few
+  seconds, SEATMAP_JOB_LEASE): a killed worker's refund is taken over within about that,
+  not the minute it used to be.
+
+PostgreSQL going away (a restart, a failover) is ridden out, not fatal: every statement of the
+loop (claim, renew, record) that meets an outage backs off and tries again (outage.py), and the
+LISTEN connection is opened again once the database answers. A job's outcome that cannot be
+recorded is tried again for a lease; past that the job runs again elsewhere (handlers are
+idempotent).
 
 NOTIFY on commit wakes idle workers at once; they also poll, because a notification can be
 missed (a worker that was reconnecting). On stop, a worker finishes what it is running and
@@ -41,6 +50,7 @@ from typing import Any, Final
 from prometheus_client import Counter
 
 from seatmap.db import AnyConnection, Pool
+from seatmap.outage import Outage
 from seatmap.settings import Settings
 
 log = logging.getLogger("seatmap.jobs")
@@ -80,8 +90,9 @@ class Policy:
     max_attempts: int = 8
     backoff: float = 1.0  # first retry after about this many seconds, doubling each time
     max_backoff: float = 600.0
-    lease: float = 60.0
+    lease: float = 5.0  # renewed every third of it while the job runs
     poll_interval: float = 1.0
+    outage_backoff: float = 5.0  # the longest pause between tries while the database is away
 
 
 def policy_from(settings: Settings) -> Policy:
@@ -92,6 +103,7 @@ def policy_from(settings: Settings) -> Policy:
         max_backoff=settings.job_max_backoff,
         lease=settings.job_lease,
         poll_interval=settings.job_poll_interval,
+        outage_backoff=settings.outage_max_backoff,
     )
 
 
@@ -268,12 +280,16 @@ class Worker:
         self._running: dict[int, asyncio.Task[None]] = {}
         self.completed = 0
         self.failed = 0
+        self.outage = Outage("jobs.claim", policy.outage_backoff)
+        self._renewals = Outage("jobs.lease", policy.outage_backoff)
+        self._records = Outage("jobs.record", policy.outage_backoff)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Work until `stop` is set. If the lease renewer dies, the jobs running are given back
-        and its exception ends `run`: without renewals their leases would lapse and another
-        worker would run them a second time, while this one carried on as if all were well."""
-        listener = await _listen(self.dsn, self._wake)
+        """Work until `stop` is set, through database outages (outage.py). If the lease renewer
+        dies of anything else, the jobs running are given back and its exception ends `run`:
+        without renewals their leases would lapse and another worker would run them a second
+        time, while this one carried on as if all were well."""
+        listener: Any = None
         renewer = asyncio.create_task(self._renew_leases(stop), name="jobs.renew")
         renewer.add_done_callback(lambda _: self._wake.set())
         try:
@@ -283,8 +299,18 @@ class Worker:
                         task.cancel()  # `_run` gives the job back
                     raise renewer.exception() or RuntimeError("the lease renewer returned")
                 free = self.policy.concurrency - len(self._running)
-                claimed = await self._claim(free) if free > 0 else []
+                try:
+                    if listener is None or listener.is_closed():
+                        listener = await _listen(self.dsn, self._wake)
+                    claimed = await self._claim(free) if free > 0 else []
+                except Exception as exc:
+                    pause = self.outage.failed(exc)  # anything but an outage goes on up
+                    await _first(stop.wait(), asyncio.sleep(pause))
+                    continue
+                self.outage.ok()
                 for job in claimed:
+                    if job.id in self._running:
+                        continue  # its lease lapsed in an outage and we took it again: still ours
                     task = asyncio.create_task(self._run(job), name=f"jobs.run.{job.kind}.{job.id}")
                     self._running[job.id] = task
                     task.add_done_callback(functools.partial(self._finished, job.id))
@@ -298,8 +324,9 @@ class Worker:
                 await asyncio.gather(*self._running.values(), return_exceptions=True)
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await listener.close()
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await listener.close()
 
     def _finished(self, job_id: int, _: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
@@ -323,17 +350,16 @@ class Worker:
         try:
             await self.handlers[job.kind](job)
         except asyncio.CancelledError:
-            async with self.pool.acquire() as conn:
-                await conn.execute(_GIVE_BACK, [job.id], self.name)
+            # Given back at once if the database answers; else its lease runs out, as in a crash.
+            with contextlib.suppress(Exception):
+                async with self.pool.acquire() as conn:
+                    await conn.execute(_GIVE_BACK, [job.id], self.name)
             raise
         except Exception as exc:
             self.failed += 1
             delay = backoff_seconds(job.attempts, self.policy)
             error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
-            async with self.pool.acquire() as conn:
-                status = await conn.fetchval(
-                    _FAILED, job.id, self.name, delay, error, isinstance(exc, GiveUp)
-                )
+            status = await self._record(_FAILED, job.id, self.name, delay, error, isinstance(exc, GiveUp))
             outcomes.labels(job.kind, {"queued": "retry", "dead": "dead"}.get(status, "lost")).inc()
             if status == "dead":
                 log.error("job %s #%d is dead after %d attempts: %s", job.kind, job.id, job.attempts, error)
@@ -342,16 +368,40 @@ class Worker:
                             job.kind, job.id, job.attempts, delay, error)  # fmt: skip
         else:
             self.completed += 1
-            async with self.pool.acquire() as conn:
-                await conn.execute(_DONE, job.id, self.name)
+            await self._record(_DONE, job.id, self.name)
             outcomes.labels(job.kind, "done").inc()
 
+    async def _record(self, statement: str, *args: Any) -> Any:
+        """A job's outcome, tried again through an outage for as long as its lease would last:
+        after that another worker may have taken the job over, and it runs again there."""
+        deadline = asyncio.get_running_loop().time() + self.policy.lease
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    result = await conn.fetchval(statement, *args)
+            except Exception as exc:
+                pause = self._records.failed(exc)
+                if asyncio.get_running_loop().time() + pause > deadline:
+                    log.warning("job #%s: outcome not recorded during an outage; it will run again", args[0])
+                    return None
+                await asyncio.sleep(pause)
+                continue
+            self._records.ok()
+            return result
+
     async def _renew_leases(self, stop: asyncio.Event) -> None:
+        """The heartbeat: every third of a lease, push the leases of the running jobs out by one."""
         while not stop.is_set():
             await _first(stop.wait(), asyncio.sleep(self.policy.lease / 3))
-            if self._running:
+            if not self._running:
+                continue
+            try:
                 async with self.pool.acquire() as conn:
                     await conn.execute(_RENEW, list(self._running), self.name, self.policy.lease)
+            except Exception as exc:
+                self._renewals.failed(exc)  # an outage: try again at the next beat
+            else:
+                self._renewals.ok()
 
 
 async def _listen(dsn: str, wake: asyncio.Event) -> Any:

@@ -102,6 +102,13 @@ _SHARED_RESPONSES: Final[dict[str, dict[str, Any]]] = {
     "InvalidInput": _error_response("The input failed validation; `path` names the field (`invalid_input`)."),
     "UnsupportedMediaType": _error_response("The body must be `application/json`."),
     "PayloadTooLarge": _error_response("The body is larger than 1 MiB."),
+    "Unavailable": {
+        **_error_response(
+            "PostgreSQL or Redis cannot be reached right now (`unavailable`); nothing was done. "
+            "Try again after `Retry-After` seconds."
+        ),
+        "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 0}}},
+    },
 }
 
 
@@ -265,6 +272,7 @@ def build(
             ).strip()
             responses.setdefault("401", _shared("Unauthorized"))
             responses.setdefault("403", _shared("Forbidden"))
+        responses.setdefault("503", _shared("Unavailable"))  # any route, during an outage (errors.py)
         operation["responses"] = dict(sorted(responses.items()))
         paths.setdefault(path, {})[method.lower()] = operation
 

@@ -31,7 +31,9 @@ class Health(msgspec.Struct):
 
 class Readiness(msgspec.Struct):
     status: str  # "ready" or "unavailable"
-    checks: dict[str, str]  # "postgres"/"redis" -> "ok" or "error: <kind>"; "background" if a task died
+    # "postgres"/"redis" -> "ok" or "error: <kind>"; "background" if a task died;
+    # "expiry_notifications" if Redis will not send keyspace events (ready anyway: the sweeper restocks)
+    checks: dict[str, str]
 
 
 @documented("The process is alive", responses={200: Health}, tags=TAGS)
@@ -67,6 +69,9 @@ async def readyz(request: Request) -> Response:
     failed = [task.get_name() for task in rt.state.failed]
     if failed:
         checks["background"] = "stopped: " + ", ".join(failed)
+    # Expired holds still go back on sale (the sweeper), so this is said, not failed on.
+    if rt.expiry is not None and rt.expiry.notifications_problem:
+        checks["expiry_notifications"] = rt.expiry.notifications_problem
     if pg == "ok" and redis == "ok" and not failed:
         return respond(Readiness(status="ready", checks=checks))
     return respond(Readiness(status="unavailable", checks=checks), 503)

@@ -272,8 +272,13 @@ class Settings:
         "SEATMAP_JOB_MAX_BACKOFF", 600.0, positive=True, help="the longest delay between retries"
     )
     job_lease: float = setting(
-        "SEATMAP_JOB_LEASE", 60.0, positive=True, help="a claimed job of a dead worker comes due after this"
-    )
+        "SEATMAP_JOB_LEASE", 5.0, positive=True,
+        help="a running job's lease, renewed every third of it: a dead worker's job comes due after this",
+    )  # fmt: skip
+    outage_max_backoff: float = setting(
+        "SEATMAP_OUTAGE_MAX_BACKOFF", 5.0, positive=True,
+        help="background loops retry through a PostgreSQL/Redis outage at most this far apart",
+    )  # fmt: skip
     job_poll_interval: float = setting(
         "SEATMAP_JOB_POLL_INTERVAL", 1.0, positive=True, help="workers look for due jobs at least this often"
     )
@@ -289,6 +294,10 @@ class Settings:
         help="deltas queued for one socket before it is reset to a snapshot (~5 s at 50 changes/s)",
     )  # fmt: skip
     ws_heartbeat: float = setting("SEATMAP_WS_HEARTBEAT", 20.0, positive=True, help="WebSocket ping interval")
+    ws_send_timeout: float = setting(
+        "SEATMAP_WS_SEND_TIMEOUT", 5.0, positive=True,
+        help="a frame not sent within this (the client stopped reading) closes the socket with 4009",
+    )  # fmt: skip
     ws_batch_window: float = setting(
         "SEATMAP_WS_BATCH_WINDOW_MS", 0.01, minimum=0, milliseconds=True,
         help="for ?batch=1 clients, at most one frame per socket per window (0: no batching)",
@@ -312,6 +321,11 @@ class Settings:
     expiry_notifications: bool = setting(
         "SEATMAP_EXPIRY_NOTIFICATIONS", True,
         help="listen for keyspace `expired` events (the fast restock path); the sweeper runs regardless",
+    )  # fmt: skip
+    reconcile_interval: float = setting(
+        "SEATMAP_RECONCILE_INTERVAL", 30.0, positive=True,
+        help="how often one web process checks the seat map in Redis against the tickets in PostgreSQL "
+        "and marks sold again any ticketed seat shown free",
     )  # fmt: skip
     recovery_log_length: int = setting(
         "SEATMAP_RECOVERY_LOG_LENGTH", 1000, minimum=10, help="changes kept per screening for resume"

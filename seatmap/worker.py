@@ -9,7 +9,10 @@
 
 It runs until SIGTERM or SIGINT, then finishes the jobs it is running, gives back the ones it
 claimed but had not started, and exits cleanly. A worker killed with SIGKILL loses nothing:
-its jobs come due again when their lease runs out. Background tasks are named and watched: if
+its jobs come due again when their lease runs out (SEATMAP_JOB_LEASE, a few seconds). PostgreSQL
+or Redis going away is no crash: every loop backs off and carries on when they are back, saying
+so once per outage in the log and in `seatmap_worker_up` (outage.py). Background tasks are
+named and watched: if
 one crashes, the worker stops and the exception ends the process, loudly, for the supervisor
 to restart it. In dev mode the web process runs the same jobs itself (`background`).
 """
@@ -29,6 +32,8 @@ from redis.exceptions import RedisError
 
 from seatmap import jobs, mail
 from seatmap.composition import open_runtime
+from seatmap.errors import outage
+from seatmap.outage import Outage
 from seatmap.runtime import Runtime, urls
 from seatmap.sales import alerts, cancellations, notifications, orders, refunds
 from seatmap.settings import Settings
@@ -72,11 +77,18 @@ async def housekeeping_once(rt: Runtime) -> tuple[int, int]:
 
 
 async def _housekeeping(rt: Runtime, stop: asyncio.Event) -> None:
+    """A round every poll interval; an outage is said once (outage.py), other errors each time."""
+    down = Outage("housekeeping", rt.settings.outage_max_backoff)
     while not stop.is_set():
         try:
             await housekeeping_once(rt)
         except (TimeoutError, OSError, asyncpg.PostgresError, RedisError) as exc:
-            log.warning("housekeeping failed, retrying: %s", exc)
+            if outage(exc) is not None:
+                down.failed(exc)
+            else:
+                log.warning("housekeeping failed, retrying: %s", exc)
+        else:
+            down.ok()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), rt.settings.job_poll_interval)
 
@@ -139,8 +151,13 @@ async def run(settings: Settings) -> None:
 async def _say_how_mail_goes(rt: Runtime, server: mail.SMTPServer | None) -> None:
     """Mail is a job kind (mail.py); say plainly whether this worker can send it."""
     if server is None:
-        async with rt.pool.acquire() as conn:
-            pending = await mail.pending_count(conn)
+        try:
+            async with rt.pool.acquire() as conn:
+                pending = await mail.pending_count(conn)
+        except Exception as exc:
+            if outage(exc) is None:
+                raise
+            pending = 0  # only a hint; the database went away just after the start
         log.info("mail is stored, not sent: SEATMAP_SMTP_URL is not set (dev mode logs it instead)")
         if pending:
             log.warning("%d mail(s) are pending; set SEATMAP_SMTP_URL to deliver them", pending)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -28,11 +27,13 @@ from seatmap.live import replies
 from seatmap.live.replies import NOT_LOADED
 from seatmap.live.scripts import Scripts
 from seatmap.live.seats import DEFAULT_SWEET_ROW, Place, Plan, plan
+from seatmap.live.sold import sold
 
 _R = TypeVar("_R")
 # How long "this order's seats were marked sold" is remembered (retried webhooks come early).
 _SOLD_MARKER_MS: Final = 7 * 24 * 3600 * 1000
-# How long "this order's seats were freed" is remembered (a retried refund job comes early).
+# How long "this order's seats were freed" is remembered (a retried refund job comes early), for
+# screenings loaded before seats remembered their order (restock.lua `free`).
 _FREED_MARKER_MS: Final = 7 * 24 * 3600 * 1000
 # How long an owner touching a restocked hold is told it expired, rather than not found.
 _EXPIRED_MARKER_MS: Final = 3600 * 1000
@@ -52,6 +53,8 @@ class Keys:
     viewers: str
     nb: str
     addrs: str
+    owners: str
+    ga_orders: str
     channel: str
 
     @classmethod
@@ -68,6 +71,8 @@ class Keys:
             viewers=f"{base}:viewers",
             nb=f"{base}:nb",
             addrs=f"{base}:addrs",
+            owners=f"{base}:owners",
+            ga_orders=f"{base}:ga_orders",
             channel=f"{base}:chan",
         )
 
@@ -146,10 +151,6 @@ WHERE s.id = $1
 
 _BLOCKED_SQL: Final = "SELECT seat_label FROM seat_blocks WHERE screening_id = $1"
 
-# Sold inventory. Tickets arrive with checkout; until then nothing is sold. This is the hook
-# the rebuild consults, so once tickets exist a sold seat survives any loss of Redis state.
-SOLD_SOURCES: list[Callable[[Any, int], Awaitable[tuple[list[str], dict[str, int]]]]] = []
-
 
 class Inventory:
     """Per-process access to screenings' live state; shared by REST, WebSocket and expiry."""
@@ -201,15 +202,10 @@ class Inventory:
             if row is None:
                 raise NotFound(f"Screening {screening} does not exist.")
             blocked = [r["seat_label"] for r in await conn.fetch(_BLOCKED_SQL, screening)]
-            sold: list[str] = []
-            ga_sold: dict[str, int] = {}
-            for source in SOLD_SOURCES:
-                seats, areas = await source(conn, screening)
-                sold.extend(seats)
-                for area, units in areas.items():
-                    ga_sold[area] = ga_sold.get(area, 0) + units
+            durable = await sold(conn, screening)
+        ga_sold = {area: sum(orders.values()) for area, orders in durable.ga.items()}
         states = {label: "b" for label in blocked}
-        states.update({label: "s" for label in sold})
+        states.update({label: "s" for label in durable.seats})
         strand = "1" if layout.strand_rule else "0"
         args: list[Any] = [row["status"], _ms(row["starts_at"]), strand, layout.plan.total, len(states)]
         for label, state in states.items():
@@ -221,8 +217,15 @@ class Inventory:
         args.append(len(neighbours))
         for label, (left, right) in neighbours.items():
             args += [label, f"{left}|{right}"]
+        args.append(len(durable.seats))
+        for label, seat in durable.seats.items():
+            args += [label, seat.order]
+        ga_orders = [(order, units) for orders in durable.ga.values() for order, units in orders.items()]
+        args.append(len(ga_orders))
+        for order, units in ga_orders:
+            args += [order, units]
         k = self.keys(screening)
-        await self._call("init", _LOADED, [k.meta, k.seats, k.ga, k.seq, k.nb], args)
+        await self._call("init", _LOADED, [k.meta, k.seats, k.ga, k.seq, k.nb, k.owners, k.ga_orders], args)
 
     async def _call(
         self, name: str, decoder: msgspec.json.Decoder[_R], keys: list[str], args: list[Any]
@@ -301,10 +304,11 @@ class Inventory:
         self, screening: int, token: str, owner: int, seats: list[str], ga_area: str, ga_units: int,
         order_ref: str,
     ) -> replies.MarkedReply:  # fmt: skip
-        """Mark an order's seats sold, once per `order_ref` (a repeat answers Done)."""
+        """Mark an order's seats sold to it, once per `order_ref` (a repeat answers Done)."""
         k = self.keys(screening)
-        keys = [*k.holding(token, owner), k.sold(order_ref), k.addrs]
-        args: list[Any] = [k.channel, token, self.loglen, ga_area, ga_units, _SOLD_MARKER_MS, *seats]
+        keys = [*k.holding(token, owner), k.sold(order_ref), k.addrs, k.owners, k.ga_orders]
+        args: list[Any] = [k.channel, token, self.loglen, ga_area, ga_units, _SOLD_MARKER_MS, order_ref]
+        args += seats
         return await self._run(screening, "sell", _MARKED, keys, args)
 
     # ---- back on sale (restock.lua) ------------------------------------------------------------
@@ -317,6 +321,20 @@ class Inventory:
         keys = [*k.holding(token, int(owner or 0)), k.expired(token), k.addrs]
         args = [k.channel, token, self.loglen, _EXPIRED_MARKER_MS]
         return await self._run(screening, "restock", _RESTOCK, keys, args)
+
+    async def restock_due(self, screening: int, tokens: list[str]) -> replies.RestockedDue:
+        """Free the seats of these holds whose deadline passed, in one step and one delta (the
+        sweeper's batch); the reply has the lag of each hold this call restocked."""
+        k = self.keys(screening)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for token in tokens:
+                pipe.hget(k.hold(token), "owner")
+            owners: list[str | None] = await pipe.execute()
+        keys = [k.meta, k.seats, k.ga, k.seq, k.log, k.expiry, k.addrs]
+        for token, owner in zip(tokens, owners, strict=True):
+            keys += [k.hold(token), k.ttl(token), k.user(int(owner or 0)), k.expired(token)]
+        args = [k.channel, self.loglen, _EXPIRED_MARKER_MS, *tokens]
+        return _RESTOCKED_DUE.decode(await self.scripts("restock_due", keys, args))
 
     async def drop_holds(self, screening: int) -> int:
         """Release every live hold of the screening in one delta; returns how many there were."""
@@ -337,11 +355,13 @@ class Inventory:
     async def free(
         self, screening: int, order_id: int, seats: list[str], ga_area: str, ga_units: int
     ) -> replies.MarkedReply | None:
-        """A refunded order's seats back on sale, once per order; None if the screening is not loaded
-        (then nothing is needed: a load from PostgreSQL shows them free)."""
+        """A refunded order's seats back on sale: of `seats` (those PostgreSQL says have no live
+        ticket), the ones still sold to this order in Redis, and its GA units while still counted
+        for it; None if the screening is not loaded (then nothing is needed: a load from
+        PostgreSQL shows them free)."""
         k = self.keys(screening)
-        keys = [k.meta, k.seats, k.ga, k.seq, k.log, k.freed(order_id)]
-        args: list[Any] = [k.channel, self.loglen, ga_area, ga_units, _FREED_MARKER_MS, *seats]
+        keys = [k.meta, k.seats, k.ga, k.seq, k.log, k.freed(order_id), k.owners, k.ga_orders]
+        args: list[Any] = [k.channel, self.loglen, ga_area, ga_units, _FREED_MARKER_MS, str(order_id), *seats]
         raw = await self.scripts("free", keys, args)
         return None if raw == NOT_LOADED else _MARKED.decode(raw)
 
@@ -387,6 +407,7 @@ _EXTEND: Final[msgspec.json.Decoder[replies.ExtendReply]] = msgspec.json.Decoder
 _RELEASE: Final[msgspec.json.Decoder[replies.ReleaseReply]] = msgspec.json.Decoder(replies.ReleaseReply)
 _RESTOCK: Final[msgspec.json.Decoder[replies.RestockReply]] = msgspec.json.Decoder(replies.RestockReply)
 _MARKED: Final[msgspec.json.Decoder[replies.MarkedReply]] = msgspec.json.Decoder(replies.MarkedReply)
+_RESTOCKED_DUE: Final = msgspec.json.Decoder(replies.RestockedDue)
 _BLOCK: Final[msgspec.json.Decoder[replies.BlockReply]] = msgspec.json.Decoder(replies.BlockReply)
 _CHANGED: Final = msgspec.json.Decoder(replies.Changed)
 _DROPPED: Final = msgspec.json.Decoder(replies.Dropped)

@@ -23,7 +23,8 @@ SeatLabel = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
 CLOSE_ORIGIN: Final = 4003  # Origin not in the allow-list (sent before the handshake completes: HTTP 403)
 CLOSE_NOT_FOUND: Final = 4004  # no such screening
 CLOSE_ABUSE: Final = 4008  # kept sending after being told to slow down
-CLOSE_TOO_SLOW: Final = 4009  # could not keep up even with snapshots
+CLOSE_TOO_SLOW: Final = 4009  # could not keep up even with snapshots, or stopped reading
+CLOSE_TRY_AGAIN: Final = 1013  # Redis or PostgreSQL unreachable at connect: reconnect shortly
 
 
 # ---- client -> server -------------------------------------------------------------------

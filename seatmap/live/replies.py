@@ -61,6 +61,22 @@ class Restocked(_Reply, frozen=True, tag="ok"):
     lag_ms: int
 
 
+class RestockedDue(_Reply, frozen=True, tag="ok"):
+    """The sweeper's batch: the lag after its deadline of each hold this call restocked, and how
+    many were found extended meanwhile (left alone)."""
+
+    seq: int
+    lags_ms: list[int]
+    alive: int
+
+
+class Reconciled(_Reply, frozen=True, tag="ok"):
+    """Seats PostgreSQL has sold that Redis showed free or held, marked sold again."""
+
+    seq: int
+    seats: list[str]
+
+
 class Dropped(_Reply, frozen=True, tag="ok"):
     seq: int
     holds: int

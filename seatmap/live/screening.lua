@@ -4,12 +4,16 @@
 -- Loads a screening's durable state (from PostgreSQL) into an empty Redis, once. The
 -- sequence restarts above any number used before (the server's clock in microseconds), so a
 -- client resuming from before a Redis restart is told to take a snapshot, never replayed.
--- KEYS: meta seats ga seq nb
+-- Each sold seat and GA unit remembers the order it was sold to (`owners`, `ga_orders`), so a
+-- refund frees only what is still its own (restock.lua `free`).
+-- KEYS: meta seats ga seq nb owners ga_orders
 -- ARGV: status starts_ms strand total n_states (label state)... n_ga (area cap taken)... n_nb (label "l|r")...
+--       n_owners (label order)... n_ga_orders (order units)...
 -- Reply: Loaded(fresh): fresh is 0 when another process loaded it first
 local meta_key, seats_key, ga_key, seq_key, nb_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local owners_key, ga_orders_key = KEYS[6], KEYS[7]
 if redis.call('EXISTS', meta_key) == 1 then return reply('ok', 0) end
-redis.call('DEL', seats_key, ga_key, nb_key)
+redis.call('DEL', seats_key, ga_key, nb_key, owners_key, ga_orders_key)
 local i = 6
 for _ = 1, tonumber(ARGV[5]) do
   redis.call('HSET', seats_key, ARGV[i], ARGV[i + 1])
@@ -28,11 +32,20 @@ for _ = 1, n_nb do
   redis.call('HSET', nb_key, ARGV[i], ARGV[i + 1])
   i = i + 2
 end
+for _, key in ipairs({owners_key, ga_orders_key}) do
+  local n = tonumber(ARGV[i])
+  i = i + 1
+  for _ = 1, n do
+    redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+    i = i + 2
+  end
+end
 local t = redis.call('TIME')
 local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local seq = tonumber(redis.call('GET', seq_key) or '0')
 if seq < floor then redis.call('SET', seq_key, string.format('%d', floor)) end
-redis.call('HSET', meta_key, 'status', ARGV[1], 'starts_ms', ARGV[2], 'strand', ARGV[3], 'total', ARGV[4])
+-- `owned`: this load recorded the owners (a screening loaded by an older version did not).
+redis.call('HSET', meta_key, 'status', ARGV[1], 'starts_ms', ARGV[2], 'strand', ARGV[3], 'total', ARGV[4], 'owned', '1')
 return reply('ok', 1)
 
 --- snapshot ---

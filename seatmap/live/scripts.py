@@ -28,6 +28,7 @@ _FILES: Final = (
     "screening.lua",
     "connections.lua",
     "account_holds.lua",
+    "reconcile.lua",
 )
 _MARKER: Final = re.compile(r"^--- (\w+) ---\n", re.M)
 

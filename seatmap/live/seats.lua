@@ -316,26 +316,33 @@ return reply('ok', seq)
 
 --- sell ---
 -- The seats of a paid order become sold, after PostgreSQL committed the sale (the truth: a
--- seat sold there is sold here whatever Redis thought). Clears the hold. Runs once per order:
--- a marker makes a repeated call (a retried webhook) a no-op.
--- KEYS: meta seats ga seq log expiry hold ttl user sold_marker addrs
--- ARGV: channel token loglen area qty marker_ttl_ms seat...
+-- seat sold there is sold here whatever Redis thought), and remember the order they are sold
+-- to (`owners`, `ga_orders`: a refund frees only what is still its own). Clears the hold. Runs
+-- once per order: a marker makes a repeated call (a retried webhook) a no-op, and GA units
+-- already counted for the order (a rebuild from PostgreSQL counted them) are not counted again.
+-- KEYS: meta seats ga seq log expiry hold ttl user sold_marker addrs owners ga_orders
+-- ARGV: channel token loglen area qty marker_ttl_ms order_ref seat...
 -- Reply: Changed | Done (sold before)
 local meta_key, seats_key, ga_key, seq_key, log_key, expiry_key, hold_key, ttl_key, user_key, marker_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local owners_key, ga_orders_key = KEYS[12], KEYS[13]
 local channel, token, loglen, area, qty = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local order_ref = ARGV[7]
 if redis.call('EXISTS', meta_key) == 0 then return reply('noinit') end
 if not redis.call('SET', marker_key, '1', 'NX', 'PX', ARGV[6]) then return reply('done') end
 local changes = {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   if redis.call('HGET', seats_key, ARGV[i]) ~= 's' then
     redis.call('HSET', seats_key, ARGV[i], 's')
     changes[#changes + 1] = {seat = ARGV[i], state = 'sold'}
   end
+  redis.call('HSET', owners_key, ARGV[i], order_ref)
 end
 if area ~= '' then
   -- A live hold already counts its units as taken; if it was restocked meanwhile, take them again.
-  if redis.call('HGET', hold_key, 'area') ~= area then redis.call('HINCRBY', ga_key, area, qty) end
+  if redis.call('HSETNX', ga_orders_key, order_ref, qty) == 1 and redis.call('HGET', hold_key, 'area') ~= area then
+    redis.call('HINCRBY', ga_key, area, qty)
+  end
   changes[#changes + 1] = ga_change(meta_key, ga_key, area)
 end
 if redis.call('EXISTS', hold_key) == 1 then

@@ -5,6 +5,16 @@ same `Holds` as the REST API), and a writer, which sends what the socket's `Watc
 decides: the deltas it has not seen, batched or not, a snapshot when it fell behind, a replay
 on `resume`, or a close when it is too slow even for snapshots. This module is the WebSocket
 I/O only; the rules are in feed.py.
+
+A socket that stops reading is caught here, not by the feed's queue: the ASGI `send` returns as
+soon as the bytes are in the server's buffers, and the kernel's take a megabyte or more, so the
+queue kept draining while nothing reached the client. Once those buffers are full, a send waits
+(uvicorn pauses writing); a frame that cannot be sent within SEATMAP_WS_SEND_TIMEOUT closes the
+socket with 4009 (too slow), as a client that fell behind even snapshots is.
+
+An outage of Redis or PostgreSQL during a command answers an `unavailable` error frame (with
+`retry_after`) and keeps the socket; at connect, when the map cannot be loaded, the socket is
+closed with 1013 (try again later).
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from seatmap.errors import (
     TooManySockets,
     Unauthorized,
     error_response,
+    outage,
     socket_error,
 )
 from seatmap.live.channels import RESYNCS, Channels
@@ -41,6 +52,7 @@ from seatmap.live.protocol import (
     CLOSE_NOT_FOUND,
     CLOSE_ORIGIN,
     CLOSE_TOO_SLOW,
+    CLOSE_TRY_AGAIN,
     Auth,
     ClientMessage,
     Error,
@@ -64,6 +76,11 @@ log = logging.getLogger("seatmap.live.socket")
 SOCKETS_OPEN: Final = Gauge("seatmap_sockets_open", "Live seat-map WebSockets open in this process.")
 SOCKETS_REFUSED: Final = Counter(
     "seatmap_sockets_refused", "WebSocket handshakes refused because their address has too many open."
+)
+SENDS_STALLED: Final = Counter(
+    "seatmap_socket_sends_stalled_total",
+    "Sockets closed with 4009 because a frame could not be sent within SEATMAP_WS_SEND_TIMEOUT "
+    "(the client stopped reading and the server's buffers filled).",
 )
 
 
@@ -137,7 +154,16 @@ class Session:
         self.strikes = Strikes(rate, 3 * burst)
 
     async def send(self, message: ServerMessage) -> None:
-        await self.ws.send_text(encode(message))
+        await self.send_text(encode(message))
+
+    async def send_text(self, text: str) -> None:
+        """Every frame goes out here: one that waits longer than the send timeout is a stalled
+        client (`Stalled`), whichever task sent it."""
+        try:
+            async with asyncio.timeout(self.rt.settings.ws_send_timeout):
+                await self.ws.send_text(text)
+        except TimeoutError:
+            raise Stalled() from None
 
     # -- writer --------------------------------------------------------------------------
 
@@ -145,7 +171,7 @@ class Session:
         """The first frames: exactly the deltas after `since` when they can be had, else a snapshot."""
         if since is None:
             seq, text = self.feed.snapshot_text()
-            await self.ws.send_text(text)
+            await self.send_text(text)
             self.watcher.started(seq, time.monotonic())
         else:
             await self._resume(since)
@@ -164,12 +190,12 @@ class Session:
             plan = Feed.resume_from_stream(since, await self.channels.log_after(self.feed.screening, since))
         if isinstance(plan, Replay):
             for text in plan.frames(self.watcher.batching):
-                await self.ws.send_text(text)
+                await self.send_text(text)
             self.watcher.started(plan.last, time.monotonic())
             return
         RESYNCS.labels(reason).inc()
         seq, text = self.feed.snapshot_text()
-        await self.ws.send_text(text)
+        await self.send_text(text)
         self.watcher.started(seq, time.monotonic())
 
     async def write(self) -> Close | None:
@@ -191,10 +217,10 @@ class Session:
                 await asyncio.sleep(wait)
             frame = watcher.frame_to_send(self.feed)
             if type(frame) is str:  # the common case first: this runs per frame and socket
-                await self.ws.send_text(frame)
+                await self.send_text(frame)
                 watcher.last_sent = time.monotonic()
             elif isinstance(frame, TooSlow):
-                return Close(CLOSE_TOO_SLOW, "too slow: reconnect and resume")
+                return TOO_SLOW
             elif isinstance(frame, ResumeFrom):
                 await self._resume(frame.since)
 
@@ -225,7 +251,15 @@ class Session:
             try:
                 reply = await self.execute(command)
             except SeatmapError as exc:
-                await self.ws.send_text(socket_error(exc, getattr(command, "ref", None)))
+                await self.send_text(socket_error(exc, getattr(command, "ref", None)))
+                continue
+            except Exception as exc:
+                # Redis or PostgreSQL unreachable: the client may try again shortly, on this socket.
+                unavailable = outage(exc)
+                if unavailable is None:
+                    raise
+                log.warning("socket command failed: %s: %r", unavailable.message, exc)
+                await self.send_text(socket_error(unavailable, getattr(command, "ref", None)))
                 continue
             if reply is not None:
                 await self.send(reply)
@@ -285,6 +319,13 @@ class Close(NamedTuple):
     reason: str
 
 
+class Stalled(Exception):
+    """A frame could not be sent within the send timeout: the client stopped reading."""
+
+
+TOO_SLOW: Final = Close(CLOSE_TOO_SLOW, "too slow: reconnect and resume")
+
+
 def _resolve(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -313,28 +354,47 @@ async def screening_socket(ws: WebSocket) -> None:
             encode(Error(code="invalid_message", message="`since` must be a sequence number."))
         )
     holds = rt.holds
+    principal: Principal | None = None
     try:
         if not screening:
             raise NotFound("No such screening.")
         await holds.inventory.layout(screening)
+        cookie = ws.cookies.get(ACCESS_COOKIE)
+        if cookie:
+            with contextlib.suppress(SeatmapError):
+                principal = await principal_from_token(rt, cookie)
     except NotFound as exc:
         await ws.send_text(socket_error(exc, None))
         await ws.close(CLOSE_NOT_FOUND, "no such screening")
         return
-    principal: Principal | None = None
-    cookie = ws.cookies.get(ACCESS_COOKIE)
-    if cookie:
-        with contextlib.suppress(SeatmapError):
-            principal = await principal_from_token(rt, cookie)
+    except Exception as exc:
+        await _come_back_later(ws, exc)
+        return
     channels = rt.channels
     if channels is None:  # a worker's runtime has no fan-out; only web processes mount this route
         raise RuntimeError("the live seat map needs a web runtime")
     batching = ws.query_params.get("batch") == "1"
-    with SOCKETS_OPEN.track_inprogress():
-        async with channels.watch(screening, batching=batching) as (feed, watcher):
-            session = Session(ws, rt, holds, channels, feed, watcher)
-            session.token = cookie if principal is not None else None
-            await _serve(ws, session, principal, since)
+    try:
+        with SOCKETS_OPEN.track_inprogress():
+            async with channels.watch(screening, batching=batching) as (feed, watcher):
+                session = Session(ws, rt, holds, channels, feed, watcher)
+                session.token = cookie if principal is not None else None
+                await _serve(ws, session, principal, since)
+    except Exception as exc:  # the snapshot that starts the feed could not be read
+        await _come_back_later(ws, exc)
+
+
+async def _come_back_later(ws: WebSocket, exc: Exception) -> None:
+    """An outage before the socket is served: say so and close 1013, for the client to reconnect
+    shortly (1000 would tell it nothing is wrong). Anything else is a bug and goes on up."""
+    unavailable = outage(exc)
+    if unavailable is None:
+        raise exc
+    log.warning("socket refused: %s: %r", unavailable.message, exc)
+    if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):
+            await ws.send_text(socket_error(unavailable, None))
+            await ws.close(CLOSE_TRY_AGAIN, "unavailable: reconnect shortly")
 
 
 async def _serve(ws: WebSocket, session: Session, principal: Principal | None, since: int | None) -> None:
@@ -342,34 +402,71 @@ async def _serve(ws: WebSocket, session: Session, principal: Principal | None, s
 
     The side that ends it does not close the socket itself: the other side is stopped first, so
     no frame is sent after the close (the writer used to race a reader's 1009/4008 close, and its
-    send after the close was logged as a failed session).
+    send after the close was logged as a failed session). A stalled send closes with 4009, an
+    outage while starting with 1013, a bug with 1011 (logged); 1000 only when the client left.
     """
     session.principal = principal
+    close: Close | None = None
     try:
-        await session.start(since)
-        writer = asyncio.create_task(session.write(), name="live.writer")
-        reader = asyncio.create_task(session.read(), name="live.reader")
-        done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (writer, reader):
-            if task not in done:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError):
-                    await task
-        close: Close | None = None
-        for task in done:
-            failure = task.exception()
-            if failure is None:
-                close = close or task.result()
-            elif not isinstance(failure, WebSocketDisconnect | OSError) and not _closed_under_us(failure):
-                log.error("websocket session failed", exc_info=failure)
-        if close is not None and ws.application_state == WebSocketState.CONNECTED:
-            await ws.close(close.code, close.reason)
+        close = await _started(session, since)
+        if close is None:
+            close = await _read_and_write(session)
+        if close is TOO_SLOW:
+            SENDS_STALLED.inc()
     except (WebSocketDisconnect, OSError):
         pass
     finally:
-        if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
-            with contextlib.suppress(Exception):
-                await ws.close(1000)
+        # A stalled client that reads again within a heartbeat still learns why it was closed.
+        settings = session.rt.settings
+        await _close(ws, close or Close(1000, ""), max(settings.ws_send_timeout, settings.ws_heartbeat))
+
+
+async def _started(session: Session, since: int | None) -> Close | None:
+    """The first frames; a close instead when they cannot be sent or the map not be read."""
+    try:
+        await session.start(since)
+    except Stalled:
+        return TOO_SLOW
+    except Exception as exc:
+        unavailable = outage(exc)
+        if unavailable is None:
+            raise
+        log.warning("socket refused: %s: %r", unavailable.message, exc)
+        return Close(CLOSE_TRY_AGAIN, "unavailable: reconnect shortly")
+    return None
+
+
+async def _read_and_write(session: Session) -> Close | None:
+    writer = asyncio.create_task(session.write(), name="live.writer")
+    reader = asyncio.create_task(session.read(), name="live.reader")
+    done, _ = await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (writer, reader):
+        if task not in done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError, Stalled):
+                await task
+    close: Close | None = None
+    for task in done:
+        failure = task.exception()
+        if failure is None:
+            close = close or task.result()
+        elif isinstance(failure, Stalled):
+            close = TOO_SLOW
+        elif not isinstance(failure, WebSocketDisconnect | OSError) and not _closed_under_us(failure):
+            log.error("websocket session failed", exc_info=failure)
+            close = close or Close(1011, "server error: reconnect with since")
+    return close
+
+
+async def _close(ws: WebSocket, close: Close, within: float) -> None:
+    """Close unless closed already, waiting at most `within` seconds: a client that stopped reading
+    blocks the close frame too (uvicorn waits for its buffer to drain), and the handler must end
+    anyway; uvicorn then closes the transport once what is buffered is gone."""
+    if ws.application_state != WebSocketState.CONNECTED or ws.client_state != WebSocketState.CONNECTED:
+        return
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(within):
+            await ws.close(close.code, close.reason)
 
 
 def _closed_under_us(failure: BaseException) -> bool:

@@ -11,7 +11,14 @@ again with the same key and the gateway answers with the refund it already made 
 paying twice. Failures are retried with back-off by the job outbox and end `dead`, with the
 last error, where an admin sees them and can retry (refund_admin.py). On success one
 transaction marks the refund succeeded, the order refunded, its tickets void, and queues the
-customer's notification; then the order's seats are freed in Redis (once per order).
+customer's notification; then the order's seats are freed in Redis.
+
+Which seats are freed is decided by PostgreSQL, never by a Redis marker alone (invariant 5):
+the order's seats that no live ticket holds now (`RELEASABLE`), and of those, in Redis, only
+the ones still sold to this very order (restock.lua `free`). The customer's refund frees them at
+once and the job frees them again when the money is back; between the two, or after Redis was
+restarted and rebuilt from PostgreSQL, the seats may have been sold to someone else, and then
+the second run leaves them sold.
 """
 
 from __future__ import annotations
@@ -127,11 +134,7 @@ async def refund_unused_payments(
 
 TO_RUN: Final = """
 SELECT r.id, r.order_id, r.amount, r.currency, r.status, r.closes_order, p.provider, p.provider_ref,
-       o.user_id, o.screening_id,
-       (SELECT coalesce(array_agg(seat_label ORDER BY position), '{}') FROM order_lines
-        WHERE order_id = o.id AND seat_label IS NOT NULL) AS seats,
-       (SELECT min(ga_area) FROM order_lines WHERE order_id = o.id) AS ga_area,
-       (SELECT count(*) FROM order_lines WHERE order_id = o.id AND ga_area IS NOT NULL) AS ga_units
+       o.user_id
 FROM refunds r JOIN payments p ON p.id = r.payment_id JOIN orders o ON o.id = r.order_id
 WHERE r.id = $1
 """
@@ -182,9 +185,7 @@ async def run_refund(rt: Runtime, job: jobs.Job) -> None:
                     )  # fmt: skip
     if row["closes_order"]:
         # Also when the refund was done by an earlier run that died before this step.
-        await free_seats(
-            rt, row["order_id"], row["screening_id"], row["seats"], row["ga_area"], row["ga_units"]
-        )
+        await free_seats(rt, row["order_id"])
 
 
 async def _return_money(rt: Runtime, row: Any) -> tuple[str, str | None]:
@@ -208,28 +209,40 @@ async def _return_money(rt: Runtime, row: Any) -> tuple[str, str | None]:
     return "succeeded", done.id
 
 
-async def free_seats(
-    rt: Runtime, order_id: int, screening_id: int, seats: list[str], ga_area: str | None, ga_units: int
-) -> None:
-    """Show a refunded order's seats free in Redis (a delta to viewers), once per order.
+# What a closed order gives back, decided here: its seats that no live ticket holds (its own
+# are void; another order's may be live, if the seat was sold again since), and its GA units.
+RELEASABLE: Final = """
+SELECT o.screening_id,
+       (SELECT coalesce(array_agg(l.seat_label ORDER BY l.position), '{}') FROM order_lines l
+        WHERE l.order_id = o.id AND l.seat_label IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.screening_id = o.screening_id
+                          AND t.seat_label = l.seat_label AND t.status = 'valid')) AS seats,
+       (SELECT min(ga_area) FROM order_lines WHERE order_id = o.id) AS ga_area,
+       (SELECT count(*) FROM order_lines WHERE order_id = o.id AND ga_area IS NOT NULL) AS ga_units
+FROM orders o
+WHERE o.id = $1 AND o.status IN ('refund_pending', 'refunded')
+  AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.order_id = o.id AND t.status = 'valid')
+"""
+
+
+async def free_seats(rt: Runtime, order_id: int) -> None:
+    """Show a refunded order's seats free in Redis (a delta to viewers): those PostgreSQL says
+    no live ticket holds, and only while Redis still has them sold to this order. Safe to
+    repeat, across Redis restarts too.
 
     A screening whose state is not in Redis needs nothing: it is loaded from PostgreSQL, where
     the tickets are void already.
     """
-    inventory = rt.holds.inventory
-    await inventory.free(screening_id, order_id, seats, ga_area or "", ga_units if ga_area else 0)
+    async with rt.pool.acquire() as conn:
+        row = await conn.fetchrow(RELEASABLE, order_id)
+    if row is None:  # not closed, or a ticket still live: nothing of it is to be freed yet
+        return
+    ga_area, ga_units = row["ga_area"] or "", row["ga_units"] if row["ga_area"] else 0
+    if row["seats"] or ga_units:
+        await rt.holds.inventory.free(row["screening_id"], order_id, list(row["seats"]), ga_area, ga_units)
 
 
 # ---- the customer's refund -------------------------------------------------------------------
-
-SEATS_OF: Final = """
-SELECT o.id, o.screening_id,
-       (SELECT coalesce(array_agg(seat_label ORDER BY position), '{}') FROM order_lines
-        WHERE order_id = o.id AND seat_label IS NOT NULL) AS seats,
-       (SELECT min(ga_area) FROM order_lines WHERE order_id = o.id) AS ga_area,
-       (SELECT count(*) FROM order_lines WHERE order_id = o.id AND ga_area IS NOT NULL) AS ga_units
-FROM orders o WHERE o.id = $1
-"""
 
 
 @documented(
@@ -263,14 +276,10 @@ async def refund_order(request: Request) -> Response:
             refund_id = await conn.fetchval(REFUND_ORDER, order_id, "customer", who.user_id)
             assert refund_id is not None, "a paid order has the payment that paid it"
             await queue(conn, rt.settings, [refund_id])
-        seats = await conn.fetchrow(SEATS_OF, order_id)
-    assert seats is not None
     try:
-        await free_seats(
-            rt, order_id, seats["screening_id"], seats["seats"], seats["ga_area"], seats["ga_units"]
-        )
+        await free_seats(rt, order_id)
     except RedisError as exc:
-        # The refund job frees them too (once per order), so they are not lost.
+        # The refund job frees them too (decided the same way), so they are not lost.
         log.warning("order %s refunded but its seats not freed in Redis yet: %s", order_id, exc)
     return respond(await visible_order(rt, who, order_id), 202)
 

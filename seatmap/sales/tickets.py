@@ -4,7 +4,7 @@ A ticket is written only inside the transaction that confirms a payment (or a bo
 sale), and the partial unique index `tickets_one_live_per_seat` refuses a second live ticket
 for a seat: that is the final guard against double sale whatever Redis said. The same rows
 are what the live seat map is rebuilt from after Redis lost a screening's state
-(`sold_inventory`, registered in `inventory.SOLD_SOURCES`).
+(`sold_inventory`, registered in `live.sold.SOLD_SOURCES`), and what its reconciler checks it against.
 
 Check-in is one conditional UPDATE, so two kiosks scanning the same ticket at the same moment
 cannot both admit it: PostgreSQL re-checks `checked_in_at IS NULL` on the row the winner just
@@ -37,7 +37,7 @@ from seatmap.errors import (
     TicketVoid,
     WrongScreening,
 )
-from seatmap.live import inventory
+from seatmap.live import sold
 from seatmap.runtime import runtime
 
 _CODE: Final = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -123,9 +123,10 @@ FROM ga_areas g JOIN screenings s ON s.auditorium_id = g.auditorium_id
 WHERE s.id = $1 AND g.name = $2
 """
 SOLD_INVENTORY: Final = """
-SELECT seat_label, ga_area, count(*) AS n FROM tickets
-WHERE screening_id = $1 AND status = 'valid'
-GROUP BY seat_label, ga_area
+SELECT t.seat_label, t.ga_area, t.order_id, o.hold_token, count(*) AS n
+FROM tickets t JOIN orders o ON o.id = t.order_id
+WHERE t.screening_id = $1 AND t.status = 'valid'
+GROUP BY t.seat_label, t.ga_area, t.order_id, o.hold_token
 """
 _INFO_COLUMNS: Final = """
 t.code, t.order_id, t.status, t.seat_label, t.ga_area, t.category, t.holder_name, t.screening_id,
@@ -183,19 +184,21 @@ async def issue(
     await conn.execute(ISSUE_TICKETS, order_id, screening_id, [new_code() for _ in range(lines)])
 
 
-async def sold_inventory(conn: Any, screening_id: int) -> tuple[list[str], dict[str, int]]:
-    """Seats and GA units with a live ticket: what the seat-map rebuild must show as sold."""
-    seats: list[str] = []
-    areas: dict[str, int] = {}
+async def sold_inventory(conn: Any, screening_id: int) -> sold.Sold:
+    """Seats and GA units with a live ticket, each with its order: what the seat-map rebuild must
+    show as sold, and sold to whom."""
+    seats: dict[str, sold.SoldSeat] = {}
+    areas: dict[str, dict[str, int]] = {}
     for row in await conn.fetch(SOLD_INVENTORY, screening_id):
+        order = str(row["order_id"])
         if row["seat_label"] is not None:
-            seats.append(row["seat_label"])
+            seats[row["seat_label"]] = sold.SoldSeat(order, row["hold_token"])
         else:
-            areas[row["ga_area"]] = areas.get(row["ga_area"], 0) + row["n"]
-    return seats, areas
+            areas.setdefault(row["ga_area"], {})[order] = row["n"]
+    return sold.Sold(seats, areas)
 
 
-inventory.SOLD_SOURCES.append(sold_inventory)
+sold.SOLD_SOURCES.append(sold_inventory)
 
 
 # ---- endpoints --------------------------------------------------------------------------------

@@ -9,6 +9,13 @@ them, a pump in every process that opened the gateway claims the due ones (SKIP 
 lease, so a process that dies mid-delivery only delays them) and tries again. A payment's events
 leave in the order the gateway wrote them, each only after the one before was taken.
 
+The lease is short (`LEASE`, 5 s) and renewed by a heartbeat every third of it for the events
+this process is delivering, however long the merchant takes to answer: a process killed between
+the buyer's decision and the webhook delays the confirmation by about a lease, not the minute
+the lease used to be. The same heartbeat marks taken events delivered. A database outage is
+ridden out (outage.py): the pump backs off and carries on, and an event whose outcome could not
+be written comes due again when its lease ends.
+
 Delivery goes through one `httpx.AsyncClient` per outbox (kept-alive connections to the few
 merchant origins), closed when the gateway closes.
 """
@@ -27,12 +34,15 @@ import httpx
 from prometheus_client import Counter
 
 from seatmap.db import Pool
+from seatmap.errors import outage
+from seatmap.outage import Outage
 from seatmap.sales.gateway import SIGNATURE_HEADER, sign
 
 log = logging.getLogger("seatmap.simulated.provider")
 
 _QUICK_RETRIES: Final = (0.2, 0.5, 1.0, 2.0)  # seconds between the tries of one attempt
-LEASE: Final = 60.0  # seconds a claimed (or just decided) event is left to its deliverer
+LEASE: Final = 5.0  # seconds a claimed (or just decided) event is left to its deliverer, renewed
+_OUTAGE_BACKOFF: Final = 5.0  # the longest pause of the pump while the database is away
 _POLL: Final = 0.25  # seconds between looks for due events when there were none
 _MAX_ATTEMPTS: Final = 12  # then it is left undelivered (with its last status), as gateways give up
 _TIMEOUT: Final = 10.0  # seconds for each of connect, write, read
@@ -49,6 +59,10 @@ UPDATE simulated_webhooks w SET due_at = now() + make_interval(secs => $2)
 WHERE w.id IN (SELECT id FROM simulated_webhooks WHERE delivered_at IS NULL AND due_at <= now()
                ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
 RETURNING w.id, w.payment_id, w.url, w.body, w.attempts
+"""
+RENEW: Final = """
+UPDATE simulated_webhooks SET due_at = now() + make_interval(secs => $2)
+WHERE id = ANY($1::bigint[]) AND delivered_at IS NULL
 """
 TAKEN: Final = """
 UPDATE simulated_webhooks w SET delivered_at = now(), last_status = t.status, attempts = w.attempts + 1
@@ -90,15 +104,22 @@ class Outbox:
         # event on the buyer's path. Lost in a crash, they are delivered once more when their
         # lease ends: a duplicate, which the merchant handles (as it must, from any gateway).
         self._taken: list[tuple[int, int]] = []
+        # Events being delivered by this process, by how many deliveries hold each: their leases
+        # are renewed by the heartbeat until they are taken or given a later attempt.
+        self._holding: dict[int, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.pumping = Outage("webhooks", _OUTAGE_BACKOFF)
 
     def start(self) -> None:
-        self._pump = asyncio.create_task(self._pump_forever(), name="simulated.webhooks")
+        self._tasks = [
+            asyncio.create_task(self._pump_forever(), name="simulated.webhooks"),
+            asyncio.create_task(self._heartbeat_forever(), name="simulated.webhooks.lease"),
+        ]
 
     async def aclose(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             await self.flush_taken()
         await self.client.aclose()
@@ -107,13 +128,51 @@ class Outbox:
         taken, self._taken = self._taken, []
         if taken:
             ids, statuses = zip(*taken, strict=True)
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.execute(TAKEN, list(ids), list(statuses))
+            except BaseException:
+                self._taken[:0] = taken  # kept (and their leases renewed) for the next try
+                raise
+
+    async def heartbeat(self) -> None:
+        """Mark taken events delivered, and renew the leases of those still being delivered."""
+        await self.flush_taken()
+        holding = [event_id for event_id, _ in self._taken] + list(self._holding)
+        if holding:
             async with self.pool.acquire() as conn:
-                await conn.execute(TAKEN, list(ids), list(statuses))
+                await conn.execute(RENEW, holding, LEASE)
+
+    async def _heartbeat_forever(self) -> None:
+        beats = Outage("webhooks.lease", _OUTAGE_BACKOFF)
+        while True:
+            await asyncio.sleep(LEASE / 3)
+            try:
+                await self.heartbeat()
+            except Exception as exc:
+                if outage(exc) is None:
+                    log.exception("simulated webhooks: lease renewal failed; trying at the next beat")
+                else:
+                    beats.failed(exc)  # said once per outage; the next beat tries again
+            else:
+                beats.ok()
 
     async def deliver_now(self, url: str, events: list[tuple[int, bytes]]) -> None:
         await self._deliver_in_order(url, [(event_id, body, 0) for event_id, body in events])
 
     async def _deliver_in_order(self, url: str, events: list[tuple[int, bytes, int]]) -> None:
+        ids = [e[0] for e in events]
+        for event_id in ids:
+            self._holding[event_id] = self._holding.get(event_id, 0) + 1
+        try:
+            await self._deliver_held(url, events)
+        finally:
+            for event_id in ids:
+                left = self._holding.pop(event_id, 1) - 1
+                if left > 0:
+                    self._holding[event_id] = left
+
+    async def _deliver_held(self, url: str, events: list[tuple[int, bytes, int]]) -> None:
         for i, (event_id, body, attempts) in enumerate(events):
             statuses = await asyncio.gather(*(self.post(url, body) for _ in range(self.copies)))
             taken = next((s for s in statuses if s is not None and 200 <= s < 300), None)
@@ -123,9 +182,17 @@ class Outbox:
                 continue
             status = next((s for s in statuses if s is not None), None)
             deliveries.labels(delivery_outcome(status, attempts + 1)).inc()
-            async with self.pool.acquire() as conn:
-                waiting = [e[0] for e in events[i:]]
-                await conn.execute(NOT_TAKEN, event_id, status, backoff(attempts + 1), _MAX_ATTEMPTS, waiting)
+            waiting = [e[0] for e in events[i:]]
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.execute(
+                        NOT_TAKEN, event_id, status, backoff(attempts + 1), _MAX_ATTEMPTS, waiting
+                    )
+            except Exception as exc:
+                if outage(exc) is None:
+                    raise
+                # Not recorded: the events come due again when their lease ends, a retry sooner.
+                log.warning("webhook %s: failed attempt not recorded: %r", event_id, exc)
             if attempts + 1 >= _MAX_ATTEMPTS:
                 log.error("webhook %s to %s given up after %d attempts", event_id, url, attempts + 1)
             return
@@ -159,12 +226,14 @@ class Outbox:
             try:
                 if await self.pump_once():
                     pause = 0.0
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("simulated webhooks: %r; trying again in 5 s", exc)
-                pause = 5.0
-            except Exception:
-                log.exception("simulated webhooks: pump failed; trying again in 5 s")
-                pause = 5.0
+            except Exception as exc:
+                if outage(exc) is not None:
+                    pause = self.pumping.failed(exc)  # said once per outage, backing off
+                else:
+                    log.exception("simulated webhooks: pump failed; trying again in 5 s")
+                    pause = 5.0
+            else:
+                self.pumping.ok()
             await asyncio.sleep(pause)
 
     async def pump_once(self, limit: int = 50) -> int:

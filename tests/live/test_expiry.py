@@ -12,6 +12,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from seatmap.accounts.auth import Principal
 from seatmap.app import create_app
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
@@ -192,3 +193,106 @@ async def test_restocks_and_their_lag_are_exported(rt: Runtime, settings: Settin
 def srv_runtime(srv: Server) -> Runtime:
     assert srv.runtime is not None
     return srv.runtime
+
+
+async def test_keyspace_notifications_come_back_after_redis_forgot_them(
+    rt: Runtime, settings: Settings
+) -> None:
+    """Redis restarted with its default config (notifications ''): seatmap turns them on again."""
+    original = (await rt.redis.config_get("notify-keyspace-events"))["notify-keyspace-events"]
+    try:
+        async with running(create_app(settings)) as srv:
+            expiry = srv_runtime(srv).expiry
+            assert expiry is not None
+            expiry.notify_check = 0.2
+            await rt.redis.config_set("notify-keyspace-events", "")
+            async with asyncio.timeout(3 * TIMEOUT_FACTOR):
+                while True:
+                    now = (await rt.redis.config_get("notify-keyspace-events"))[
+                        "notify-keyspace-events"
+                    ] or ""
+                    if "E" in now and ("x" in now or "A" in now):
+                        break
+                    await asyncio.sleep(0.05)
+            assert expiry.notifications_problem == ""
+    finally:
+        await rt.redis.config_set("notify-keyspace-events", original or "Ex")
+
+
+async def test_readyz_says_when_redis_refuses_to_send_expiry_events(rt: Runtime, settings: Settings) -> None:
+    """A Redis that forbids CONFIG (as managed ones do): still ready, and /readyz says why
+    expired holds are restocked by the sweeper alone."""
+    user, password = f"seatmap-noconfig-{settings.redis_prefix}", "pw-" + settings.redis_prefix
+    await rt.redis.acl_setuser(
+        user,
+        enabled=True,
+        passwords=[f"+{password}"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-config"],
+    )
+    assert settings.redis_url is not None
+    scheme, rest = settings.redis_url.split("://", 1)
+    limited = replace(settings, redis_url=f"{scheme}://{user}:{password}@{rest}")
+    try:
+        async with running(create_app(limited)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
+            r = await client.get("/readyz")
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["status"] == "ready"
+            assert body["checks"]["expiry_notifications"].startswith("cannot enable keyspace notifications")
+    finally:
+        await rt.redis.acl_deluser(user)
+
+
+@pytest.mark.parametrize("notifications", [True, False], ids=["keyspace-events", "sweeper-only"])
+async def test_200_holds_expiring_together_are_each_restocked_once_and_on_time(
+    rt: Runtime, settings: Settings, notifications: bool
+) -> None:
+    """200 one-seat holds of 1 s on 4 screenings: every viewer sees each seat freed exactly once,
+    and soon after its own deadline, however long the sweep interval (the sweeper's index is the
+    clock, whatever Redis expires)."""
+    screenings = [await make_screening(rt, ["S" * 25] * 2, strand_rule=False) for _ in range(4)]
+    short = replace(
+        settings, hold_ttl=1, sweep_interval=5, expiry_notifications=notifications, holds_per_user=100
+    )
+    original = (await rt.redis.config_get("notify-keyspace-events"))["notify-keyspace-events"]
+    if not notifications:
+        await rt.redis.config_set("notify-keyspace-events", "")
+    try:
+        async with running(create_app(short)) as srv:
+            viewers = [(s, await Viewer.connect(srv, s, batch=True)) for s in screenings for _ in range(2)]
+            for _, v in viewers:
+                await v.next("snapshot")
+            who = Principal(user_id=1, role="customer", jti="t", expires_at=int(time.time()) + 60)
+            labels = [f"{row}{n}" for row in "AB" for n in range(1, 26)]
+            made = await asyncio.gather(
+                *(srv_runtime(srv).holds.create(who, s, [seat]) for s in screenings for seat in labels)
+            )
+            deadline = {
+                (h.screening_id, h.seats[0]): datetime.fromisoformat(h.expires_at).timestamp() for h in made
+            }
+            lags: list[float] = []
+
+            async def watch(screening: int, v: Viewer) -> Counter[str]:
+                freed: Counter[str] = Counter()
+                async with asyncio.timeout(10 * TIMEOUT_FACTOR):
+                    while sum(freed.values()) < len(labels):
+                        delta = await v.next("delta", within=5)
+                        for change in delta["changes"]:
+                            if change["state"] == "free":
+                                freed[change["seat"]] += 1
+                                lags.append(time.time() - deadline[(screening, change["seat"])])
+                with pytest.raises(TimeoutError):
+                    await v.next("delta", within=0.3)
+                await v.close()
+                return freed
+
+            for freed in await asyncio.gather(*(watch(s, v) for s, v in viewers)):
+                assert freed == Counter(dict.fromkeys(labels, 1))
+            lags.sort()
+            assert lags[int(len(lags) * 0.99) - 1] < 0.25 * TIMEOUT_FACTOR, (
+                f"p99 {lags[int(len(lags) * 0.99) - 1]:.3f}s"
+            )
+    finally:
+        await rt.redis.config_set("notify-keyspace-events", original or "Ex")

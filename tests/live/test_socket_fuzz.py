@@ -230,16 +230,24 @@ async def test_fuzzed_frames_get_documented_errors_and_other_viewers_keep_their_
             await rt.holds.inventory.unblock(screening, ["C4"])
             await asyncio.sleep(0.02)
 
+    async def keep_up() -> None:
+        """The bystander reads all along, as a viewer does: one that stops reading for longer
+        than SEATMAP_WS_SEND_TIMEOUT once its buffers are full is closed as too slow (4009)."""
+        while True:
+            await bystander.recv(within=60)
+
     with tracebacks() as logged:
         ticker = asyncio.create_task(changes())
+        reader = asyncio.create_task(keep_up())
         try:
             await asyncio.to_thread(one_frame)
         except AssertionError as exc:
             failures.append(str(exc))
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            for task in (ticker, reader):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         last = (await rt.holds.inventory.snapshot(screening)).seq
         async with asyncio.timeout(10 * TIMEOUT_FACTOR):
             while not bystander.deltas() or bystander.deltas()[-1]["seq"] < last:

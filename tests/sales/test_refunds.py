@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,8 +28,8 @@ from tests.refunding import (
     refunded_at_least,
     worker,
 )
-from tests.shopping import buy, decide, get_order, hold, pending_order, seat_states, start_payment
-from tests.support import Server, Viewer, logged_in, make_screening
+from tests.shopping import buy, decide, get_order, hold, order, pending_order, seat_states, start_payment
+from tests.support import Server, User, Viewer, logged_in, make_screening
 
 MANY = 500
 
@@ -262,3 +264,85 @@ async def test_a_payment_after_its_order_expired_is_refunded_by_the_same_job(
     assert "had no refund yet" not in proc.log  # queued by checkout itself, not by the safety net
     r = await client.get("/api/notifications", headers=buyer.headers)
     assert [n["kind"] for n in r.json()["items"]] == ["refund_done"]
+
+
+async def _redis_restarted(rt: Runtime) -> None:
+    """Redis lost everything of this test (as a kill and an empty restart would): the next touch
+    of a screening rebuilds it from PostgreSQL."""
+    keys = [k async for k in rt.redis.scan_iter(match=f"{rt.settings.redis_prefix}:*", count=1000)]
+    if keys:
+        await rt.redis.delete(*keys)
+
+
+async def _run_refund_job(rt: Runtime, order_id: int) -> None:
+    """The worker's run of the order's refund job (the handler `seatmap worker` calls)."""
+    async with rt.pool.acquire() as conn:
+        job = await conn.fetchrow(
+            "SELECT j.id, j.payload, j.created_at FROM refunds r"
+            " JOIN jobs j ON j.dedupe_key = 'refund:' || r.id WHERE r.order_id = $1",
+            order_id,
+        )
+    assert job is not None
+    payload = job["payload"] if isinstance(job["payload"], dict) else json.loads(job["payload"])
+    await refunds.run_refund(rt, jobs.Job(job["id"], refunds.JOB, payload, 1, 10, job["created_at"]))
+
+
+async def test_a_late_refund_job_after_a_redis_restart_leaves_the_next_buyers_seats_sold(
+    server: Server, client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    """A refunds, B buys the same seats, Redis restarts empty, A's refund job runs: B's seats stay
+    sold for every viewer and nobody can hold them (issue 13, invariant 5)."""
+    screening = await make_screening(rt, ["S" * 10, "S" * 10], strand_rule=False)
+    a, b, c = [await logged_in(rt, client) for _ in range(3)]
+    first = await buy(client, a, screening, ["B5", "B6"])
+    r = await client.post(f"/api/orders/{first['id']}/refund", headers=a.headers)
+    assert r.status_code == 202 and r.json()["status"] == "refund_pending", r.text
+    second = await buy(client, b, screening, ["B5", "B6"])  # the refund job has not run yet
+    assert {t["status"] for t in second["tickets"]} == {"valid"}
+
+    await _redis_restarted(rt)
+    assert await seat_states(rt, screening) == {"B5": "sold", "B6": "sold"}  # rebuilt from PostgreSQL
+    viewer = await Viewer.connect(server, screening)
+    assert (await viewer.next("snapshot"))["seats"] == {"B5": "sold", "B6": "sold"}
+
+    await _run_refund_job(rt, first["id"])
+    assert (await get_order(client, a, first["id"]))["status"] == "refunded"
+    await _run_refund_job(rt, first["id"])  # a retried job too
+    assert await seat_states(rt, screening) == {"B5": "sold", "B6": "sold"}
+    body = {"screening_id": screening, "seats": ["B5", "B6"]}
+    r = await client.post("/api/holds", json=body, headers=c.headers)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "seat_taken", r.text
+    with pytest.raises(TimeoutError):
+        await viewer.next("delta", within=0.5)  # nobody was ever told B5 or B6 is free
+    await viewer.close()
+
+
+async def _buy_ga(client: httpx.AsyncClient, user: User, screening: int, units: int) -> dict[str, Any]:
+    held = await hold(client, user, screening, [], ga={"area": "Floor", "quantity": units})
+    r = await order(client, user, held["token"])
+    assert r.status_code == 201, r.text
+    assert (await decide(client, await start_payment(client, user, r.json()["id"]))).status_code == 303
+    paid = await get_order(client, user, r.json()["id"])
+    assert paid["status"] == "paid", paid
+    return paid
+
+
+async def test_a_late_refund_job_after_a_redis_restart_gives_back_no_units_it_no_longer_has(
+    server: Server, client: httpx.AsyncClient, rt: Runtime
+) -> None:
+    """The same for general admission: A's 2 units were given back at the refund; after Redis was
+    rebuilt, A's refund job must not give them back a second time (the map would offer units
+    that are sold)."""
+    screening = await make_screening(rt, ["S" * 4], ga=[("Floor", 5)], strand_rule=False)
+    a, b = [await logged_in(rt, client) for _ in range(2)]
+    first = await _buy_ga(client, a, screening, 2)
+    r = await client.post(f"/api/orders/{first['id']}/refund", headers=a.headers)
+    assert r.status_code == 202, r.text
+    assert (await rt.holds.inventory.snapshot(screening)).ga == {"Floor": 5}
+    await _buy_ga(client, b, screening, 3)
+    await _redis_restarted(rt)
+    assert (await rt.holds.inventory.snapshot(screening)).ga == {"Floor": 2}  # rebuilt from PostgreSQL
+
+    await _run_refund_job(rt, first["id"])
+    assert (await get_order(client, a, first["id"]))["status"] == "refunded"
+    assert (await rt.holds.inventory.snapshot(screening)).ga == {"Floor": 2}
