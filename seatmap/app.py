@@ -41,6 +41,7 @@ from seatmap.sales import (
     refunds,
     settlement,
     tickets,
+    webhook_admin,
 )
 from seatmap.settings import Settings
 from seatmap.simulated import provider
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> Starlette:
                 *refunds.routes,
                 *refund_admin.routes,
                 *notifications.routes,
+                *webhook_admin.routes,
             ],
         ),
         Mount("/", app=StaticFiles(directory=resources.web_dir(), html=True), name="web"),

@@ -38,6 +38,7 @@ from seatmap.errors import (
 )
 from seatmap.live import inventory
 from seatmap.runtime import runtime
+from seatmap.sales import webhooks
 
 _CODE: Final = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _CODE_BYTES: Final = 12  # 96 random bits, 16 URL-safe characters
@@ -273,9 +274,17 @@ async def check_in(request: Request) -> Response:
     rt = runtime(request)
     opens_before = rt.settings.checkin_opens_before
     async with rt.pool.acquire() as conn:
-        row = await conn.fetchrow(CHECK_IN, code, staff.user_id, body.gate, body.screening_id, opens_before)
-        if row is not None:
-            return respond(_info(row, row["checked_in_email"]))
+        async with conn.transaction():  # the check-in and its webhook event, or neither
+            row = await conn.fetchrow(
+                CHECK_IN, code, staff.user_id, body.gate, body.screening_id, opens_before
+            )
+            if row is not None:
+                info = _info(row, row["checked_in_email"])
+                await webhooks.emit(
+                    conn, rt.settings, "ticket.checked_in", msgspec.to_builtins(info),
+                    screening_id=info.screening.id,
+                )  # fmt: skip
+                return respond(info)
         after = await conn.fetchrow(TICKET_INFO, code)
     if after is None:
         raise NotFound("No ticket with this code.")
