@@ -5,6 +5,7 @@
 
 import { all, api, available, errorText, logout, me } from "./api.js";
 import { showCinemas, showFilms, showRefunds } from "./admin-catalog.js";
+import { showWebhooks } from "./admin-webhooks.js";
 import { confirmDialog } from "./confirm.js";
 import { clear, h, say } from "./dom.js";
 import { clock, dayAndClock, isoDay, listWords, money, zonedIso } from "./format.js";
@@ -333,6 +334,7 @@ const TABS = [
   ["cinemas", "Cinemas & halls", showCinemas],
   ["films", "Films", showFilms],
   ["refunds", "Refunds", showRefunds],
+  ["webhooks", "Webhooks", showWebhooks],
 ];
 
 async function route() {
