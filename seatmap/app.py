@@ -44,7 +44,7 @@ from seatmap.sales import (
     webhook_admin,
 )
 from seatmap.settings import Settings
-from seatmap.simulated import provider
+from seatmap.simulated import provider, undelivered
 
 log = logging.getLogger("seatmap.app")
 
@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> Starlette:
                 *refunds.routes,
                 *refund_admin.routes,
                 *notifications.routes,
+                *undelivered.routes,
                 *webhook_admin.routes,
             ],
         ),

@@ -52,6 +52,8 @@ class ProcessState:
     trusted_tokens: dict[str, tuple[Principal, float]] = field(default_factory=dict)
     # sales/settlement.py: orders shown sold and not yet written down as such.
     published_orders: set[int] = field(default_factory=set)
+    # sales/alerts.py: (screening, kind) alerts known to be sent, so later sales skip the check.
+    alerted: set[tuple[int, str]] = field(default_factory=set)
 
     def watch(self, task: asyncio.Task[None]) -> None:
         """A background task must not end while the process runs: if it does, say so loudly."""

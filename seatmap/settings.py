@@ -233,6 +233,14 @@ class Settings:
         "SEATMAP_REFUND_DEADLINE", 7200, minimum=0,
         help="a customer may refund a paid order until this long before the start",
     )  # fmt: skip
+    nearly_sold_out: float = setting(
+        "SEATMAP_NEARLY_SOLD_OUT", 0.9, positive=True, maximum=1,
+        help="share of a screening's sellable seats sold that alerts admins (and shows few_left)",
+    )  # fmt: skip
+    ask_holder_names: bool = setting(
+        "SEATMAP_ASK_HOLDER_NAMES", False,
+        help="checkout and the box office ask a name per ticket (required only where the event asks)",
+    )  # fmt: skip
     refund_timeout: float = setting(
         "SEATMAP_REFUND_TIMEOUT", 30.0, positive=True,
         help="how long a refund waits for the gateway before counting as failed (and retried)",

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from seatmap import jobs, mail
 from seatmap.composition import open_runtime
 from seatmap.runtime import Runtime, urls
-from seatmap.sales import cancellations, notifications, orders, refunds, webhooks
+from seatmap.sales import alerts, cancellations, notifications, orders, refunds, webhooks
 from seatmap.settings import Settings
 
 log = logging.getLogger("seatmap.worker")
@@ -52,12 +52,16 @@ def handlers(rt: Runtime, sender: webhooks.Sender | None = None) -> dict[str, jo
     async def send_mail(job: jobs.Job) -> None:
         await mail.send(rt, job)
 
+    async def alert(job: jobs.Job) -> None:
+        await alerts.deliver(rt, job)
+
     return {
         webhooks.JOB: webhook_sender.deliver,
         refunds.JOB: refund,
         notifications.JOB: notify,
         cancellations.JOB: cancelled,
         mail.JOB: send_mail,
+        alerts.JOB: alert,
     }
 
 

@@ -50,6 +50,7 @@ class ScreeningIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ends_at: Aware | None = None
     currency: Currency = "IDR"
     status: Status = "scheduled"
+    holder_names_required: bool = False
 
 
 class ScreeningPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -62,6 +63,7 @@ class ScreeningPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prices: dict[str, Money] | UnsetType = UNSET
     currency: Currency | UnsetType = UNSET
     status: Status | UnsetType = UNSET
+    holder_names_required: bool | UnsetType = UNSET
 
 
 # ---- SQL --------------------------------------------------------------------------------------
@@ -70,8 +72,8 @@ class ScreeningPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 LOCK_HALL: Final = "SELECT categories FROM auditoriums WHERE id = $1 FOR SHARE"
 LOCK_MOVIE: Final = "SELECT duration_minutes FROM movies WHERE id = $1 FOR SHARE"
 INSERT_SCREENING: Final = """
-INSERT INTO screenings (auditorium_id, movie_id, starts_at, ends_at, currency, status)
-VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
+INSERT INTO screenings (auditorium_id, movie_id, starts_at, ends_at, currency, status, holder_names_required)
+VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id
 """
 INSERT_PRICES: Final = """
 INSERT INTO screening_prices (screening_id, category, amount)
@@ -85,7 +87,8 @@ WHERE s.id = $1 FOR UPDATE OF s
 """
 UPDATE_SCREENING: Final = """
 UPDATE screenings SET movie_id = $2, starts_at = $3, ends_at = $4,
-                      currency = coalesce($5, currency), status = coalesce($6, status)
+                      currency = coalesce($5, currency), status = coalesce($6, status),
+                      holder_names_required = coalesce($7, holder_names_required)
 WHERE id = $1
 """
 FIND_OVERLAP: Final = """
@@ -177,6 +180,7 @@ async def create_screening(request: Request) -> Response:
                     ends_at,
                     body.currency,
                     body.status,
+                    body.holder_names_required,
                 )
                 await conn.execute(INSERT_PRICES, screening_id, list(prices), list(prices.values()))
         except asyncpg.ExclusionViolationError:
@@ -225,6 +229,7 @@ async def patch_screening(request: Request) -> Response:
                     ends_at,
                     None if isinstance(body.currency, UnsetType) else body.currency,
                     None if isinstance(body.status, UnsetType) else body.status,
+                    None if isinstance(body.holder_names_required, UnsetType) else body.holder_names_required,
                 )
                 if not isinstance(body.prices, UnsetType):
                     prices = _checked_prices(body.prices, list(row["categories"]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from datetime import UTC, date, datetime, timedelta
-from typing import Final
+from typing import Final, Literal
 
 import asyncpg
 import msgspec
@@ -34,6 +34,7 @@ from seatmap.api import (
     respond,
 )
 from seatmap.catalog.auditoriums import Auditorium
+from seatmap.catalog.availability import Availability, Capacity, live_availability, seat_map_availability
 from seatmap.catalog.cinemas import Cinema
 from seatmap.catalog.layouts import Layout
 from seatmap.catalog.movies import Movie
@@ -42,6 +43,7 @@ from seatmap.errors import InvalidInput, NotFound, Unauthorized
 from seatmap.money import exponent
 from seatmap.runtime import Runtime, runtime
 
+HolderNames = Literal["required", "optional", "none"]
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _DATE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # ---- wire shapes ----------------------------------------------------------------------------
@@ -58,6 +60,10 @@ class Screening(msgspec.Struct, kw_only=True):
     cinema: Cinema
     auditorium: Auditorium
     movie: Movie
+    # From the live state (catalog/availability.py): available | few_left | sold_out.
+    availability: Availability = "available"
+    # The event names every ticket's holder: checkout and the box office refuse a sale without.
+    holder_names_required: bool = False
 
 
 class ScreeningPage(Page):
@@ -82,6 +88,9 @@ class ScreeningDetail(Screening, kw_only=True):
     seats: dict[str, str] = msgspec.field(default_factory=dict)
     ga: list[GaAvailability] = msgspec.field(default_factory=list)
     seq: int = 0
+    # Whether a sale asks a name per ticket: required (this event), optional
+    # (SEATMAP_ASK_HOLDER_NAMES), or none.
+    holder_names: HolderNames = "none"
 
 
 # ---- SQL --------------------------------------------------------------------------------------
@@ -92,7 +101,13 @@ SELECT s.id, s.status, s.starts_at, s.ends_at, s.currency,
                  WHERE p.screening_id = s.id), '{}') AS prices,
        c.id AS cinema_id, c.name AS cinema_name, c.city, c.timezone, c.address,
        a.id AS auditorium_id, a.name AS auditorium_name, a.seat_count, a.ga_capacity, a.categories,
-       m.id AS movie_id, m.title, m.kind, m.duration_minutes, m.rating, m.description
+       m.id AS movie_id, m.title, m.kind, m.duration_minutes, m.rating, m.description,
+       s.holder_names_required,
+       (SELECT count(*) FROM seat_blocks b WHERE b.screening_id = s.id) AS blocked,
+       (SELECT count(*) FROM tickets t WHERE t.screening_id = s.id AND t.status = 'valid'
+          AND t.seat_label IS NOT NULL)
+     + (SELECT count(*) FROM tickets t WHERE t.screening_id = s.id AND t.status = 'valid'
+          AND t.ga_area IS NOT NULL) AS sold
 """
 _FROM: Final = """
 FROM screenings s
@@ -158,7 +173,12 @@ def _screening(row: asyncpg.Record) -> Screening:
             rating=row["rating"],
             description=row["description"],
         ),
+        holder_names_required=row["holder_names_required"],
     )
+
+
+def _capacity(row: asyncpg.Record) -> Capacity:
+    return Capacity(row["id"], row["seat_count"], row["ga_capacity"], row["blocked"], row["sold"])
 
 
 async def fetch_screening(conn: AnyConnection, screening_id: int) -> Screening:
@@ -181,9 +201,15 @@ async def screening_detail(
     if row is None or (row["status"] == "draft" and not include_drafts):
         raise NotFound("No such screening.")
     layout = msgspec.json.decode(row["layout"], type=Layout)
+    names: HolderNames = "none"
+    if row["holder_names_required"]:
+        names = "required"
+    elif rt.settings.ask_holder_names:
+        names = "optional"
     detail = ScreeningDetail(
         **msgspec.structs.asdict(_screening(row)),
         layout=layout,
+        holder_names=names,
         ga=[
             GaAvailability(name=a.name, category=a.category, capacity=a.capacity, remaining=a.capacity)
             for a in layout.ga
@@ -202,6 +228,10 @@ async def live_seat_state(rt: Runtime, detail: ScreeningDetail) -> ScreeningDeta
     detail.seq = seat_map.seq
     for area in detail.ga:
         area.remaining = seat_map.ga.get(area.name, area.capacity)
+    detail.availability = seat_map_availability(
+        detail.auditorium.seat_count, detail.auditorium.ga_capacity, seat_map.seats,
+        sum(area.remaining for area in detail.ga), rt.settings.nearly_sold_out,
+    )  # fmt: skip
     return detail
 
 
@@ -241,7 +271,8 @@ def _query_after(request: Request) -> tuple[datetime | None, int]:
 
 @documented(
     "List screenings by start time; filter by city, cinema, movie and day (YYYY-MM-DD, in the "
-    "cinema's time zone; without a day, those that have not ended)",
+    "cinema's time zone; without a day, those that have not ended); each with its live "
+    "availability (available, few_left, sold_out)",
     query=(
         "city",
         int_param("cinema", 1, INT64_MAX),
@@ -261,9 +292,13 @@ async def list_screenings(request: Request) -> Response:
     day = _query_date(request)
     after, after_id = _query_after(request)
     drafts = await _sees_drafts(request)
-    async with runtime(request).pool.acquire() as conn:
+    rt = runtime(request)
+    async with rt.pool.acquire() as conn:
         rows = await conn.fetch(LIST_SCREENINGS, city, cinema, movie, day, drafts, after, after_id, limit + 1)
     items = [_screening(row) for row in rows[:limit]]
+    live = await live_availability(rt, [_capacity(row) for row in rows[:limit]])
+    for item in items:
+        item.availability = live[item.id]
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]

@@ -84,7 +84,7 @@ async def sell(request: Request) -> Response:
         async with rt.pool.acquire() as conn:
             row = await pricing(conn, hold.screening_id)
             currency, lines = price_lines(layout, row, hold.seats, hold.ga)
-            holders = holder_list(sale.holder_names, len(lines))
+            holders = holder_list(sale.holder_names, len(lines), row["holder_names_required"])
             columns = list(zip(*lines, strict=True))
             total = sum(line[3] for line in lines)
             try:

@@ -25,6 +25,7 @@ from seatmap import jobs, mail
 from seatmap.accounts.auth import require
 from seatmap.api import Page, cursor_id, documented, encode_cursor, int_param, query_int, respond
 from seatmap.db import AnyConnection
+from seatmap.errors import ConfigError
 from seatmap.money import format_amount
 from seatmap.runtime import Runtime, runtime
 from seatmap.settings import Settings
@@ -34,7 +35,8 @@ Kind = Literal["booking_confirmed", "refund_done", "screening_cancelled"]
 
 
 class Notification(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """`kind`: booking_confirmed | refund_done | screening_cancelled."""
+    """`kind`: booking_confirmed | refund_done | screening_cancelled, and for admins and
+    organizers screening_nearly_sold_out | screening_sold_out (alerts.py: no `order_id`)."""
 
     id: int
     kind: str
@@ -54,6 +56,9 @@ DETAILS: Final = """
 SELECT u.email, u.name, o.id AS order_id, o.total, o.currency, o.screening_id,
        s.starts_at, s.cancel_reason, m.title, c.name AS cinema, c.timezone,
        (SELECT count(*) FROM order_lines WHERE order_id = o.id) AS tickets,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('code', t.code, 'seat', t.seat_label,
+                'area', t.ga_area, 'holder', t.holder_name) ORDER BY t.id), '[]')
+        FROM tickets t WHERE t.order_id = o.id AND t.status = 'valid') AS ticket_list,
        (SELECT amount FROM refunds WHERE id = $3) AS refunded,
        EXISTS (SELECT 1 FROM notifications WHERE dedupe_key = $4) AS told
 FROM users u, orders o
@@ -105,8 +110,30 @@ async def notify_many(
     return await jobs.enqueue_many(conn, JOB, payloads, keys, max_attempts=settings.job_max_attempts)
 
 
-def render(kind: str, row: Any) -> tuple[str, str]:
-    """(subject, body) of a notification from its DETAILS row. Pure."""
+def ticket_lines(tickets: Sequence[Any], base_url: str | None) -> str:
+    """One line per ticket for the booking mail: seat (or area), holder, code, and the link to
+    its QR code, which is what the door scans (no link without a public URL). Pure."""
+    lines = []
+    for t in tickets:
+        where = f"Seat {t['seat']}" if t.get("seat") else (t.get("area") or "Ticket")
+        holder = f" ({t['holder']})" if t.get("holder") else ""
+        link = f", QR code {base_url}/api/tickets/{t['code']}/qr.svg" if base_url else ""
+        lines.append(f"- {where}{holder}: code {t['code']}{link}")
+    return "\n".join(lines)
+
+
+def public_url(settings: Settings) -> str | None:
+    """Where the mail's links point: SEATMAP_PUBLIC_URL (or dev mode's). A worker started without
+    it still mails the ticket codes, without links."""
+    try:
+        return settings.base_url
+    except ConfigError:
+        return None
+
+
+def render(kind: str, row: Any, base_url: str | None = None) -> tuple[str, str]:
+    """(subject, body) of a notification from its DETAILS row. Pure. `base_url` makes the
+    booking mail's links absolute (`public_url`)."""
     when = row["starts_at"].astimezone(zoneinfo.ZoneInfo(row["timezone"])).strftime("%A %d %B %Y, %H:%M")
     show = f"{row['title']} at {row['cinema']}, {when}"
     greeting = f"Hello {row['name']}," if row["name"] else "Hello,"
@@ -118,6 +145,11 @@ def render(kind: str, row: Any) -> tuple[str, str]:
             f"({order}, {format_amount(row['total'], row['currency'])}). "
             "Show the QR codes in your order at the door."
         )
+        tickets = row.get("ticket_list") or []
+        if tickets:
+            text += f"\n\n{ticket_lines(tickets, base_url)}"
+        if base_url:
+            text += f"\n\nYour order: {base_url}/#/order/{row['order_id']}"
     elif kind == "refund_done":
         amount = row["refunded"] if row["refunded"] is not None else row["total"]
         subject = f"Your refund for {row['title']}"
@@ -145,7 +177,7 @@ async def deliver(rt: Runtime, job: jobs.Job) -> None:
         row = await conn.fetchrow(DETAILS, p["user_id"], p["order_id"], p.get("refund_id"), p["key"])
         if row is None or row["told"]:
             return  # nobody left to tell (user or order gone), or told already (this job ran before)
-        subject, body = render(p["kind"], row)
+        subject, body = render(p["kind"], row, public_url(rt.settings))
         with contextlib.suppress(_ToldMeanwhile):
             async with conn.transaction():
                 mail_id = await mail.enqueue(
@@ -160,7 +192,8 @@ async def deliver(rt: Runtime, job: jobs.Job) -> None:
 
 
 @documented(
-    "Your notifications, newest first (booking confirmed, refund done, screening cancelled)",
+    "Your notifications, newest first (booking confirmed, refund done, screening cancelled; for "
+    "admins and organizers, screenings nearly sold out and sold out)",
     query=("cursor", int_param("limit", 1, 100)),
     responses={200: NotificationPage},
     auth="customer",

@@ -67,7 +67,9 @@ IDEMPOTENCY_KEY: Final = Param(
     name="Idempotency-Key", required=True, schema={"type": "string", "pattern": "^[!-~]{1,255}$"}
 )
 
-HolderName = Annotated[str, msgspec.Meta(max_length=100)]
+# A name printed on a ticket and read at the door: no control characters (a newline or an
+# escape would garble the door list and the CSV export), at most 100 characters.
+HolderName = Annotated[str, msgspec.Meta(max_length=100, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
 
 
 # ---- wire shapes ----------------------------------------------------------------------------
@@ -176,7 +178,7 @@ WHERE o.user_id = $1 AND o.id < $2 ORDER BY o.id DESC LIMIT $3
 FIND_REQUEST: Final = "SELECT request_hash, order_id FROM order_requests WHERE user_id = $1 AND key = $2"
 # Prices, and (for an order) whether this idempotency key was used already: one round trip.
 PRICING: Final = """
-SELECT s.currency,
+SELECT s.currency, s.holder_names_required,
        coalesce((SELECT jsonb_object_agg(category, amount) FROM screening_prices
                  WHERE screening_id = s.id), '{}') AS prices,
        coalesce((SELECT jsonb_object_agg(name, category) FROM ga_areas
@@ -299,10 +301,18 @@ def price_lines(layout: Layout, row: Any, seats: list[str], ga: GASelection | No
     return row["currency"], [(seat, area, category, prices[category]) for seat, area, category in lines]
 
 
-def holder_list(names: list[str], lines: int) -> list[str | None]:
+def holder_list(names: list[str], lines: int, required: bool = False) -> list[str | None]:
+    """One name (or None) per ticket, in line order. An event that names its holders
+    (`holder_names_required`) needs a name for every ticket. Pure."""
     if len(names) > lines:
         raise InvalidInput(f"There are {lines} tickets; too many holder names.", path="$.holder_names")
-    return [name or None for name in names] + [None] * (lines - len(names))
+    holders = [name.strip() or None for name in names] + [None] * (lines - len(names))
+    if required and None in holders:
+        raise InvalidInput(
+            f"This event names every ticket's holder: send {lines} names, one per ticket.",
+            path="$.holder_names",
+        )
+    return holders
 
 
 @documented(
@@ -334,7 +344,7 @@ async def create_order(request: Request) -> Response:
     hold = await holds.extend(who, body.hold_token)
     layout = await holds.inventory.layout(screening)
     currency, lines = price_lines(layout, row, hold.seats, hold.ga)
-    holders = holder_list(body.holder_names, len(lines))
+    holders = holder_list(body.holder_names, len(lines), row["holder_names_required"])
     expires_at = datetime.fromisoformat(hold.expires_at)
     total = sum(line[3] for line in lines)
     columns = list(zip(*lines, strict=True))

@@ -1,16 +1,20 @@
 """What an admin sees of refunds: every refund with its job's attempts and last error, and a
 retry for the dead ones (design invariant 6: money is never lost silently).
 
-A refund's status as shown joins the row with its job: `succeeded` or `manual` once done;
-`dead` when its job gave up (after SEATMAP_JOB_MAX_ATTEMPTS); `failed` while it is waiting
-for a retry after an error; `pending` otherwise.
+A refund's status as shown joins the row with its job: `succeeded` once the gateway returned
+the money; `manual` when it was taken at the counter and is owed there, until staff confirm
+they paid it out with the till's reference (`POST /api/admin/refunds/{id}/confirm`), then
+`paid_out`; `dead` when its job gave up (after SEATMAP_JOB_MAX_ATTEMPTS); `failed` while it is
+waiting for a retry after an error; `pending` otherwise. Each item names its order, customer
+(none for a box-office sale) and screening, so the page reads without looking anything up.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
+import asyncpg
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,20 +31,28 @@ from seatmap.api import (
     int_param,
     path_int,
     query_int,
+    read_body,
     respond,
 )
 from seatmap.db import AnyConnection
-from seatmap.errors import Conflict, InvalidInput, NotFound
+from seatmap.errors import AccountGone, Conflict, InvalidInput, NotFound, ReferenceUsed
 from seatmap.money import exponent
 from seatmap.runtime import runtime
 
 TAGS: Final = ("refunds",)
-STATUSES: Final = ("pending", "failed", "dead", "succeeded", "manual")
+STATUSES: Final = ("pending", "failed", "dead", "succeeded", "manual", "paid_out")
+
+
+class Confirmation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The till's reference of the payout (the receipt or drawer slip number)."""
+
+    till_reference: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class RefundItem(msgspec.Struct, kw_only=True, omit_defaults=True):
     """`status`: pending | failed (retrying) | dead | succeeded | manual (paid at the counter:
-    returned there). `next_attempt_at`: when a failed refund is tried again."""
+    owed there) | paid_out (a manual refund staff confirmed, with `till_reference`).
+    `next_attempt_at`: when a failed refund is tried again."""
 
     id: int
     order_id: int
@@ -56,6 +68,16 @@ class RefundItem(msgspec.Struct, kw_only=True, omit_defaults=True):
     next_attempt_at: datetime | None = None
     completed_at: datetime | None = None
     provider_refund_id: str | None = None
+    screening_id: int
+    movie_title: str
+    starts_at: datetime
+    channel: str
+    customer_id: int | None = None
+    customer_email: str | None = None
+    customer_name: str | None = None
+    confirmed_at: datetime | None = None
+    confirmed_by: int | None = None
+    till_reference: str | None = None
 
 
 class RefundPage(Page):
@@ -65,8 +87,11 @@ class RefundPage(Page):
 # The job is the one with dedupe key 'refund:<id>' (refunds.job_key), found through its index.
 _ITEMS: Final = """
 SELECT r.id, r.order_id, r.payment_id, r.amount, r.currency, r.reason, r.created_at, r.completed_at,
-       r.provider_refund_id,
-       CASE WHEN r.status <> 'pending' THEN r.status
+       r.provider_refund_id, r.confirmed_at, r.confirmed_by, r.till_reference,
+       o.screening_id, o.channel, m.title AS movie_title, s.starts_at,
+       u.id AS customer_id, u.email AS customer_email, nullif(u.name, '') AS customer_name,
+       CASE WHEN r.status = 'manual' AND r.confirmed_at IS NOT NULL THEN 'paid_out'
+            WHEN r.status <> 'pending' THEN r.status
             WHEN j.status = 'dead' THEN 'dead'
             WHEN j.last_error IS NOT NULL THEN 'failed'
             ELSE 'pending' END AS status,
@@ -76,7 +101,18 @@ SELECT r.id, r.order_id, r.payment_id, r.amount, r.currency, r.reason, r.created
             THEN j.run_at END AS next_attempt_at,
        j.id AS job_id
 FROM refunds r LEFT JOIN jobs j ON j.dedupe_key = 'refund:' || r.id
+JOIN orders o ON o.id = r.order_id
+JOIN screenings s ON s.id = o.screening_id
+JOIN movies m ON m.id = s.movie_id
+LEFT JOIN users u ON u.id = o.user_id
 """
+# Only a manual refund not yet confirmed; the unique index on till_reference refuses a reuse.
+CONFIRM: Final = """
+UPDATE refunds SET confirmed_at = now(), confirmed_by = $2, till_reference = $3
+WHERE id = $1 AND status = 'manual' AND confirmed_at IS NULL
+RETURNING id
+"""
+TILL_REFERENCE_OWNER: Final = "SELECT id FROM refunds WHERE till_reference = $1"
 LIST: Final = f"""
 SELECT * FROM ({_ITEMS} WHERE r.id < $1) x
 WHERE $2::text IS NULL OR x.status = $2
@@ -97,15 +133,16 @@ async def refund_item(conn: AnyConnection, refund_id: int) -> RefundItem | None:
 
 
 @documented(
-    "Refunds, newest first; `?status=` pending | failed | dead | succeeded | manual (dead ones "
-    "carry their last error)",
+    "Refunds, newest first, with order, customer, screening and amount; `?status=` pending | "
+    "failed | dead | succeeded | manual (owed at the counter) | paid_out (dead ones carry their "
+    "last error)",
     query=(enum_param("status", STATUSES), "cursor", int_param("limit", 1, 200)),
     responses={200: RefundPage},
-    auth="admin",
+    auth="staff",
     tags=TAGS,
 )
 async def list_refunds(request: Request) -> Response:
-    await require(request, "admin")
+    await require(request, "staff")
     status = request.query_params.get("status") or None
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}.", path="$.status")
@@ -139,7 +176,42 @@ async def retry_refund(request: Request) -> Response:
     return respond(item, 202)
 
 
+@documented(
+    "Confirm a manual (counter) refund was paid out, with the till's reference (409 if it is not "
+    "a manual refund still owed, or the reference confirms another refund)",
+    body=Confirmation,
+    responses={200: RefundItem, 404: None, 409: None},
+    auth="staff",
+    tags=TAGS,
+)
+async def confirm_refund(request: Request) -> Response:
+    staff = await require(request, "staff")
+    body = await read_body(request, Confirmation)
+    refund_id = path_int(request, "id")
+    reference = body.till_reference.strip()
+    async with runtime(request).pool.acquire() as conn:
+        try:
+            confirmed = await conn.fetchval(CONFIRM, refund_id, staff.user_id, reference)
+        except asyncpg.UniqueViolationError:
+            other = await conn.fetchval(TILL_REFERENCE_OWNER, reference)
+            raise ReferenceUsed(
+                f"The till reference {reference!r} already confirms refund {other}.", refund_id=other
+            ) from None
+        except asyncpg.ForeignKeyViolationError:
+            raise AccountGone() from None
+        item = await refund_item(conn, refund_id)
+    if item is None:
+        raise NotFound("No such refund.")
+    if confirmed is None:
+        raise Conflict(
+            f"Only a manual refund still owed can be confirmed; this one is {item.status}.",
+            status=item.status,
+        )
+    return respond(item)
+
+
 routes: list[BaseRoute] = [
     Route("/admin/refunds", list_refunds, methods=["GET"]),
     Route("/admin/refunds/{id:int}/retry", retry_refund, methods=["POST"]),
+    Route("/admin/refunds/{id:int}/confirm", confirm_refund, methods=["POST"]),
 ]

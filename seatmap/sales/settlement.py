@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from seatmap.live.protocol import GASelection
 from seatmap.runtime import Runtime
+from seatmap.sales import alerts
 from seatmap.settings import Settings
 
 log = logging.getLogger("seatmap.sales.settlement")
@@ -97,11 +98,19 @@ def checkout_settings(settings: Settings) -> Settings:
 async def publish_sold(rt: Runtime, order: LiveOrder) -> None:
     """Show a paid order's seats sold in Redis (one Lua step), then remember that it was done.
 
+    Then the screening's near-sold-out alerts are checked (alerts.py), before the order is
+    written down as published: a crash in between checks again with the sweeper's repeat.
+
     Safe to repeat: `Holds.sell` runs once per order. If this process dies before it, the
     sweeper of any process runs it again, and a rebuild from PostgreSQL shows the seats sold
     anyway (tickets are in `inventory.SOLD_SOURCES`).
     """
     await rt.holds.sell(order.hold_token, order.hold_owner, order.seats, order.ga, str(order.id))
+    try:
+        await alerts.check(rt, order.screening_id)
+    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        # The sale stands; the next sale of this screening checks again.
+        log.warning("order %s: the near-sold-out check failed (%s)", order.id, exc)
     rt.state.published_orders.add(order.id)
 
 

@@ -21,6 +21,9 @@ A 2xx answer delivers it; anything else (an error status, a redirect, a timeout,
 the attempt, which the job outbox retries with its back-off until SEATMAP_JOB_MAX_ATTEMPTS, then
 the delivery is dead, visible and retryable. Each attempt is logged (`webhook_attempts`).
 
+`screening.sold_out` comes from the near-sold-out alerts (alerts.py): written in the transaction
+that records the screening's sell-out, through its `CROSSED` hook, so once per screening.
+
 `seat.status_changed` is batched per change: one event per committed sale or refund, listing
 every seat it changed, in the live feed's delta shape (`{"seat","state"}`). Holds are not sent
 (they come and go many times a second on a busy screening; the WebSocket is their feed).
@@ -53,6 +56,7 @@ from seatmap import jobs
 from seatmap.db import AnyConnection
 from seatmap.errors import InvalidInput
 from seatmap.runtime import Runtime
+from seatmap.sales import alerts
 from seatmap.sales.gateway import SIGNATURE_HEADER, sign
 from seatmap.settings import Settings
 
@@ -220,20 +224,6 @@ ORDER_SEATS: Final = """
 SELECT screening_id, seat_label, ga_area FROM order_lines l JOIN orders o ON o.id = l.order_id
 WHERE l.order_id = $1 ORDER BY l.position
 """
-# Serialises the sold-out check of one screening until commit, so that of two last sales
-# committing at once, the second one's count (a fresh snapshot, after the lock) sees the first.
-SOLD_OUT_LOCK: Final = "SELECT pg_advisory_xact_lock(hashtextextended('webhook-sold-out:' || $1::bigint, 0))"
-REMAINING: Final = """
-SELECT (SELECT count(*) FROM seats st WHERE st.auditorium_id = s.auditorium_id
-          AND NOT EXISTS (SELECT 1 FROM seat_blocks b WHERE b.screening_id = s.id AND b.seat_label = st.label)
-          AND NOT EXISTS (SELECT 1 FROM tickets t WHERE t.screening_id = s.id AND t.seat_label = st.label
-                          AND t.status = 'valid'))
-     + (SELECT coalesce(sum(g.capacity), 0) FROM ga_areas g WHERE g.auditorium_id = s.auditorium_id)
-     - (SELECT count(*) FROM tickets t WHERE t.screening_id = s.id AND t.ga_area IS NOT NULL
-          AND t.status = 'valid') AS remaining,
-       (SELECT count(*) FROM tickets t WHERE t.screening_id = s.id AND t.status = 'valid') AS sold
-FROM screenings s WHERE s.id = $1
-"""
 
 
 def seat_changes(rows: Sequence[Any], state: str) -> list[dict[str, Any]]:
@@ -250,10 +240,10 @@ def seat_changes(rows: Sequence[Any], state: str) -> list[dict[str, Any]]:
 
 
 async def order_paid_events(conn: AnyConnection, settings: Settings, order_id: int) -> None:
-    """In a sale's transaction (web payment or box office), after its tickets: `order.paid`, the
-    seats now `sold`, and `screening.sold_out` if this sale took the last one."""
+    """In a sale's transaction (web payment or box office), after its tickets: `order.paid` and
+    the seats now `sold`."""
     wanted = await subscribed(conn)
-    if not wanted & {"order.paid", "seat.status_changed", "screening.sold_out"}:
+    if not wanted & {"order.paid", "seat.status_changed"}:
         return
     lines = await conn.fetch(ORDER_SEATS, order_id)
     if not lines:
@@ -266,12 +256,6 @@ async def order_paid_events(conn: AnyConnection, settings: Settings, order_id: i
     if "seat.status_changed" in wanted:
         data = {"screening_id": screening_id, "order_id": order_id, "changes": seat_changes(lines, "sold")}
         await emit(conn, settings, "seat.status_changed", data, screening_id=screening_id)
-    if "screening.sold_out" in wanted:
-        await conn.execute(SOLD_OUT_LOCK, screening_id)
-        left = await conn.fetchrow(REMAINING, screening_id)
-        if left is not None and left["remaining"] <= 0:
-            data = {"screening_id": screening_id, "sold": left["sold"], "last_order_id": order_id}
-            await emit(conn, settings, "screening.sold_out", data, screening_id=screening_id)
 
 
 async def seats_freed_event(conn: AnyConnection, settings: Settings, order_id: int) -> None:
@@ -283,6 +267,21 @@ async def seats_freed_event(conn: AnyConnection, settings: Settings, order_id: i
         screening_id = lines[0]["screening_id"]
         data = {"screening_id": screening_id, "order_id": order_id, "changes": seat_changes(lines, "free")}
         await emit(conn, settings, "seat.status_changed", data, screening_id=screening_id)
+
+
+CROSSING: Final = "SELECT sold, sellable FROM screening_alerts WHERE screening_id = $1 AND kind = $2"
+
+
+async def _sold_out(conn: AnyConnection, settings: Settings, screening_id: int, kind: str) -> None:
+    """`screening.sold_out`, in the transaction where alerts.py records the sell-out: once per
+    screening, however many sales race for its last seats and on however many processes."""
+    if kind == alerts.SOLD_OUT:
+        row = await conn.fetchrow(CROSSING, screening_id, kind)
+        data = {"screening_id": screening_id, **(dict(row) if row is not None else {})}
+        await emit(conn, settings, "screening.sold_out", data, screening_id=screening_id)
+
+
+alerts.CROSSED.append(_sold_out)
 
 
 # ---- delivering (the `webhook` job) -------------------------------------------------------------------

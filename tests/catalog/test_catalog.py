@@ -500,7 +500,9 @@ async def test_screening_detail_shape(client: httpx.AsyncClient, cat: Catalog) -
     assert detail["prices"] == {"standard": 50_000, "premium": 75_000}
     assert detail["seats"] == {}
     assert detail["ga"] == [{"name": "Floor", "category": "standard", "capacity": 30, "remaining": 30}]
-    assert {k: v for k, v in detail.items() if k not in ("layout", "seats", "ga", "seq")} == screening
+    assert {
+        k: v for k, v in detail.items() if k not in ("layout", "seats", "ga", "seq", "holder_names")
+    } == screening
     assert (await client.get("/api/screenings/999")).status_code == 404
 
 
