@@ -9,6 +9,7 @@ import contextlib
 import time
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -334,3 +335,21 @@ async def test_the_secret_is_shown_once_and_a_rotation_signs_with_both_for_a_whi
         assert (
             await client.get(f"/api/admin/webhooks/{created['id']}", headers=admin.headers)
         ).status_code == 404
+
+
+def test_the_verification_snippet_in_the_docs_accepts_our_signatures_and_nothing_else() -> None:
+    """docs/back-office.md's Python snippet, run as written: our header verifies (both secrets
+    while one rotates); another secret, another body or an old timestamp do not."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "back-office.md").read_text()
+    snippet = doc.split("### Verifying a webhook", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(snippet, "back-office.md", "exec"), namespace)
+    verify = namespace["verify"]
+    body = b'{"id":"evt_1","type":"order.paid"}'
+    now = int(time.time())
+    header = webhooks.signature("whsec_new", "whsec_old", body, now)
+    assert verify("whsec_new", header, body) and verify("whsec_old", header, body)
+    assert not verify("whsec_other", header, body)
+    assert not verify("whsec_new", header, body + b" ")
+    assert not verify("whsec_new", webhooks.signature("whsec_new", None, body, now - 301), body)
+    assert not verify("whsec_new", None, body) and not verify("whsec_new", "t=x,v1=y", body)
