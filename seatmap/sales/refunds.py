@@ -180,9 +180,10 @@ async def run_refund(rt: Runtime, job: jobs.Job) -> None:
                     "amount": row["amount"], "currency": row["currency"], "reason": row["reason"],
                     "status": status, "provider_refund_id": provider_refund,
                 }  # fmt: skip
-                await webhooks.emit(
-                    conn, rt.settings, "order.refunded", refunded, screening_id=row["screening_id"]
-                )
+                if row["closes_order"]:  # an order that was paid; not money that never became one
+                    await webhooks.emit(
+                        conn, rt.settings, "order.refunded", refunded, screening_id=row["screening_id"]
+                    )
                 if row["user_id"] is not None:
                     await notifications.notify(
                         conn, rt.settings, "refund_done", user_id=row["user_id"], order_id=row["order_id"],
