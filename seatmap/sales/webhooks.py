@@ -377,7 +377,7 @@ class Sender:
         try:
             response = await self.client().post(row["url"], content=body, headers=headers)
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__
+            error = f"{type(exc).__name__}: {exc}"[:500]
         else:
             status = response.status_code
             if not 200 <= status < 300:
