@@ -43,6 +43,8 @@ from seatmap.sales import webhooks
 TAGS: Final = ("webhooks",)
 STATUSES: Final = ("pending", "failed", "delivered", "dead")
 
+# The rest of the URL rule (http/https, a public host, no credentials) is `webhooks.check_url`'s,
+# which says which part is wrong.
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=webhooks.MAX_URL)]
 EventTypes = Annotated[
     list[webhooks.EventType], msgspec.Meta(min_length=1, max_length=len(webhooks.EVENT_TYPES))
