@@ -316,6 +316,9 @@ class Doc(msgspec.Struct, frozen=True, kw_only=True):
     headers: tuple[Param, ...] = ()
     auth: str | None = None  # None: anyone; else the least role needed
     tags: tuple[str, ...] = ()
+    # "cinema": an organizer passes (whatever `auth` says) only for its own cinemas' data
+    # (accounts/scope.py); None: the role alone decides.
+    scope: str | None = None
 
 
 def documented(
@@ -328,6 +331,7 @@ def documented(
     headers: tuple[Param, ...] = (),
     auth: str | None = None,
     tags: tuple[str, ...] = (),
+    scope: str | None = None,
 ) -> Callable[[E], E]:
     """Attach the endpoint's request and response types, so the spec is made from the same
     msgspec Structs that validate and encode the traffic, never written by hand."""
@@ -335,7 +339,7 @@ def documented(
     def mark(endpoint: E) -> E:
         endpoint.__openapi__ = Doc(  # type: ignore[attr-defined]
             summary=summary, body=body, body_required=body_required, responses=responses or {},
-            query=query, headers=headers, auth=auth, tags=tags,
+            query=query, headers=headers, auth=auth, tags=tags, scope=scope,
         )  # fmt: skip
         return endpoint
 

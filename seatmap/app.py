@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from seatmap import metrics, ops, resources, worker
-from seatmap.accounts import users
+from seatmap.accounts import auth, staff, users
 from seatmap.accounts.origins import CrossOriginGuard
 from seatmap.api import QueryGuard
 from seatmap.catalog import auditoriums, cinemas, movies, scheduling, screenings
@@ -75,6 +75,7 @@ def create_app(settings: Settings) -> Starlette:
             "/api",
             routes=[
                 *users.routes,
+                *staff.routes,
                 *cinemas.routes,
                 *auditoriums.routes,
                 *movies.routes,
@@ -125,6 +126,8 @@ async def _start(rt: Runtime, stack: contextlib.AsyncExitStack) -> list[asyncio.
     """
     assert rt.channels is not None and rt.expiry is not None  # a web runtime has them
     tasks = await rt.channels.start()
+    # A revoked user's tokens leave every process's trust cache at once (accounts/auth.py).
+    await rt.channels.add_handler(auth.revocations_channel(rt), auth.revocation_listener(rt))
     if rt.settings.expiry_notifications:
         await rt.expiry.listen()
     tasks.append(asyncio.create_task(rt.expiry.sweep_forever(), name="expiry.sweeper"))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Final
 
-from seatmap.accounts import users
+from seatmap.accounts import scope, users
 from seatmap.accounts.auth import Role
 from seatmap.catalog.auditoriums import insert_auditorium
 from seatmap.catalog.layouts import GaArea, LayoutSpec
@@ -29,6 +29,8 @@ log = logging.getLogger("seatmap.demo")
 ACCOUNTS: Final[tuple[tuple[Role, str, str], ...]] = (
     ("admin", "admin@seatmap.local", "seatmap-admin"),
     ("staff", "staff@seatmap.local", "seatmap-staff"),
+    # Seed 004's organizer: runs the first cinema (halls, screenings, blocks), nothing else.
+    ("organizer", "organizer@seatmap.local", "seatmap-organizer"),
     ("customer", "customer@seatmap.local", "seatmap-customer"),
 )
 DEMO_LOCK: Final = 0x5EA7_DE30
@@ -219,10 +221,11 @@ async def load(pool: Pool) -> None:
         if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM cinemas)"):
             log.info("catalog not empty; demo data not loaded")
             return
+        organizers: list[int] = []
         for role, email, password in ACCOUNTS:
             try:
                 async with conn.transaction():
-                    await users.create_user(
+                    made = await users.create_user(
                         conn,
                         email=email,
                         password=password,
@@ -230,6 +233,8 @@ async def load(pool: Pool) -> None:
                         role=role,
                         verified=True,
                     )
+                    if role == "organizer":
+                        organizers.append(made)
             except EmailTaken:
                 log.info("demo account %s exists already; kept as it is", email)
         halls: list[tuple[int, list[str], str]] = []
@@ -238,6 +243,9 @@ async def load(pool: Pool) -> None:
             for room in rooms:
                 created = await insert_auditorium(conn, cinema_id, room.name, room.layout)
                 halls.append((created.id, created.categories, room.shows))
+            if name == CINEMAS[0][0]:
+                for organizer in organizers:
+                    await scope.set_cinemas(conn, organizer, [cinema_id])
         movies = []
         for title, kind, minutes, rating, description in MOVIES:
             movie_id = await conn.fetchval(INSERT_MOVIE, title, kind, minutes, rating, description)

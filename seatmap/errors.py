@@ -13,6 +13,8 @@ Domain code raises these; it never builds an HTTP response for an error itself. 
     │   └── InvalidToken              401 invalid_token
     │       └── AccountGone           401 invalid_token     (the token outlived its account)
     ├── Forbidden                     403 forbidden
+    │   ├── OutsideScope              403 forbidden         (cinema_id: not one of the organizer's)
+    │   ├── AccountDisabled           403 account_disabled
     │   ├── CrossOrigin               403 cross_origin
     │   └── EmailUnverified           403 email_unverified
     ├── NotFound                      404 not_found
@@ -147,6 +149,16 @@ class Forbidden(SeatmapError):
 
     code = "forbidden"
     status = 403
+
+
+class OutsideScope(Forbidden):
+    """This belongs to a cinema you do not manage."""
+
+
+class AccountDisabled(Forbidden):
+    """This account is disabled; ask an administrator to enable it."""
+
+    code = "account_disabled"
 
 
 class CrossOrigin(Forbidden):

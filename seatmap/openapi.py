@@ -246,8 +246,13 @@ def build(
         if doc and doc.auth is not None:
             operation["security"] = [{"bearerAuth": []}, {"cookieAuth": []}]
             operation["x-role"] = doc.auth
+            scoped = ""
+            if doc.scope == "cinema":
+                operation["x-scope"] = "cinema"
+                scoped = " An organizer may, for its own cinemas' data only (403 elsewhere)."
             operation["description"] = (
-                f"Needs a logged-in {doc.auth} (or a higher role).\n\n" + operation.get("description", "")
+                f"Needs a logged-in {doc.auth} (or a higher role).{scoped}\n\n"
+                + operation.get("description", "")
             ).strip()
             responses.setdefault("401", _shared("Unauthorized"))
             responses.setdefault("403", _shared("Forbidden"))

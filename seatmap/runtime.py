@@ -50,6 +50,8 @@ class ProcessState:
     crashed: asyncio.Event = field(default_factory=asyncio.Event)
     # accounts/auth.py: tokens verified lately, with when (so a burst costs one verification).
     trusted_tokens: dict[str, tuple[Principal, float]] = field(default_factory=dict)
+    # accounts/auth.py: users whose tokens were revoked lately, with when this process heard it.
+    revoked_users: dict[int, float] = field(default_factory=dict)
     # sales/settlement.py: orders shown sold and not yet written down as such.
     published_orders: set[int] = field(default_factory=set)
     # sales/alerts.py: (screening, kind) alerts known to be sent, so later sales skip the check.

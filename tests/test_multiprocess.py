@@ -137,3 +137,25 @@ async def test_expiry_across_processes_frees_each_seat_once(
                 await v.close()
     finally:
         await rt.redis.config_set("notify-keyspace-events", "Ex")
+
+
+async def test_a_disabled_users_token_is_refused_on_every_process_at_once(
+    rt: Runtime, settings: Settings
+) -> None:
+    """A cashier's token, just accepted by both processes (so each trusts it), is 401 on both at
+    the very next request after an admin disabled the account through one of them."""
+    admin, *cashiers = await quick_users(rt, 1, "admin") + await quick_users(rt, 5, "staff")
+    async with web_processes(settings, 2) as servers, httpx.AsyncClient() as client:
+        for cashier in cashiers:
+            for srv in servers:
+                assert (await client.get(f"{srv.http}/api/me", headers=cashier.headers)).status_code == 200
+            r = await client.patch(
+                f"{servers[0].http}/api/admin/users/{cashier.id}",
+                json={"disabled": True},
+                headers=admin.headers,
+            )
+            assert r.status_code == 200, r.text
+            for srv in reversed(servers):
+                r = await client.get(f"{srv.http}/api/me", headers=cashier.headers)
+                assert r.status_code == 401, srv
+                assert r.json()["error"]["code"] == "invalid_token"

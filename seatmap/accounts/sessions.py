@@ -6,8 +6,10 @@ copy of the database cannot be replayed. Presenting a token that was already use
 two parties hold the chain (one of them copied it), so the whole family is revoked and
 both have to log in again (the OAuth 2.0 Security BCP's refresh token rotation).
 
-The user's role is read from the database at every refresh, never copied from the old
-token: a user promoted or demoted gets the new role with the next access token.
+The user's role (and an organizer's cinemas) is read from the database at every refresh, never
+copied from the old token: a user promoted or demoted gets the new role with the next access
+token. A disabled account refreshes no more (its tokens were revoked when it was disabled; this
+also refuses a refresh that raced the disabling).
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ VALUES ($1, $2, $3, now() + make_interval(secs => $4))
 FIND: Final = """
 SELECT t.id, t.user_id, t.family, t.expires_at <= now() AS expired,
        t.used_at IS NOT NULL AS used, t.revoked_at IS NOT NULL AS revoked, u.role,
-       u.email_verified_at IS NOT NULL AS email_verified
+       u.email_verified_at IS NOT NULL AS email_verified, u.disabled_at IS NOT NULL AS disabled,
+       CASE WHEN u.role = 'organizer' THEN ARRAY(
+           SELECT cinema_id FROM organizer_cinemas oc WHERE oc.user_id = u.id ORDER BY cinema_id
+       ) ELSE '{}' END AS cinemas
 FROM refresh_tokens t JOIN users u ON u.id = t.user_id
 WHERE t.token_hash = $1
 FOR UPDATE OF t
@@ -60,6 +65,7 @@ class Rotated:
     role: Role
     email_verified: bool
     refresh_token: str
+    cinemas: tuple[int, ...] = ()
 
 
 def _hash(token: str) -> bytes:
@@ -82,7 +88,7 @@ async def rotate(conn: AnyConnection, settings: Settings, token: str) -> Rotated
     commits the revocation first, then raises.
     """
     row = await conn.fetchrow(FIND, _hash(token))
-    if row is None or row["revoked"]:
+    if row is None or row["revoked"] or row["disabled"]:
         return InvalidToken("The refresh token is invalid or has been revoked.")
     if row["used"]:
         await conn.execute(REVOKE_FAMILY, row["family"])
@@ -96,6 +102,7 @@ async def rotate(conn: AnyConnection, settings: Settings, token: str) -> Rotated
         role=row["role"],
         email_verified=row["email_verified"],
         refresh_token=successor,
+        cinemas=tuple(row["cinemas"]),
     )
 
 

@@ -1,9 +1,9 @@
-"""Accounts: registration, email verification, login, token refresh, logout, and admin users.
+"""Accounts: registration, email verification, login, token refresh and logout.
 
 The routes here are the whole account lifecycle of the REST API (mounted under `/api`). The
 parts with rules of their own live beside it: `passwords.py` (scrypt), `verification.py`
 (one-time codes), `sessions.py` (rotating refresh tokens), `ratelimit.py` (login limits) and
-`mail.py` (the outbox the codes travel through).
+`mail.py` (the outbox the codes travel through). What admins do to accounts is `staff.py`.
 
 Login answers the same 401 `invalid_credentials`, after the same scrypt work, whether the
 email is unknown or the password wrong, so it tells nobody which emails have accounts. Every
@@ -11,10 +11,12 @@ route keys accounts by `emails.normalize` (see there why). Failed logins are cou
 account id (per normalized address when there is no such account: the same limit, the same
 429, so the limit tells nothing either), per client address, and for a device that logged in
 before, per device instead of both (`devices.py`). Registrations are limited per address.
+A disabled account is told so (403 `account_disabled`) only after its password was verified.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Final, Literal, TypeVar
 
 import msgspec
@@ -33,23 +35,22 @@ from seatmap.accounts.auth import (
     issue_access_token,
     require,
     revoke_access_token,
-    revoke_user,
     set_session_cookies,
 )
 from seatmap.api import (
-    Page,
-    cursor_id,
     documented,
-    encode_cursor,
-    enum_param,
-    int_param,
-    path_int,
-    query_int,
     read_body,
     respond,
 )
 from seatmap.db import AnyConnection
-from seatmap.errors import EmailTaken, InvalidCode, InvalidCredentials, InvalidInput, InvalidToken, NotFound
+from seatmap.errors import (
+    AccountDisabled,
+    EmailTaken,
+    InvalidCode,
+    InvalidCredentials,
+    InvalidInput,
+    InvalidToken,
+)
 from seatmap.runtime import Runtime, runtime
 from seatmap.settings import Settings
 
@@ -72,8 +73,10 @@ class User(msgspec.Struct, kw_only=True):
     email_verified: bool
 
 
-class UserPage(Page, kw_only=True):
-    items: list[User]
+class Me(User, kw_only=True, omit_defaults=True):
+    """The logged-in user; an organizer's also with the cinemas its token may manage."""
+
+    cinema_ids: list[int] = []
 
 
 # What `check_email` accepts (surrounding white space is stripped), told in the schema only:
@@ -100,15 +103,6 @@ class Registration(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: Name
 
 
-class NewUser(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """An account made by an admin, typically for box-office or door staff."""
-
-    email: NewEmail
-    password: NewPassword
-    name: Name
-    role: Role = "staff"
-
-
 class Credentials(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     email: Email
     password: Password
@@ -121,10 +115,6 @@ class CodeCheck(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class CodeRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     email: Email
-
-
-class RoleChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    role: Role
 
 
 class RefreshRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -161,15 +151,12 @@ RETURNING id
 
 USER_BY_ID: Final = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
 # The unique index on lower(email) finds the one candidate; `account` decides whether it is it.
-USER_BY_EMAIL: Final = f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE lower(email) = lower($1)"
-
-SET_ROLE: Final = f"UPDATE users SET role = $2 WHERE id = $1 RETURNING {USER_COLUMNS}"
-
-LIST_USERS: Final = f"""
-SELECT {USER_COLUMNS} FROM users
-WHERE ($1::text IS NULL OR role = $1) AND id > $2
-ORDER BY id
-LIMIT $3
+USER_BY_EMAIL: Final = f"""
+SELECT {USER_COLUMNS}, password_hash, disabled_at IS NOT NULL AS disabled,
+       CASE WHEN role = 'organizer' THEN ARRAY(
+           SELECT cinema_id FROM organizer_cinemas oc WHERE oc.user_id = users.id ORDER BY cinema_id
+       ) ELSE '{{}}' END AS cinemas
+FROM users WHERE lower(email) = lower($1)
 """
 
 
@@ -225,9 +212,16 @@ async def _optional_body(request: Request, type_: type[T]) -> T | None:
 
 
 def _signed_in(
-    settings: Settings, user_id: int, role: Role, email_verified: bool, refresh_token: str
+    settings: Settings,
+    user_id: int,
+    role: Role,
+    email_verified: bool,
+    refresh_token: str,
+    cinemas: Iterable[int] = (),
 ) -> Response:
-    access_token, expires_in = issue_access_token(settings, user_id, role, email_verified=email_verified)
+    access_token, expires_in = issue_access_token(
+        settings, user_id, role, email_verified=email_verified, cinemas=cinemas
+    )
     response = respond(Tokens(access_token=access_token, refresh_token=refresh_token, expires_in=expires_in))
     set_session_cookies(response, settings, access_token, refresh_token)
     return response
@@ -364,11 +358,15 @@ async def login(request: Request) -> Response:
     valid = await passwords.verify_password(body.password, row["password_hash"] if row else None)
     if row is None or not valid:
         raise InvalidCredentials()
+    if row["disabled"]:
+        raise AccountDisabled()
     await ratelimit.reset(rt, limits[0])
     await ratelimit.forgive(rt, *limits[1:])
     async with rt.pool.acquire() as conn:
         refresh_token = await sessions.start(conn, rt.settings, row["id"])
-    response = _signed_in(rt.settings, row["id"], row["role"], row["email_verified"], refresh_token)
+    response = _signed_in(
+        rt.settings, row["id"], row["role"], row["email_verified"], refresh_token, row["cinemas"]
+    )
     devices.remember(response, rt.settings, cookie, row["id"])
     return response
 
@@ -391,7 +389,9 @@ async def refresh(request: Request) -> Response:
             result = await sessions.rotate(conn, rt.settings, token)
     if isinstance(result, InvalidToken):
         raise result  # after the commit: a reuse leaves its family revoked
-    return _signed_in(rt.settings, result.user_id, result.role, result.email_verified, result.refresh_token)
+    return _signed_in(
+        rt.settings, result.user_id, result.role, result.email_verified, result.refresh_token, result.cinemas
+    )
 
 
 @documented(
@@ -417,7 +417,7 @@ async def logout(request: Request) -> Response:
     return response
 
 
-@documented("The logged-in user", responses={200: User}, auth="customer", tags=("accounts",))
+@documented("The logged-in user", responses={200: Me}, auth="customer", tags=("accounts",))
 async def me(request: Request) -> Response:
     rt = runtime(request)
     principal = await require(request)
@@ -425,80 +425,9 @@ async def me(request: Request) -> Response:
         row = await conn.fetchrow(USER_BY_ID, principal.user_id)
     if row is None:
         raise InvalidToken("The account of this token no longer exists.")
-    return respond(_user(row))
-
-
-@documented(
-    "Create an account of any role (how staff accounts are made)",
-    body=NewUser,
-    responses={201: User, 409: None},
-    auth="admin",
-    tags=("admin",),
-)
-async def admin_create_user(request: Request) -> Response:
-    """The account is created verified: the admin vouches for the address."""
-    rt = runtime(request)
-    await require(request, "admin")
-    body = await read_body(request, NewUser)
-    async with rt.pool.acquire() as conn:
-        user_id = await create_user(
-            conn, email=body.email, password=body.password, name=body.name, role=body.role, verified=True
-        )
-        user = await _fetch_user(conn, user_id)
-    return respond(user, 201)
-
-
-@documented(
-    "List accounts, oldest first, optionally of one role",
-    responses={200: UserPage},
-    query=(enum_param("role", ROLES), "cursor", int_param("limit", 1, 200)),
-    auth="admin",
-    tags=("admin",),
-)
-async def admin_list_users(request: Request) -> Response:
-    rt = runtime(request)
-    await require(request, "admin")
-    role = request.query_params.get("role") or None
-    if role is not None and role not in ROLES:
-        raise InvalidInput(f"The role must be one of {', '.join(ROLES)}.", path="$.role")
-    limit = query_int(request, "limit", 50, minimum=1, maximum=200)
-    after = cursor_id(request)
-    async with rt.pool.acquire() as conn:
-        rows = await conn.fetch(LIST_USERS, role, after, limit + 1)
-    users = [_user(row) for row in rows[:limit]]
-    next_cursor = encode_cursor(users[-1].id) if len(rows) > limit else None
-    return respond(UserPage(items=users, next_cursor=next_cursor))
-
-
-@documented(
-    "Change an account's role; every token it holds stops working at once",
-    body=RoleChange,
-    responses={200: User, 404: None},
-    auth="admin",
-    tags=("admin",),
-)
-async def admin_change_role(request: Request) -> Response:
-    """A demoted (or promoted) user logs in again and gets the new role; until then each of
-    their access and refresh tokens is refused with 401 on every process (`auth.revoke_user`)."""
-    rt = runtime(request)
-    await require(request, "admin")
-    user_id = path_int(request, "id")
-    body = await read_body(request, RoleChange)
-    user = await change_role(rt, user_id, body.role)
-    return respond(user)
-
-
-async def change_role(rt: Runtime, user_id: int, role: Role) -> User:
-    """Give the user `role` and revoke every token they hold, first in PostgreSQL (their refresh
-    tokens, in the same transaction as the role), then in Redis (their access tokens, after the
-    commit, so one issued from the old row meanwhile is refused as well)."""
-    async with rt.pool.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(SET_ROLE, user_id, role)
-        if row is None:
-            raise NotFound("No such user.")
-        await sessions.end_all(conn, user_id)
-    await revoke_user(rt, user_id)
-    return _user(row)
+    user = _user(row)
+    cinemas = sorted(principal.cinemas)
+    return respond(Me(**msgspec.structs.asdict(user), cinema_ids=cinemas))
 
 
 routes: list[BaseRoute] = [
@@ -509,7 +438,4 @@ routes: list[BaseRoute] = [
     Route("/auth/refresh", refresh, methods=["POST"]),
     Route("/auth/logout", logout, methods=["POST"]),
     Route("/me", me, methods=["GET"]),
-    Route("/admin/users", admin_create_user, methods=["POST"]),
-    Route("/admin/users", admin_list_users, methods=["GET"]),
-    Route("/admin/users/{id:int}", admin_change_role, methods=["PATCH"]),
 ]

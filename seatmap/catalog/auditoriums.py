@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from seatmap.accounts import auth
+from seatmap.accounts import scope
 from seatmap.api import (
     Page,
     cursor_id,
@@ -226,10 +226,11 @@ async def get_auditorium(request: Request) -> Response:
     body=AuditoriumIn,
     responses={201: AuditoriumDetail},
     auth="admin",
+    scope="cinema",
     tags=("auditoriums",),
 )
 async def create_auditorium(request: Request) -> Response:
-    await auth.require(request, "admin")
+    await scope.require_cinema(request, path_int(request, "id"))
     body = await read_body(request, AuditoriumIn)
     async with runtime(request).pool.acquire() as conn, conn.transaction():
         created = await insert_auditorium(conn, path_int(request, "id"), body.name, body.layout)
@@ -241,13 +242,16 @@ async def create_auditorium(request: Request) -> Response:
     body=AuditoriumIn,
     responses={200: AuditoriumDetail},
     auth="admin",
+    scope="cinema",
     tags=("auditoriums",),
 )
 async def replace_auditorium(request: Request) -> Response:
-    await auth.require(request, "admin")
+    who = await scope.require_scoped(request)
+    auditorium_id = path_int(request, "id")
+    async with runtime(request).pool.acquire() as conn:
+        await scope.check_auditorium(conn, who, auditorium_id)
     body = await read_body(request, AuditoriumIn)
     layout = normalise(body.layout, "$.layout")
-    auditorium_id = path_int(request, "id")
     async with runtime(request).pool.acquire() as conn, conn.transaction():
         # FOR UPDATE waits for (and then sees) a screening being created with the old layout.
         current = await conn.fetchval(LOCK_AUDITORIUM, auditorium_id)
@@ -274,10 +278,16 @@ async def replace_auditorium(request: Request) -> Response:
     return respond(updated)
 
 
-@documented("Delete an auditorium without screenings (409 otherwise)", auth="admin", tags=("auditoriums",))
+@documented(
+    "Delete an auditorium without screenings (409 otherwise)",
+    auth="admin",
+    scope="cinema",
+    tags=("auditoriums",),
+)
 async def delete_auditorium(request: Request) -> Response:
-    await auth.require(request, "admin")
+    who = await scope.require_scoped(request)
     async with runtime(request).pool.acquire() as conn:
+        await scope.check_auditorium(conn, who, path_int(request, "id"))
         try:
             deleted = await conn.fetchval(DELETE_AUDITORIUM, path_int(request, "id"))
         except asyncpg.ForeignKeyViolationError:

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from seatmap.accounts import auth
+from seatmap.accounts import scope
 from seatmap.api import Id, documented, path_int, read_body, respond
 from seatmap.catalog.layouts import CATEGORIES
 from seatmap.catalog.screenings import Screening, fetch_screening
@@ -156,12 +156,14 @@ async def _overlap(
     body=ScreeningIn,
     responses={201: Screening},
     auth="admin",
+    scope="cinema",
     tags=("screenings",),
 )
 async def create_screening(request: Request) -> Response:
-    await auth.require(request, "admin")
+    who = await scope.require_scoped(request)
     body = await read_body(request, ScreeningIn)
     async with runtime(request).pool.acquire() as conn:
+        await scope.check_auditorium(conn, who, body.auditorium_id)
         ends_at = body.ends_at
         try:
             async with conn.transaction():
@@ -195,12 +197,15 @@ async def create_screening(request: Request) -> Response:
     body=ScreeningPatch,
     responses={200: Screening},
     auth="admin",
+    scope="cinema",
     tags=("screenings",),
 )
 async def patch_screening(request: Request) -> Response:
-    await auth.require(request, "admin")
-    body = await read_body(request, ScreeningPatch)
+    who = await scope.require_scoped(request)
     screening_id = path_int(request, "id")
+    async with runtime(request).pool.acquire() as conn:
+        await scope.check_screening(conn, who, screening_id)
+    body = await read_body(request, ScreeningPatch)
     async with runtime(request).pool.acquire() as conn:
         try:
             async with conn.transaction():
@@ -247,11 +252,13 @@ async def patch_screening(request: Request) -> Response:
 @documented(
     "Delete a screening without tickets (409 has_tickets otherwise: cancel it instead)",
     auth="admin",
+    scope="cinema",
     tags=("screenings",),
 )
 async def delete_screening(request: Request) -> Response:
-    await auth.require(request, "admin")
+    who = await scope.require_scoped(request)
     async with runtime(request).pool.acquire() as conn:
+        await scope.check_screening(conn, who, path_int(request, "id"))
         try:
             deleted = await conn.fetchval(DELETE_SCREENING, path_int(request, "id"))
         except asyncpg.ForeignKeyViolationError:

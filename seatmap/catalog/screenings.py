@@ -1,6 +1,7 @@
 """Screenings: one showing of a movie (or event) in an auditorium, as everyone reads it.
 
-Reads are public, drafts only for admins (`scheduling` has the writes and their rules).
+Reads are public, drafts only for admins and their cinemas' organizers (`scheduling` has the
+writes and their rules).
 Times go out in the cinema's own time zone, with its offset, and `?date=` means a day in that
 time zone. Lists page by the keyset (starts_at, id), so a screening added while a client pages
 through never shifts the pages: nothing is skipped or repeated. `screening_detail` is the one
@@ -91,6 +92,8 @@ class ScreeningDetail(Screening, kw_only=True):
     # Whether a sale asks a name per ticket: required (this event), optional
     # (SEATMAP_ASK_HOLDER_NAMES), or none.
     holder_names: HolderNames = "none"
+    # Until when a buyer may refund a paid order (SEATMAP_REFUND_DEADLINE before the start).
+    refunds_close_at: datetime | None = None
 
 
 # ---- SQL --------------------------------------------------------------------------------------
@@ -127,7 +130,7 @@ WHERE ($1::text IS NULL OR lower(c.city) = lower($1))
   AND CASE WHEN $4::date IS NULL THEN s.ends_at > now()
            ELSE s.starts_at >= $4::date::timestamp AT TIME ZONE c.timezone
             AND s.starts_at < ($4::date + 1)::timestamp AT TIME ZONE c.timezone END
-  AND (s.status <> 'draft' OR $5::boolean)
+  AND (s.status <> 'draft' OR $5::boolean OR c.id = ANY($9::bigint[]))
   AND ($6::timestamptz IS NULL OR (s.starts_at, s.id) > ($6::timestamptz, $7::bigint))
 ORDER BY s.starts_at, s.id
 LIMIT $8
@@ -210,6 +213,8 @@ async def screening_detail(
         **msgspec.structs.asdict(_screening(row)),
         layout=layout,
         holder_names=names,
+        refunds_close_at=row["starts_at"].astimezone(zoneinfo.ZoneInfo(row["timezone"]))
+        - timedelta(seconds=rt.settings.refund_deadline),
         ga=[
             GaAvailability(name=a.name, category=a.category, capacity=a.capacity, remaining=a.capacity)
             for a in layout.ga
@@ -235,12 +240,15 @@ async def live_seat_state(rt: Runtime, detail: ScreeningDetail) -> ScreeningDeta
     return detail
 
 
-async def _sees_drafts(request: Request) -> bool:
-    """Admins see drafts; anyone else (including a caller with a stale token) does not."""
+async def _sees_drafts(request: Request) -> bool | frozenset[int]:
+    """Admins see every draft, an organizer those of its cinemas; anyone else (including a
+    caller with a stale token) none."""
     try:
         principal = await auth.authenticate(request)
     except Unauthorized:
         return False
+    if principal is not None and principal.role == "organizer":
+        return principal.cinemas
     return principal is not None and principal.has_role("admin")
 
 
@@ -292,9 +300,12 @@ async def list_screenings(request: Request) -> Response:
     day = _query_date(request)
     after, after_id = _query_after(request)
     drafts = await _sees_drafts(request)
+    every, some = (drafts, []) if isinstance(drafts, bool) else (False, sorted(drafts))
     rt = runtime(request)
     async with rt.pool.acquire() as conn:
-        rows = await conn.fetch(LIST_SCREENINGS, city, cinema, movie, day, drafts, after, after_id, limit + 1)
+        rows = await conn.fetch(
+            LIST_SCREENINGS, city, cinema, movie, day, every, after, after_id, limit + 1, some
+        )
     items = [_screening(row) for row in rows[:limit]]
     live = await live_availability(rt, [_capacity(row) for row in rows[:limit]])
     for item in items:
@@ -313,7 +324,10 @@ async def list_screenings(request: Request) -> Response:
 )
 async def get_screening(request: Request) -> Response:
     rt = runtime(request)
-    detail = await screening_detail(rt, path_int(request, "id"), include_drafts=await _sees_drafts(request))
+    drafts = await _sees_drafts(request)
+    detail = await screening_detail(rt, path_int(request, "id"), include_drafts=bool(drafts))
+    if detail.status == "draft" and isinstance(drafts, frozenset) and detail.cinema.id not in drafts:
+        raise NotFound("No such screening.")
     return respond(detail)
 
 

@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from seatmap.accounts.auth import require
+from seatmap.accounts import scope
+from seatmap.accounts.auth import Principal
 from seatmap.api import documented, path_int, read_body, respond
 from seatmap.errors import InvalidInput, SeatTaken, UnknownSeats
 from seatmap.live.protocol import SeatLabel
@@ -57,6 +58,13 @@ _DELETE: Final = (
 )
 
 
+async def _scoped(request: Request) -> Principal:
+    """An admin, or the organizer of the screening's cinema."""
+    who = await scope.require_scoped(request)
+    async with runtime(request).pool.acquire() as conn:
+        return await scope.check_screening(conn, who, path_int(request, "id"))
+
+
 async def _checked(request: Request, seats: list[str]) -> int:
     screening = path_int(request, "id")
     layout = await runtime(request).holds.inventory.layout(screening)
@@ -68,11 +76,13 @@ async def _checked(request: Request, seats: list[str]) -> int:
     return screening
 
 
-@documented("List blocked seats", responses={200: BlockList}, auth="staff", tags=("seating",))
+@documented("List blocked seats", responses={200: BlockList}, auth="staff", scope="cinema", tags=("seating",))
 async def list_blocks(request: Request) -> Response:
-    await require(request, "staff")
+    who = await scope.require_scoped(request, "staff")
     rt = runtime(request)
     screening = path_int(request, "id")
+    async with rt.pool.acquire() as conn:
+        await scope.check_screening(conn, who, screening)
     await rt.holds.inventory.layout(screening)  # 404 for an unknown screening
     async with rt.pool.acquire() as conn:
         rows = await conn.fetch(_LIST, screening)
@@ -81,10 +91,17 @@ async def list_blocks(request: Request) -> Response:
     )
 
 
-@documented("Block seats", body=BlockRequest, responses={201: BlockList}, auth="admin", tags=("seating",))
+@documented(
+    "Block seats",
+    body=BlockRequest,
+    responses={201: BlockList},
+    auth="admin",
+    scope="cinema",
+    tags=("seating",),
+)
 async def block_seats(request: Request) -> Response:
     """Refused with 409 (naming the seats) if any of them is held or sold; then nothing is blocked."""
-    who = await require(request, "admin")
+    who = await _scoped(request)
     body = await read_body(request, BlockRequest)
     screening = await _checked(request, body.seats)
     rt = runtime(request)
@@ -113,9 +130,16 @@ async def block_seats(request: Request) -> Response:
     )
 
 
-@documented("Unblock seats", body=UnblockRequest, responses={200: BlockList}, auth="admin", tags=("seating",))
+@documented(
+    "Unblock seats",
+    body=UnblockRequest,
+    responses={200: BlockList},
+    auth="admin",
+    scope="cinema",
+    tags=("seating",),
+)
 async def unblock_seats(request: Request) -> Response:
-    await require(request, "admin")
+    await _scoped(request)
     body = await read_body(request, UnblockRequest)
     screening = await _checked(request, body.seats)
     rt = runtime(request)

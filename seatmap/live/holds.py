@@ -318,6 +318,29 @@ class Holds:
         # It no longer counts against the account (it would stop counting anyway: account_holds.py).
         await self.accounts.forget(who.user_id, token)
 
+    async def release_all(self, user_id: int) -> int:
+        """Release every live hold of the account (it was disabled), so its seats are for sale
+        again at once; returns how many were released. The account's own index only knows the
+        holds made under its cap, so each screening that may have holds is asked too (its
+        per-user index): a rare admin action, one pipelined round trip per 500 screenings."""
+        redis = self.inventory.redis
+        tokens = {str(t) for t in await redis.zrange(self.accounts.key(user_id), 0, -1)}
+        active = [str(s) for s in await redis.zrange(active_key(self.inventory.prefix), 0, -1)]
+        for start in range(0, len(active), 500):
+            async with redis.pipeline(transaction=False) as pipe:
+                for screening in active[start : start + 500]:
+                    pipe.zrange(self.inventory.keys(int(screening)).user(user_id), 0, -1)
+                for found in await pipe.execute():
+                    tokens.update(found)
+        released = 0
+        for token in sorted(tokens):
+            if _TOKEN.match(token) is None:
+                continue
+            reply = await self.inventory.release(parse_token(token), token, user_id)
+            released += isinstance(reply, replies.Changed)
+        await self.accounts.forget(user_id, *tokens)
+        return released
+
     async def sell(
         self, token: str, owner: int, seats: list[str], ga: GASelection | None, order_ref: str
     ) -> int:

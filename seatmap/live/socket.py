@@ -21,10 +21,18 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from seatmap.accounts import origins
-from seatmap.accounts.auth import ACCESS_COOKIE, Principal, principal_from_token
+from seatmap.accounts.auth import ACCESS_COOKIE, Principal, principal_from_token, still_valid
 from seatmap.accounts.verification import require_verified
 from seatmap.api import ascii_int
-from seatmap.errors import NotFound, SeatmapError, TooManySockets, Unauthorized, error_response, socket_error
+from seatmap.errors import (
+    InvalidToken,
+    NotFound,
+    SeatmapError,
+    TooManySockets,
+    Unauthorized,
+    error_response,
+    socket_error,
+)
 from seatmap.live.channels import RESYNCS, Channels
 from seatmap.live.feed import FROM_STREAM, REPLAY_BURST, Feed, Replay, ResumeFrom, TooSlow, Watcher
 from seatmap.live.holds import Holds
@@ -123,6 +131,7 @@ class Session:
         self.feed = feed
         self.watcher = watcher
         self.principal: Principal | None = None
+        self.token: str | None = None  # the principal's, checked again at each command
         rate, burst = rt.settings.ws_commands_per_second, rt.settings.ws_command_burst
         self.bucket = TokenBucket(rate, burst)
         self.strikes = Strikes(rate, 3 * burst)
@@ -226,13 +235,19 @@ class Session:
             return Pong(ref=command.ref)
         if isinstance(command, Auth):
             self.principal = await principal_from_token(self.rt, command.token)
+            self.token = command.token
             return Result(ref=command.ref)
         if isinstance(command, Resume):
             self.watcher.resume(command.seq)
             return None
         who = self.principal
-        if who is None:
+        if who is None or self.token is None:
             raise Unauthorized("Send an `auth` message (or log in) before changing seats.")
+        try:
+            who = await still_valid(self.rt, self.token, who)
+        except InvalidToken:
+            self.principal = self.token = None  # logged out, disabled or given a new role meanwhile
+            raise
         screening = self.feed.screening
         if isinstance(command, Hold):
             if command.token is None:
@@ -317,7 +332,9 @@ async def screening_socket(ws: WebSocket) -> None:
     batching = ws.query_params.get("batch") == "1"
     with SOCKETS_OPEN.track_inprogress():
         async with channels.watch(screening, batching=batching) as (feed, watcher):
-            await _serve(ws, Session(ws, rt, holds, channels, feed, watcher), principal, since)
+            session = Session(ws, rt, holds, channels, feed, watcher)
+            session.token = cookie if principal is not None else None
+            await _serve(ws, session, principal, since)
 
 
 async def _serve(ws: WebSocket, session: Session, principal: Principal | None, since: int | None) -> None:

@@ -6,10 +6,10 @@ seats (seats and GA units, minus blocked seats) in PostgreSQL, the truth. A cros
 SEATMAP_NEARLY_SOLD_OUT (default 90%) or of 100% is recorded as one `screening_alerts` row per
 screening and kind with `INSERT ... ON CONFLICT DO NOTHING`: of all the processes that see it at
 once, exactly one writes the row, and in that transaction it queues one `alert` job per
-recipient (admins, and the organizers of the screening's cinema). The once-ness is PostgreSQL's,
-so a Redis restart or a second web process never sends it again. "Sold" means paid tickets, not
-holds: a hold that lapses would otherwise alert for seats nobody bought (listings count holds
-in `few_left`, see catalog/availability.py).
+recipient (enabled admins, and the enabled organizers of the screening's cinema). The
+once-ness is PostgreSQL's, so a Redis restart or a second web process never sends it again.
+"Sold" means paid tickets, not holds: a hold that lapses would otherwise alert for seats nobody
+bought (listings count holds in `few_left`, see catalog/availability.py).
 
 The `alert` job records the notification (`GET /api/notifications`) and mails it, once per
 recipient, the way `notify` tells a customer. `CROSSED` is where other modules (webhooks to
@@ -74,10 +74,17 @@ ON CONFLICT (screening_id, kind) DO NOTHING
 RETURNING kind
 """
 KNOWN: Final = "SELECT kind FROM screening_alerts WHERE screening_id = $1"
-# Who hears: every admin. Organizers of the screening's cinema join them once accounts have
-# the organizer role and its cinema scope (issue 14, part A): add them to this query.
+# Who hears: every enabled admin, and the enabled organizers of the screening's cinema
+# (accounts/scope.py's ORGANIZERS_OF, here joined from the screening in the same statement).
 RECIPIENTS: Final = """
-SELECT u.id FROM users u WHERE u.role = 'admin' ORDER BY u.id
+SELECT u.id FROM users u WHERE u.role = 'admin' AND u.disabled_at IS NULL
+UNION
+SELECT u.id FROM screenings s
+JOIN auditoriums a ON a.id = s.auditorium_id
+JOIN organizer_cinemas oc ON oc.cinema_id = a.cinema_id
+JOIN users u ON u.id = oc.user_id AND u.role = 'organizer' AND u.disabled_at IS NULL
+WHERE s.id = $1
+ORDER BY 1
 """
 DETAILS: Final = """
 SELECT u.email, u.name, s.id AS screening_id, s.starts_at, m.title, c.name AS cinema, c.timezone,
@@ -130,7 +137,7 @@ async def check(rt: Runtime, screening_id: int) -> list[str]:
 async def _queue(conn: AnyConnection, settings: Settings, screening_id: int, recorded: list[str]) -> None:
     """One job per recipient and threshold recorded (a sale that jumps from below 90% to sold
     out tells both, each once)."""
-    users = [r["id"] for r in await conn.fetch(RECIPIENTS)]
+    users = [r["id"] for r in await conn.fetch(RECIPIENTS, screening_id)]
     pairs = [(kind, user) for kind in recorded for user in users]
     keys = [key(kind, screening_id, user) for kind, user in pairs]
     payloads = [

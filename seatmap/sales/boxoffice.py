@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from seatmap.accounts import scope
 from seatmap.accounts.auth import require
 from seatmap.api import Id, documented, read_body, respond
 from seatmap.errors import AccountGone, NotFound, ReferenceUsed, SeatTaken
@@ -71,12 +72,16 @@ ORDER BY seat_label
     body=Sale,
     responses={201: Order, 404: None, 409: None},
     auth="staff",
+    scope="cinema",
     tags=TAGS,
 )
 async def sell(request: Request) -> Response:
     staff = await require(request, "staff")
     sale = await read_body(request, Sale)
     rt = runtime(request)
+    if scope.visible_cinemas(staff) is not None:
+        async with rt.pool.acquire() as conn:
+            await scope.check_screening(conn, staff, sale.screening_id)
     holds = rt.checkout_holds
     hold = await holds.create(staff, sale.screening_id, sale.seats, sale.ga)
     try:

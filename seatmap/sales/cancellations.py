@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap import jobs
-from seatmap.accounts.auth import require
+from seatmap.accounts import scope
 from seatmap.api import documented, path_int, read_body, respond
 from seatmap.errors import Conflict, NotFound
 from seatmap.runtime import Runtime, runtime
@@ -85,13 +85,16 @@ SELECT r.id, r.order_id, o.user_id FROM r JOIN o ON o.id = r.order_id ORDER BY r
     body=CancelRequest,
     responses={202: Cancellation, 404: None, 409: None},
     auth="admin",
+    scope="cinema",
     tags=("screenings",),
 )
 async def cancel_screening(request: Request) -> Response:
-    admin = await require(request, "admin")
-    body = await read_body(request, CancelRequest)
+    admin = await scope.require_scoped(request)
     rt = runtime(request)
     screening_id = path_int(request, "id")
+    async with rt.pool.acquire() as conn:
+        await scope.check_screening(conn, admin, screening_id)
+    body = await read_body(request, CancelRequest)
     settings = rt.settings
     async with rt.pool.acquire() as conn, conn.transaction():
         screening = await conn.fetchrow(LOCK_SCREENING, screening_id)

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from seatmap.accounts import scope
 from seatmap.accounts.auth import Principal, require
 from seatmap.accounts.verification import require_verified
 from seatmap.api import (
@@ -244,15 +245,22 @@ async def fetch_order(conn: AnyConnection, order_id: int) -> tuple[Order, int | 
 async def visible_order(
     rt: Runtime, who: Principal, order_id: int, conn: AnyConnection | None = None
 ) -> Order:
-    """The order if `who` bought it or is staff; 404 otherwise (no hint that it exists)."""
+    """The order if `who` bought it, is staff, or organizes its cinema; 404 otherwise (no hint
+    that it exists)."""
     if conn is None:
         async with rt.pool.acquire() as own:
-            found = await fetch_order(own, order_id)
-    else:
-        found = await fetch_order(conn, order_id)
-    if found is None or not (who.has_role("staff") or found[1] == who.user_id):
+            return await visible_order(rt, who, order_id, own)
+    found = await fetch_order(conn, order_id)
+    if found is None or not (found[1] == who.user_id or await _manages(conn, who, found[0].screening_id)):
         raise NotFound("No such order.")
     return found[0]
+
+
+async def _manages(conn: AnyConnection, who: Principal, screening_id: int) -> bool:
+    if not who.has_role("staff"):
+        return False
+    visible = scope.visible_cinemas(who)
+    return visible is None or await scope.screening_cinema(conn, screening_id) in visible
 
 
 # ---- creating ---------------------------------------------------------------------------------------

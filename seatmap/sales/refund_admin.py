@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from seatmap import jobs
-from seatmap.accounts.auth import require
+from seatmap.accounts import scope
 from seatmap.api import (
     Page,
     cursor_id,
@@ -99,10 +99,11 @@ SELECT r.id, r.order_id, r.payment_id, r.amount, r.currency, r.reason, r.created
        CASE WHEN r.status = 'pending' THEN j.last_error END AS last_error,
        CASE WHEN r.status = 'pending' AND j.status = 'queued' AND j.last_error IS NOT NULL
             THEN j.run_at END AS next_attempt_at,
-       j.id AS job_id
+       j.id AS job_id, a.cinema_id
 FROM refunds r LEFT JOIN jobs j ON j.dedupe_key = 'refund:' || r.id
 JOIN orders o ON o.id = r.order_id
 JOIN screenings s ON s.id = o.screening_id
+JOIN auditoriums a ON a.id = s.auditorium_id
 JOIN movies m ON m.id = s.movie_id
 LEFT JOIN users u ON u.id = o.user_id
 """
@@ -113,9 +114,11 @@ WHERE id = $1 AND status = 'manual' AND confirmed_at IS NULL
 RETURNING id
 """
 TILL_REFERENCE_OWNER: Final = "SELECT id FROM refunds WHERE till_reference = $1"
+# $4: the caller's cinemas (scope.filter_ids), NULL for every cinema.
 LIST: Final = f"""
 SELECT * FROM ({_ITEMS} WHERE r.id < $1) x
-WHERE $2::text IS NULL OR x.status = $2
+WHERE ($2::text IS NULL OR x.status = $2)
+  AND ($4::bigint[] IS NULL OR x.cinema_id = ANY($4))
 ORDER BY x.id DESC LIMIT $3
 """
 ONE: Final = f"{_ITEMS} WHERE r.id = $1"
@@ -124,6 +127,7 @@ ONE: Final = f"{_ITEMS} WHERE r.id = $1"
 def _item(row: Any) -> RefundItem:
     fields = dict(row)
     fields.pop("job_id")
+    fields.pop("cinema_id")
     return RefundItem(**fields, currency_exponent=exponent(fields["currency"]))
 
 
@@ -139,17 +143,20 @@ async def refund_item(conn: AnyConnection, refund_id: int) -> RefundItem | None:
     query=(enum_param("status", STATUSES), "cursor", int_param("limit", 1, 200)),
     responses={200: RefundPage},
     auth="staff",
+    scope="cinema",
     tags=TAGS,
 )
 async def list_refunds(request: Request) -> Response:
-    await require(request, "staff")
+    """Staff (who pay cash refunds out at the counter) and admins see every refund, an
+    organizer those of its cinemas' orders."""
+    who = await scope.require_scoped(request, "staff")
     status = request.query_params.get("status") or None
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}.", path="$.status")
     limit = query_int(request, "limit", 50, minimum=1, maximum=200)
     before = cursor_id(request) or 2**63 - 1
     async with runtime(request).pool.acquire() as conn:
-        rows = await conn.fetch(LIST, before, status, limit + 1)
+        rows = await conn.fetch(LIST, before, status, limit + 1, scope.filter_ids(who))
     items = [_item(r) for r in rows[:limit]]
     next_cursor = encode_cursor(items[-1].id) if len(rows) > limit else None
     return respond(RefundPage(items=items, next_cursor=next_cursor))
@@ -159,15 +166,17 @@ async def list_refunds(request: Request) -> Response:
     "Retry a dead refund: its job runs again from its first attempt (409 if it is not dead)",
     responses={202: RefundItem, 404: None, 409: None},
     auth="admin",
+    scope="cinema",
     tags=TAGS,
 )
 async def retry_refund(request: Request) -> Response:
-    await require(request, "admin")
+    who = await scope.require_scoped(request)
     refund_id = path_int(request, "id")
     async with runtime(request).pool.acquire() as conn:
         row = await conn.fetchrow(ONE, refund_id)
         if row is None:
             raise NotFound("No such refund.")
+        scope.check_cinema(who, row["cinema_id"])
         if row["status"] != "dead" or not await jobs.retry(conn, row["job_id"]):
             raise Conflict(
                 f"Only a dead refund can be retried; this one is {row['status']}.", status=row["status"]
@@ -182,16 +191,21 @@ async def retry_refund(request: Request) -> Response:
     body=Confirmation,
     responses={200: RefundItem, 404: None, 409: None},
     auth="staff",
+    scope="cinema",
     tags=TAGS,
 )
 async def confirm_refund(request: Request) -> Response:
-    staff = await require(request, "staff")
-    body = await read_body(request, Confirmation)
+    who = await scope.require_scoped(request, "staff")
     refund_id = path_int(request, "id")
-    reference = body.till_reference.strip()
     async with runtime(request).pool.acquire() as conn:
+        row = await conn.fetchrow(ONE, refund_id)
+        if row is None:
+            raise NotFound("No such refund.")
+        scope.check_cinema(who, row["cinema_id"])
+        body = await read_body(request, Confirmation)
+        reference = body.till_reference.strip()
         try:
-            confirmed = await conn.fetchval(CONFIRM, refund_id, staff.user_id, reference)
+            confirmed = await conn.fetchval(CONFIRM, refund_id, who.user_id, reference)
         except asyncpg.UniqueViolationError:
             other = await conn.fetchval(TILL_REFERENCE_OWNER, reference)
             raise ReferenceUsed(
@@ -200,13 +214,10 @@ async def confirm_refund(request: Request) -> Response:
         except asyncpg.ForeignKeyViolationError:
             raise AccountGone() from None
         item = await refund_item(conn, refund_id)
-    if item is None:
-        raise NotFound("No such refund.")
+    assert item is not None
     if confirmed is None:
-        raise Conflict(
-            f"Only a manual refund still owed can be confirmed; this one is {item.status}.",
-            status=item.status,
-        )
+        wording = f"Only a manual refund still owed can be confirmed; this one is {item.status}."
+        raise Conflict(wording, status=item.status)
     return respond(item)
 
 

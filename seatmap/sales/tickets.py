@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from seatmap.accounts import scope
 from seatmap.accounts.auth import require
 from seatmap.api import Id, decode, documented, respond
 from seatmap.db import AnyConnection
@@ -144,6 +145,7 @@ JOIN orders o ON o.id = t.order_id
 LEFT JOIN users u ON u.id = t.checked_in_by
 WHERE t.code = $1
 """
+TICKET_SCREENING: Final = "SELECT screening_id FROM tickets WHERE code = $1"
 # The whole check-in decision in one statement. A concurrent scan of the same ticket waits for
 # this row's lock, then re-evaluates the WHERE clause on the new version and updates nothing.
 CHECK_IN: Final = f"""
@@ -264,6 +266,7 @@ def _refusal(row: Any, kiosk_screening: int | None, opens_before: int) -> Except
     body=CheckIn,
     responses={200: TicketInfo, 404: None, 409: None},
     auth="staff",
+    scope="cinema",
     tags=TAGS,
 )
 async def check_in(request: Request) -> Response:
@@ -274,6 +277,11 @@ async def check_in(request: Request) -> Response:
     rt = runtime(request)
     opens_before = rt.settings.checkin_opens_before
     async with rt.pool.acquire() as conn:
+        if scope.visible_cinemas(staff) is not None:
+            # An organizer admits only at its own cinemas' doors (an unknown code: the 404 below).
+            screening_id = await conn.fetchval(TICKET_SCREENING, code)
+            if screening_id is not None:
+                await scope.check_screening(conn, staff, screening_id)
         async with conn.transaction():  # the check-in and its webhook event, or neither
             row = await conn.fetchrow(
                 CHECK_IN, code, staff.user_id, body.gate, body.screening_id, opens_before
@@ -298,12 +306,17 @@ async def check_in(request: Request) -> Response:
     tags=TAGS,
 )
 async def lookup(request: Request) -> Response:
-    """Staff see every ticket; a customer only those of their own orders (others: 404)."""
+    """Staff see every ticket, an organizer those of its cinemas; a customer only those of
+    their own orders (others: 404)."""
     who = await require(request)
     code = _code(request)
     async with runtime(request).pool.acquire() as conn:
         row = await conn.fetchrow(TICKET_INFO, code)
-    if row is None or not (who.has_role("staff") or row["user_id"] == who.user_id):
+        manages = row is not None and who.has_role("staff")
+        if manages and (visible := scope.visible_cinemas(who)) is not None:
+            assert row is not None
+            manages = await scope.screening_cinema(conn, row["screening_id"]) in visible
+    if row is None or not (manages or row["user_id"] == who.user_id):
         raise NotFound("No ticket with this code.")
     return respond(_info(row, row["checked_in_email"]))
 

@@ -49,7 +49,7 @@ async def test_admin_registers_an_endpoint_sees_its_log_and_retries_a_dead_deliv
         httpx.AsyncClient(base_url=srv.http, timeout=10 * TIMEOUT_FACTOR) as client,
     ):
         page = await browsers.page(srv.http, width=1440, height=900)
-        await page.goto("/admin.html#webhooks")
+        await page.goto("/admin.html#hooks")
         await log_in_here(page, await create_user(rt, "admin"))
         await expect(page.locator("#main h2").first).to_have_text("Webhooks")
         good.secrets.append(await _add_endpoint(page, good_url))
@@ -98,7 +98,7 @@ async def test_admin_registers_an_endpoint_sees_its_log_and_retries_a_dead_deliv
             await expect(page.locator("tr[data-delivery]")).to_have_count(1)
 
         narrow = await browsers.page(srv.http, width=390, height=844)
-        await narrow.goto(f"/admin.html#webhooks?endpoint={await _first_id(rt)}")
+        await narrow.goto(f"/admin.html#hooks?endpoint={await _first_id(rt)}")
         await log_in_here(narrow, await create_user(rt, "admin"))
         await expect(narrow.locator("tr[data-delivery]")).to_have_count(2)
         await expect(narrow.locator("#webhook-secret")).to_have_count(0)  # never shown again

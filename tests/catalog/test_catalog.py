@@ -501,7 +501,9 @@ async def test_screening_detail_shape(client: httpx.AsyncClient, cat: Catalog) -
     assert detail["seats"] == {}
     assert detail["ga"] == [{"name": "Floor", "category": "standard", "capacity": 30, "remaining": 30}]
     assert {
-        k: v for k, v in detail.items() if k not in ("layout", "seats", "ga", "seq", "holder_names")
+        k: v
+        for k, v in detail.items()
+        if k not in ("layout", "seats", "ga", "seq", "holder_names", "refunds_close_at")
     } == screening
     assert (await client.get("/api/screenings/999")).status_code == 404
 

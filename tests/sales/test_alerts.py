@@ -89,35 +89,50 @@ async def alert_counts(rt: Runtime, screening: int) -> dict[str, int]:
 LABELS = [f"{row}{n}" for row in "ABCDEF" for n in range(1, 9)]  # 48 seats, as in seed 001
 
 
-async def test_seed_001_admins_hear_at_the_threshold_once_and_customers_never(
+async def test_seed_001_admins_and_the_cinemas_organizers_hear_at_the_threshold_once(
     rt: Runtime, server: Server, client: httpx.AsyncClient
 ) -> None:
-    """38 of 48 seats sold tells nobody; the 44th (90%) tells each admin once, by mail and in
-    their notifications; later sales below sold out tell nothing more; a customer hears nothing."""
+    """38 of 48 seats sold tells nobody; the 44th (90%) tells each enabled admin and the
+    organizer of this cinema once, by mail and in their notifications; later sales below sold
+    out tell nothing more; another cinema's organizer, a disabled admin and a customer hear nothing."""
     screening = await make_screening(rt, ["SSSSSSSS"] * 6, strand_rule=False)
+    elsewhere = await make_screening(rt, ["SS"])
     admins = await quick_users(rt, 2, "admin")
+    (gone,) = await quick_users(rt, 1, "admin")
+    ours, theirs = await quick_users(rt, 2, "organizer")
     (staff,) = await quick_users(rt, 1, "staff")
     (customer,) = await quick_users(rt, 1)
+    async with rt.pool.acquire() as conn:
+        await conn.execute("UPDATE users SET disabled_at = now() WHERE id = $1", gone.id)
+        for organizer, of in ((ours, screening), (theirs, elsewhere)):
+            await conn.execute(
+                "INSERT INTO organizer_cinemas (user_id, cinema_id) SELECT $1, a.cinema_id"
+                " FROM screenings s JOIN auditoriums a ON a.id = s.auditorium_id WHERE s.id = $2",
+                organizer.id, of,
+            )  # fmt: skip
+    told_ones = [*admins, ours]
     async with delivering(rt):
         await sell_all(client, staff, screening, LABELS[:38])
         await asyncio.sleep(0.3)
         assert await alert_counts(rt, screening) == {}
         for seat in LABELS[38:44]:
             assert (await sell(client, staff, screening, [seat])).status_code == 201
-        await eventually(lambda: _counted(rt, screening, {alerts.NEARLY: 2}))
+        await eventually(lambda: _counted(rt, screening, {alerts.NEARLY: 3}))
         assert (await sell(client, staff, screening, LABELS[44:46])).status_code == 201
         await asyncio.sleep(0.3)
-        assert await alert_counts(rt, screening) == {alerts.NEARLY: 2}
-    for admin in admins:
-        (told,) = await notifications_of(client, admin)
+        assert await alert_counts(rt, screening) == {alerts.NEARLY: 3}
+    for user in told_ones:
+        (told,) = await notifications_of(client, user)
         assert told["kind"] == "screening_nearly_sold_out" and told["screening_id"] == screening
         assert "44 of 48 sellable seats sold (92%)" in told["body"], told
         assert "order_id" not in told
-    assert await notifications_of(client, customer) == []
-    assert await notifications_of(client, staff) == []
+    for user in (customer, staff, theirs):
+        assert await notifications_of(client, user) == []
     async with rt.pool.acquire() as conn:
         mails = await conn.fetch("SELECT recipient, subject FROM mail_outbox ORDER BY id")
-    assert sorted(m["recipient"] for m in mails) == sorted(a.email for a in admins)
+        told_gone = await conn.fetchval("SELECT count(*) FROM notifications WHERE user_id = $1", gone.id)
+    assert told_gone == 0
+    assert sorted(m["recipient"] for m in mails) == sorted(u.email for u in told_ones)
     assert {m["subject"] for m in mails} == {"Nearly sold out: Test film"}
 
 

@@ -1,7 +1,7 @@
 // Admin: cinemas and their halls (with the layout editor: compact rows typed on the left, the
-// hall drawn live on the right), films, and refunds (when the refunds API is there).
+// hall drawn live on the right), and films. (Refunds: admin-money.js.)
 
-import { all, api, available, errorText, paths } from "./api.js";
+import { all, api, errorText, managed, me } from "./api.js";
 import { confirmDialog } from "./confirm.js";
 import { clear, h, say } from "./dom.js";
 import { money } from "./format.js";
@@ -30,7 +30,9 @@ async function remove(path, what, message, after) {
 const EXAMPLE_ROWS = ["WCSSS_SSSSSS_SSSCW", "SSSSS_SSSSSS_SSSSS", "SSSSS_SSSSSS_SSSSS", "", "PPPPP_PPPPPP_PPPPP"].join("\n");
 
 export async function showCinemas(root, params) {
-  let cinemas = await all("/api/cinemas?limit=100");
+  // An organizer manages the halls of its own cinemas; the cinemas themselves are the admins'.
+  const admin = (await me())?.role === "admin";
+  let cinemas = await managed(await all("/api/cinemas?limit=100"));
   let cinemaId = params.get("cinema") || String(cinemas[0]?.id || "");
   const message = h("div", { class: "notice", role: "alert", hidden: true });
   const list = h("div", {});
@@ -45,12 +47,12 @@ export async function showCinemas(root, params) {
       h("tbody", {}, cinemas.map((c) => h("tr", { class: String(c.id) === cinemaId ? "selected" : "" },
         h("td", {}, h("button", { type: "button", class: "link", onclick: () => choose(c.id) }, c.name)),
         h("td", {}, c.city), h("td", {}, c.timezone),
-        h("td", {}, h("button", { type: "button", class: "link", onclick: () => renderCinemaForm(c) }, "Edit"),
-          h("button", { type: "button", class: "link", onclick: () => remove(`/api/admin/cinemas/${c.id}`, c.name, message, reload) }, "Delete")))))));
+        h("td", {}, admin ? [h("button", { type: "button", class: "link", onclick: () => renderCinemaForm(c) }, "Edit"),
+          h("button", { type: "button", class: "link", onclick: () => remove(`/api/admin/cinemas/${c.id}`, c.name, message, reload) }, "Delete")] : null))))));
   }
 
   async function reload() {
-    cinemas = await all("/api/cinemas?limit=100");
+    cinemas = await managed(await all("/api/cinemas?limit=100"));
     if (!cinemas.some((c) => String(c.id) === cinemaId)) cinemaId = String(cinemas[0]?.id || "");
     renderList();
     await renderHalls();
@@ -178,7 +180,7 @@ export async function showCinemas(root, params) {
 
   clear(root, message, h("div", { class: "admin-grid" }, h("div", {}, list, cinemaForm), halls), editor);
   renderList();
-  renderCinemaForm();
+  if (admin) renderCinemaForm();
   await renderHalls();
   return null;
 }
@@ -234,55 +236,4 @@ export async function showFilms(root) {
   renderForm();
   await reload();
   return null;
-}
-
-// ---- refunds -------------------------------------------------------------------------------------
-
-export async function showRefunds(root, params) {
-  if (!(await available("get", "/api/admin/refunds"))) {
-    clear(root, h("h2", {}, "Refunds"),
-      h("p", { class: "unavailable", id: "refunds-unavailable" }, "Refunds are not available on this server yet: they come with the cancellations and refunds feature (GET /api/admin/refunds)."));
-    return null;
-  }
-  const retryPath = (await paths()).find((p) => /^\/api\/admin\/refunds\/\{[^}]+\}\/retry$/.test(p));
-  const status = h("select", { id: "refund-status", "aria-label": "Status" },
-    ["", "pending", "failed", "dead", "succeeded"].map((s) => h("option", { value: s, selected: s === (params.get("status") || "") }, s || "all")));
-  const message = h("div", { class: "notice", role: "alert", hidden: true });
-  const list = h("div", {});
-
-  async function reload() {
-    let items;
-    try {
-      const data = await api(`/api/admin/refunds${status.value ? `?status=${status.value}` : ""}`);
-      items = Array.isArray(data) ? data : data.items || [];
-    } catch (error) {
-      clear(list, h("p", { class: "notice notice-error" }, errorText(error)));
-      return;
-    }
-    clear(list, items.length ? h("table", {},
-      h("thead", {}, h("tr", {}, ["Refund", "Order", "Amount", "Status", "Attempts", "Last error", ""].map((t) => h("th", {}, t)))),
-      h("tbody", {}, items.map((r) => h("tr", { class: r.status === "dead" ? "dead" : "" },
-        h("td", {}, String(r.id)), h("td", {}, String(r.order_id ?? "")),
-        h("td", {}, r.amount !== undefined ? money(r.amount, r) : ""),
-        h("td", {}, h("span", { class: `badge ${r.status === "dead" ? "badge-bad" : r.status === "succeeded" ? "badge-ok" : ""}` }, r.status)),
-        h("td", {}, String(r.attempts ?? "")),
-        h("td", { class: "small" }, r.last_error || ""),
-        h("td", {}, r.status === "dead" && retryPath
-          ? h("button", { type: "button", class: "secondary", onclick: async () => {
-              try {
-                await api(retryPath.replace(/\{[^}]+\}/, encodeURIComponent(r.id)), { method: "POST" });
-                say(message, `Refund ${r.id} will be retried.`, "ok");
-                await reload();
-              } catch (error) {
-                say(message, errorText(error), "error");
-              }
-            } }, "Retry")
-          : null)))))
-      : h("p", { class: "muted" }, "No refunds."));
-  }
-  status.addEventListener("change", reload);
-  clear(root, h("h2", {}, "Refunds"), h("p", {}, h("label", {}, "Status ", status)), message, list);
-  await reload();
-  const timer = setInterval(reload, 10_000);
-  return () => clearInterval(timer);
 }

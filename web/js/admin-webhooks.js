@@ -37,7 +37,7 @@ export async function showWebhooks(root, params) {
   const formBox = h("section", { class: "panel", id: "new-webhook" });
   const log = h("section", { class: "panel", id: "webhook-log" }, h("p", { class: "muted" }, "Choose an endpoint to see its deliveries."));
 
-  const go = () => history.replaceState(null, "", `#webhooks${selectedId ? `?endpoint=${selectedId}${statusFilter ? `&status=${statusFilter}` : ""}` : ""}`);
+  const go = () => history.replaceState(null, "", `#hooks${selectedId ? `?endpoint=${selectedId}${statusFilter ? `&status=${statusFilter}` : ""}` : ""}`);
 
   async function reload() {
     try {

@@ -3,8 +3,10 @@
 // another part of the product has not shipped yet (cancel, refunds) look the route up in
 // /openapi.json first and say plainly that it is not available, instead of failing.
 
-import { all, api, available, errorText, logout, me } from "./api.js";
-import { showCinemas, showFilms, showRefunds } from "./admin-catalog.js";
+import { all, api, available, errorText, logout, managed, me } from "./api.js";
+import { showCinemas, showFilms } from "./admin-catalog.js";
+import { showGivenUp, showRefunds } from "./admin-money.js";
+import { showUsers } from "./admin-users.js";
 import { showWebhooks } from "./admin-webhooks.js";
 import { confirmDialog } from "./confirm.js";
 import { clear, h, say } from "./dom.js";
@@ -34,7 +36,7 @@ function countsText(c) {
 // ---- screenings ---------------------------------------------------------------------------------
 
 async function showScreenings(root, params) {
-  const cinemas = await all("/api/cinemas?limit=100");
+  const cinemas = await managed(await all("/api/cinemas?limit=100"));
   const movies = await all("/api/movies?limit=100");
   let cinemaId = params.get("cinema") || localStorage.getItem("seatmap.admin.cinema") || String(cinemas[0]?.id || "");
   let date = params.get("date") || isoDay(new Date());
@@ -334,22 +336,27 @@ const TABS = [
   ["cinemas", "Cinemas & halls", showCinemas],
   ["films", "Films", showFilms],
   ["refunds", "Refunds", showRefunds],
-  ["webhooks", "Webhooks", showWebhooks],
+  ["users", "Users", showUsers],
+  ["webhooks", "Gateway webhooks", showGivenUp],
+  ["hooks", "Integrator webhooks", showWebhooks],
 ];
+// What an organizer sees of the console: its own cinemas' screenings, halls and refunds.
+const ORGANIZER_TABS = new Set(["screenings", "cinemas", "refunds"]);
 
 async function route() {
   cleanup?.();
   cleanup = null;
   let user = await me();
-  while (!user || user.role !== "admin") {
-    clear(main, h("p", { class: "muted" }, "Admins only."));
-    user = await askLogin({ reason: "The admin console needs an admin account.", role: "admin", register: false, dismissable: false });
+  while (!user || (user.role !== "admin" && user.role !== "organizer")) {
+    clear(main, h("p", { class: "muted" }, "Admins and organizers only."));
+    user = await askLogin({ reason: "The admin console needs an admin or organizer account.", role: "organizer", register: false, dismissable: false });
   }
+  const shown = TABS.filter(([id]) => user.role === "admin" || ORGANIZER_TABS.has(id));
   clear(account, h("span", { class: "who" }, user.email), h("a", { href: "/" }, "Shop"), h("a", { href: "/kiosk.html" }, "Kiosk"),
     h("button", { type: "button", class: "link", onclick: async () => { await logout(); location.reload(); } }, "Log out"));
   const [name, query = ""] = location.hash.replace(/^#/, "").split("?");
-  const tab = TABS.find(([id]) => id === name) || TABS[0];
-  clear(tabs, TABS.map(([id, text]) => h("button", { type: "button", role: "tab", "aria-selected": String(id === tab[0]), "data-tab": id, onclick: () => (location.hash = `#${id}`) }, text)));
+  const tab = shown.find(([id]) => id === name) || shown[0];
+  clear(tabs, shown.map(([id, text]) => h("button", { type: "button", role: "tab", "aria-selected": String(id === tab[0]), "data-tab": id, onclick: () => (location.hash = `#${id}`) }, text)));
   document.title = `${tab[1]} · seatmap admin`;
   try {
     cleanup = await tab[2](main, new URLSearchParams(query));

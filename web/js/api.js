@@ -110,6 +110,12 @@ export async function me({ fresh = false } = {}) {
   return currentUser;
 }
 
+/** Of `cinemas`, those the logged-in user manages: an organizer's own, every one for others. */
+export async function managed(cinemas) {
+  const user = await me();
+  return user?.role === "organizer" ? cinemas.filter((c) => (user.cinema_ids || []).includes(c.id)) : cinemas;
+}
+
 export async function login(email, password) {
   await api("/api/auth/login", { method: "POST", body: { email, password } });
   currentUser = await api("/api/me");

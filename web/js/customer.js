@@ -1,12 +1,13 @@
 // The customer's web app: choose city, cinema, day and film; then a screening's live seat map
 // (screening.js); orders and tickets (orders.js). Hash routes keep it one static page:
-//   #/  what's on · #/screening/42 · #/order/7 · #/orders
+//   #/  what's on · #/screening/42 · #/order/7 · #/orders · #/notifications
 // The payment gateway returns to `/?order=7`, which becomes `#/order/7`.
 
 import { all, api, explain, logout, me, onSession } from "./api.js";
 import { clear, h } from "./dom.js";
 import { clock, isoDay, money } from "./format.js";
 import { askLogin } from "./login.js";
+import { showNotifications } from "./notifications.js";
 import { showOrder, showOrders } from "./orders.js";
 import { showScreening } from "./screening.js";
 
@@ -108,9 +109,12 @@ async function showBrowse(root, params) {
               const from = Math.min(...Object.values(s.prices));
               return h("li", {},
                 h("a", { class: "time", href: `#/screening/${s.id}`, "data-screening": s.id,
-                  "aria-label": `${film.title} at ${clock(s.starts_at, s.cinema.timezone)}, ${s.auditorium.name}, from ${money(from, s)}` },
+                  "aria-label": `${film.title} at ${clock(s.starts_at, s.cinema.timezone)}, ${s.auditorium.name}, from ${money(from, s)}${s.availability === "sold_out" ? ", sold out" : s.availability === "few_left" ? ", few seats left" : ""}` },
                   h("strong", {}, clock(s.starts_at, s.cinema.timezone)),
                   h("span", {}, s.auditorium.name),
+                  s.availability && s.availability !== "available"
+                    ? h("span", { class: `avail avail-${s.availability}`, "data-availability": s.availability }, s.availability === "sold_out" ? "Sold out" : "Few left")
+                    : null,
                   Number.isFinite(from) ? h("span", { class: "from" }, `from ${money(from, s)}`) : null));
             })))));
     }));
@@ -146,6 +150,9 @@ async function route() {
     } else if (parts[0] === "order" && /^\d+$/.test(parts[1] || "")) {
       if (!(await me()) && !(await askLogin({ reason: "Log in to see this order." }))) return;
       cleanup = await showOrder(main, Number(parts[1]));
+    } else if (parts[0] === "notifications") {
+      if (!(await me()) && !(await askLogin({ reason: "Log in to see your notifications." }))) return;
+      await showNotifications(main);
     } else if (parts[0] === "orders") {
       if (!(await me()) && !(await askLogin({ reason: "Log in to see your tickets." }))) return;
       await showOrders(main);

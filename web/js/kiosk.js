@@ -5,6 +5,8 @@
 import { ApiError, all, api, explain, logout, me } from "./api.js";
 import { clear, h, say } from "./dom.js";
 import { clock, dayAndClock, listWords, money } from "./format.js";
+import { showRefunds } from "./admin-money.js";
+import { holderFields, ticketsOf } from "./holders.js";
 import { LiveMap } from "./live.js";
 import { askLogin } from "./login.js";
 import { ticketCards } from "./orders.js";
@@ -59,7 +61,7 @@ async function upcoming(cinemaId) {
 
 function screeningOption(s, selected) {
   return h("option", { value: s.id, selected: String(s.id) === String(selected) },
-    `${clock(s.starts_at, s.cinema.timezone)} · ${s.movie.title} · ${s.auditorium.name}${s.status !== "scheduled" ? ` (${s.status})` : ""}`);
+    `${clock(s.starts_at, s.cinema.timezone)} · ${s.movie.title} · ${s.auditorium.name}${s.status !== "scheduled" ? ` (${s.status})` : s.availability === "sold_out" ? " (sold out)" : s.availability === "few_left" ? " (few left)" : ""}`);
 }
 
 // ---- box office ---------------------------------------------------------------------------------
@@ -91,6 +93,8 @@ async function showSale(root, params) {
   const bestCount = h("select", { id: "kiosk-best-count", "aria-label": "How many seats" },
     Array.from({ length: 10 }, (_, i) => h("option", { value: i + 1, selected: i === 1 }, String(i + 1))));
   const gaQty = new Map();
+  const typedNames = new Map();
+  let holders = null; // the holder-name fields of the cart, when the screening asks
 
   const view = new SeatMapView(mapBox, detail.layout, {
     prices: detail.prices, priced: detail, label: `Seat map of ${detail.auditorium.name}`,
@@ -165,8 +169,14 @@ async function showSale(root, params) {
       say(message, "Choose seats (or standing tickets) first.", "warn");
       return;
     }
-    const body = { screening_id: detail.id, payment_method: method, seats };
+    const named = holders ? holders.check() : { names: [] };
+    if (named.error) {
+      say(message, named.error, "warn");
+      return;
+    }
+    const body = { screening_id: detail.id, payment_method: method, seats: seats.sort() };
     if (gaArea) body.ga = { area: gaArea[0], quantity: gaArea[1] };
+    if (named.names.length) body.holder_names = named.names;
     if (method === "card_present" && reference.value.trim()) body.reference = reference.value.trim();
     say(message, "Selling…", "info");
     try {
@@ -179,6 +189,7 @@ async function showSale(root, params) {
     }
     selected.clear();
     gaQty.clear();
+    typedNames.clear();
     reference.value = "";
     say(message, `Sold: ${lastSale.tickets.length} ticket${lastSale.tickets.length === 1 ? "" : "s"}, ${money(lastSale.total, lastSale)} (${method === "cash" ? "cash" : "card"}).`, "ok");
     view.setAll(display);
@@ -204,6 +215,16 @@ async function showSale(root, params) {
     }
     const total = lines.reduce((sum, l) => sum + l[2], 0);
     const onSale = liveMap.status === null || liveMap.status === "scheduled";
+    const gaPick = [...gaQty.entries()].find(([, qty]) => qty > 0);
+    const tickets = ticketsOf([...selected].sort(), gaPick ? { area: gaPick[0], quantity: gaPick[1] } : null);
+    const ticketKeys = tickets.map((t) => t.key).join("|");
+    // The same tickets keep the same fields (and the focus of the one being typed in) when
+    // a sale elsewhere redraws the cart.
+    if (!holders || holders.keys !== ticketKeys) {
+      holders = holderFields(detail.holder_names, tickets, typedNames);
+      if (holders) holders.keys = ticketKeys;
+    }
+    const typing = holders?.el.contains(document.activeElement) ? document.activeElement : null;
     clear(cart,
       h("h2", {}, "Sale"),
       onSale ? null : h("p", { class: "notice notice-error" }, `This screening is ${liveMap.status}.`),
@@ -219,11 +240,13 @@ async function showSale(root, params) {
         ? h("ul", { class: "hold-lines" }, lines.map(([what, category, price]) => h("li", {}, h("span", {}, `${what} · ${category}`), h("span", {}, money(price, detail)))))
         : h("p", { class: "muted" }, "Nothing selected."),
       h("p", { class: "total" }, h("span", {}, "Total"), h("strong", { id: "sale-total" }, money(total, detail))),
+      holders?.el,
       h("p", { class: "actions pay-buttons" },
         h("button", { type: "button", class: "primary", id: "pay-cash", disabled: !lines.length || !onSale, onclick: () => sell("cash") }, "Cash"),
         h("button", { type: "button", class: "primary", id: "pay-card", disabled: !lines.length || !onSale, onclick: () => sell("card_present") }, "Card")),
       reference,
       lines.length ? h("p", {}, h("button", { type: "button", class: "link", onclick: () => { selected.clear(); gaQty.clear(); view.setAll(display); renderCart(); } }, "Clear selection")) : null);
+    typing?.focus();
   }
 
   clear(body,
@@ -387,7 +410,7 @@ function renderBar(user, mode) {
   const modeButton = (id, text) => h("button", { type: "button", "aria-pressed": String(mode === id), "data-mode": id, onclick: () => (location.hash = `#${id}`) }, text);
   clear(topbar,
     h("a", { class: "brand", href: "/kiosk.html" }, h("span", { class: "brand-mark", "aria-hidden": "true" }, "▦"), " seatmap kiosk"),
-    h("div", { class: "modes", role: "group", "aria-label": "Mode" }, modeButton("sale", "Box office"), modeButton("door", "Door")),
+    h("div", { class: "modes", role: "group", "aria-label": "Mode" }, modeButton("sale", "Box office"), modeButton("door", "Door"), modeButton("refunds", "Refunds")),
     cinemaSelect,
     document.fullscreenEnabled
       ? h("button", { type: "button", class: "secondary", onclick: () => (document.fullscreenElement ? document.exitFullscreen() : document.documentElement.requestFullscreen()).catch(() => {}) }, "Full screen")
@@ -408,11 +431,14 @@ async function route() {
   if (!cinemas.length) cinemas = await all("/api/cinemas?limit=100");
   if (!cinemas.some((c) => String(c.id) === store.cinema) && cinemas[0]) store.cinema = String(cinemas[0].id);
   const [mode, query = ""] = location.hash.replace(/^#/, "").split("?");
-  const current = mode === "door" ? "door" : "sale";
+  const current = mode === "door" || mode === "refunds" ? mode : "sale";
   renderBar(user, current);
   document.body.dataset.mode = current;
   try {
-    cleanup = current === "door" ? await showDoor(main) : await showSale(main, new URLSearchParams(query));
+    // Refunds: cash and card-present refunds owed at this counter, paid out with a till reference.
+    cleanup = current === "door" ? await showDoor(main)
+      : current === "refunds" ? await showRefunds(main, new URLSearchParams(query || "status=manual"))
+      : await showSale(main, new URLSearchParams(query));
   } catch (error) {
     clear(main, h("p", { class: "notice notice-error" }, explain(error)));
   }

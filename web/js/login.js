@@ -6,7 +6,7 @@
 import { explain, login, register, resendCode, verifyEmail } from "./api.js";
 import { h, say } from "./dom.js";
 
-const RANK = { customer: 0, staff: 1, admin: 2 };
+const RANK = { customer: 0, staff: 1, organizer: 2, admin: 3 };
 
 /**
  * options: reason (why we ask), role (the least role needed), register (offer "create account"),

@@ -4,6 +4,7 @@
 import { api, explain } from "./api.js";
 import { clear, h, say } from "./dom.js";
 import { dayAndClock, money } from "./format.js";
+import { refundBox } from "./refund.js";
 
 const screenings = new Map();
 
@@ -86,7 +87,8 @@ export async function showOrder(main, id) {
     }
     if (order.tickets.length) {
       parts.push(ticketCards(order.tickets, order, screening),
-        h("p", { class: "actions no-print" }, h("button", { type: "button", class: "secondary", onclick: () => print() }, "Print tickets")));
+        h("p", { class: "actions no-print" }, h("button", { type: "button", class: "secondary", onclick: () => print() }, "Print tickets")),
+        refundBox(order, screening, message, render));
     }
     clear(main, h("article", { class: "order", "data-order": order.id, "data-status": order.status }, parts));
   }

@@ -6,6 +6,7 @@
 import { ApiError, api, explain, me } from "./api.js";
 import { clear, h, say, uuid } from "./dom.js";
 import { countdown, dayAndClock, listWords, money, seatWords } from "./format.js";
+import { holderFields, ticketsOf } from "./holders.js";
 import { LiveMap } from "./live.js";
 import { askLogin, askVerification } from "./login.js";
 import { SeatMapView, legend } from "./seatmap.js";
@@ -55,6 +56,8 @@ export async function showScreening(main, id) {
   let busy = false;
   let status = detail.status;
   let ticker = null;
+  let holders = null; // the holder-name fields of the current hold, when the screening asks
+  const typedNames = new Map();
 
   const message = h("div", { class: "notice", role: "alert", hidden: true });
   const seatInfo = h("p", { class: "seat-info", "aria-live": "polite" }, "Choose seats on the map.");
@@ -260,12 +263,17 @@ export async function showScreening(main, id) {
 
   function checkout() {
     run(async () => {
+      const named = holders ? holders.check() : { names: [] };
+      if (named.error) {
+        say(message, named.error, "warn");
+        return;
+      }
       if (!(await loggedIn("Log in to check out."))) return;
       const key = sessionStorage.getItem(orderKey(hold.token)) || uuid();
       sessionStorage.setItem(orderKey(hold.token), key);
       let order;
       try {
-        order = await api("/api/orders", { method: "POST", body: { hold_token: hold.token }, headers: { "Idempotency-Key": key } });
+        order = await api("/api/orders", { method: "POST", body: { hold_token: hold.token, ...(named.names.length ? { holder_names: named.names } : {}) }, headers: { "Idempotency-Key": key } });
       } catch (error) {
         if (error.code !== "order_exists") throw error;
         order = await api(`/api/orders/${error.details.order_id}`);
@@ -303,6 +311,7 @@ export async function showScreening(main, id) {
 
   function renderPanel() {
     clearInterval(ticker);
+    holders = null;
     bestButton.disabled = Boolean(hold) || status !== "scheduled";
     bestHint.hidden = !hold;
     if (!hold) {
@@ -335,11 +344,13 @@ export async function showScreening(main, id) {
       }
     };
     const atMax = Date.parse(hold.max_expires_at) - Date.parse(hold.expires_at) < 1000;
+    holders = holderFields(detail.holder_names, ticketsOf(hold.seats, hold.ga), typedNames);
     clear(panel,
       h("h2", { id: "hold-title" }, "Your seats"),
       h("ul", { class: "hold-lines" }, lines.map((l) => h("li", {}, h("span", {}, l.text), h("span", {}, money(l.price, detail))))),
       h("p", { class: "total" }, h("span", {}, "Total"), h("strong", {}, money(total, detail))),
       expiry,
+      holders?.el,
       h("p", { class: "actions" },
         h("button", { type: "button", class: "primary", id: "checkout", onclick: checkout }, "Check out"),
         h("button", { type: "button", class: "secondary", id: "extend", onclick: extend, disabled: atMax, title: atMax ? "A hold cannot last longer" : null }, "More time"),
