@@ -46,6 +46,7 @@ from seatmap.sales import (
     seat_history,
     settlement,
     tickets,
+    webhook_admin,
 )
 from seatmap.settings import Settings
 from seatmap.simulated import provider, undelivered
@@ -102,6 +103,7 @@ def create_app(settings: Settings) -> Starlette:
                 *reports.routes,
                 *seat_history.routes,
                 *undelivered.routes,
+                *webhook_admin.routes,
             ],
         ),
         Mount("/", app=StaticFiles(directory=resources.web_dir(), html=True), name="web"),

@@ -193,6 +193,14 @@ class Settings:
         "SEATMAP_WEBHOOK_TOLERANCE", 300, minimum=1,
         help="a webhook further than this from our clock is refused (a replay)",
     )  # fmt: skip
+    webhook_allow_private: bool = setting(
+        "SEATMAP_WEBHOOK_ALLOW_PRIVATE", False,
+        help="outgoing webhooks may go to loopback and private addresses (tests, a receiver on this host)",
+    )  # fmt: skip
+    webhook_timeout: float = setting(
+        "SEATMAP_WEBHOOK_TIMEOUT", 10.0, positive=True,
+        help="how long one outgoing webhook waits for the integrator's answer (then it is retried)",
+    )  # fmt: skip
     simulated_decline: bool = setting(
         "SEATMAP_SIMULATED_DECLINE", False, help="simulated gateway: decline every payment"
     )

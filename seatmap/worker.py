@@ -1,8 +1,8 @@
 """`seatmap worker`: the process that does the work nobody waits for in a request.
 
 - Jobs from the outbox (jobs.py), several at once: refunds (refunds.py), notifications
-  (notifications.py), the live-map half of a cancellation (cancellations.py), and mail
-  (mail.py: sent by SMTP when `SEATMAP_SMTP_URL` is set).
+  (notifications.py), the live-map half of a cancellation (cancellations.py), mail
+  (mail.py: sent by SMTP when `SEATMAP_SMTP_URL` is set) and webhooks to integrators (webhooks.py).
 - Housekeeping every SEATMAP_JOB_POLL_INTERVAL: pending orders past their payment window
   become `expired` and their holds are released (orders.expire_lapsed); money checkout marked
   for refund without a refund yet gets one (a safety net: checkout queues it itself).
@@ -35,13 +35,16 @@ from seatmap.composition import open_runtime
 from seatmap.errors import outage
 from seatmap.outage import Outage
 from seatmap.runtime import Runtime, urls
-from seatmap.sales import alerts, cancellations, notifications, orders, refunds
+from seatmap.sales import alerts, cancellations, notifications, orders, refunds, webhooks
 from seatmap.settings import Settings
 
 log = logging.getLogger("seatmap.worker")
 
 
-def handlers(rt: Runtime) -> dict[str, jobs.Handler]:
+def handlers(rt: Runtime, sender: webhooks.Sender | None = None) -> dict[str, jobs.Handler]:
+    """The job kinds and what runs them; `sender` delivers webhooks (one per worker, which closes it)."""
+    webhook_sender = sender if sender is not None else webhooks.Sender(rt)  # makes no client until used
+
     async def refund(job: jobs.Job) -> None:
         await refunds.run_refund(rt, job)
 
@@ -58,6 +61,7 @@ def handlers(rt: Runtime) -> dict[str, jobs.Handler]:
         await alerts.deliver(rt, job)
 
     return {
+        webhooks.JOB: webhook_sender.deliver,
         refunds.JOB: refund,
         notifications.JOB: notify,
         cancellations.JOB: cancelled,
@@ -106,7 +110,8 @@ async def background(
     policy = jobs.policy_from(rt.settings)
     if concurrency is not None:
         policy = replace(policy, concurrency=concurrency)
-    worker = jobs.Worker(rt.pool, rt.settings.database_url, handlers(rt), policy)
+    sender = webhooks.Sender(rt)
+    worker = jobs.Worker(rt.pool, rt.settings.database_url, handlers(rt, sender), policy)
     stop = rt.state.stopping
     tasks = [
         asyncio.create_task(worker.run(stop), name="jobs.worker"),
@@ -119,6 +124,7 @@ async def background(
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await sender.aclose()
 
 
 async def run(settings: Settings) -> None:

@@ -122,6 +122,15 @@ RULES: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/api/admin/refunds/{refund}/confirm"): ("staff", "cinema"),
     ("GET", "/api/admin/gateway/webhooks/given-up"): ("admin", "admin"),
     ("POST", "/api/admin/gateway/webhooks/{webhook}/send-again"): ("admin", "admin"),
+    ("GET", "/api/admin/webhooks"): ("admin", "admin"),
+    ("POST", "/api/admin/webhooks"): ("admin", "admin"),
+    ("GET", "/api/admin/webhooks/{endpoint}"): ("admin", "admin"),
+    ("PATCH", "/api/admin/webhooks/{endpoint}"): ("admin", "admin"),
+    ("POST", "/api/admin/webhooks/{endpoint}/secret"): ("admin", "admin"),
+    ("GET", "/api/admin/webhooks/{endpoint}/deliveries"): ("admin", "admin"),
+    ("GET", "/api/admin/webhooks/deliveries/{delivery}"): ("admin", "admin"),
+    ("POST", "/api/admin/webhooks/deliveries/{delivery}/retry"): ("admin", "admin"),
+    ("DELETE", "/api/admin/webhooks/{endpoint}"): ("admin", "admin"),  # last of them: it deletes
     ("GET", "/api/notifications"): ("customer", "customer"),
     ("GET", "/api/admin/orders"): ("staff", "listing"),
     ("GET", "/api/admin/orders/{order}"): ("staff", "cinema"),
@@ -150,6 +159,8 @@ class Venue:
     refund: int  # from a cancelled third screening
     user: int
     webhook: int  # a simulated gateway webhook (delivered: sending it again is 409)
+    endpoint: int  # an integrator's webhook endpoint (sales/webhook_admin.py)
+    delivery: int  # one of its deliveries (pending: retrying it is 409)
     token: str = "1.aaaaaaaaaaaaaaaaaaaaaaaa"  # no such hold: only customer routes name one
     made: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     sold: itertools.count[int] = field(default_factory=lambda: itertools.count(2))  # A1 is sold
@@ -236,6 +247,19 @@ async def _venue(rt: Runtime, client: httpx.AsyncClient, admin: User) -> Venue:
             " VALUES ($1, 'http://127.0.0.1/none', '{}'::bytea, now(), now()) RETURNING id",
             payment,
         )
+        endpoint = await conn.fetchval(
+            "INSERT INTO webhook_endpoints (url, event_types, secret) VALUES ('https://hooks.example.com/x',"
+            " '{order.paid}', 'whsec_roles') RETURNING id"
+        )
+        event = f"evt_roles_{endpoint}"
+        await conn.execute(
+            "INSERT INTO webhook_events (id, type, body) VALUES ($1, 'order.paid', '{}'::bytea)", event
+        )
+        delivery = await conn.fetchval(
+            "INSERT INTO webhook_deliveries (endpoint_id, event_id) VALUES ($1, $2) RETURNING id",
+            endpoint,
+            event,
+        )
     return Venue(
         cinema=row["cinema_id"],
         auditorium=row["auditorium_id"],
@@ -247,6 +271,8 @@ async def _venue(rt: Runtime, client: httpx.AsyncClient, admin: User) -> Venue:
         refund=refund,
         user=customer.id,
         webhook=webhook,
+        endpoint=endpoint,
+        delivery=delivery,
     )
 
 

@@ -96,7 +96,9 @@ async def test_without_smtp_the_worker_runs_jobs_says_mail_is_stored_and_stops_o
             " VALUES ('a@example.com', 's', 'b', 'pending')"
         )
     async with worker(settings) as proc:
-        await proc.wait_for_line("worker running jobs (mail, notify, refund, screening_cancelled)")
+        await proc.wait_for_line(
+            "worker running jobs (alert, mail, notify, refund, screening_cancelled, webhook)"
+        )
         await proc.wait_for_line("mail is stored, not sent: SEATMAP_SMTP_URL is not set")
         await proc.wait_for_line("1 mail(s) are pending; set SEATMAP_SMTP_URL")
         assert await proc.stop(signal.SIGTERM) == 0

@@ -25,6 +25,7 @@ from seatmap.api import Id, documented, read_body, respond
 from seatmap.errors import AccountGone, NotFound, ReferenceUsed, SeatTaken
 from seatmap.live.protocol import GASelection, SeatLabel
 from seatmap.runtime import runtime
+from seatmap.sales import webhooks
 from seatmap.sales.orders import HolderName, Order, holder_list, price_lines, pricing, visible_order
 from seatmap.sales.settlement import LiveOrder, publish_sold_or_defer
 from seatmap.sales.tickets import issue
@@ -100,6 +101,7 @@ async def sell(request: Request) -> Response:
                     )  # fmt: skip
                     ga = {hold.ga.area: hold.ga.quantity} if hold.ga else {}
                     await issue(conn, order_id, hold.screening_id, len(lines), ga)
+                    await webhooks.order_paid_events(conn, rt.settings, order_id)
             except asyncpg.ForeignKeyViolationError as exc:
                 if exc.constraint_name != "orders_sold_by_fkey":
                     raise

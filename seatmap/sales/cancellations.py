@@ -30,7 +30,7 @@ from seatmap.accounts import scope
 from seatmap.api import documented, path_int, read_body, respond
 from seatmap.errors import Conflict, NotFound
 from seatmap.runtime import Runtime, runtime
-from seatmap.sales import notifications, refunds
+from seatmap.sales import notifications, refunds, webhooks
 
 log = logging.getLogger("seatmap.sales.cancellations")
 
@@ -111,6 +111,11 @@ async def cancel_screening(request: Request) -> Response:
         told = [(r["user_id"], r["order_id"], None) for r in paid if r["user_id"] is not None]
         told += [(r["user_id"], r["id"], None) for r in pending if r["user_id"] is not None]
         await notifications.notify_many(conn, settings, "screening_cancelled", told)
+        cancelled = {
+            "screening_id": screening_id, "reason": body.reason, "refunds_queued": len(paid),
+            "orders_cancelled": len(pending),
+        }  # fmt: skip
+        await webhooks.emit(conn, settings, "screening.cancelled", cancelled, screening_id=screening_id)
         await jobs.enqueue(
             conn,
             JOB,

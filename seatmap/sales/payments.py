@@ -38,7 +38,7 @@ from seatmap.errors import (
     SoldOut,
 )
 from seatmap.runtime import Runtime, runtime
-from seatmap.sales import notifications, refunds
+from seatmap.sales import notifications, refunds, webhooks
 from seatmap.sales.gateway import WebhookEvent
 from seatmap.sales.orders import Payment
 from seatmap.sales.settlement import LIVE_ORDER_COLUMNS, LiveOrder, publish_sold_or_defer
@@ -234,6 +234,7 @@ async def _apply(
                     await issue(conn, order.id, order.screening_id, order.lines, _ga(order))
                     await conn.execute(FINISH_PAID, order.id, payment["id"], provider, event.id, event.type,
                                        data.payment_id)  # fmt: skip
+                    await webhooks.order_paid_events(conn, rt.settings, order.id)
                     if order.user_id is not None:
                         await notifications.notify(
                             conn, rt.settings, "booking_confirmed", user_id=order.user_id, order_id=order.id

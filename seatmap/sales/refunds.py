@@ -40,7 +40,7 @@ from seatmap.api import documented, path_int, respond
 from seatmap.db import AnyConnection
 from seatmap.errors import AlreadyUsed, Forbidden, NotFound, OrderClosed, RefundClosed
 from seatmap.runtime import Runtime, runtime
-from seatmap.sales import notifications
+from seatmap.sales import notifications, webhooks
 from seatmap.sales.orders import Order, visible_order
 from seatmap.settings import Settings
 
@@ -133,8 +133,8 @@ async def refund_unused_payments(
 # ---- the job ----------------------------------------------------------------------------------
 
 TO_RUN: Final = """
-SELECT r.id, r.order_id, r.amount, r.currency, r.status, r.closes_order, p.provider, p.provider_ref,
-       o.user_id
+SELECT r.id, r.order_id, r.amount, r.currency, r.status, r.reason, r.closes_order, p.provider, p.provider_ref,
+       o.user_id, o.screening_id
 FROM refunds r JOIN payments p ON p.id = r.payment_id JOIN orders o ON o.id = r.order_id
 WHERE r.id = $1
 """
@@ -178,6 +178,15 @@ async def run_refund(rt: Runtime, job: jobs.Job) -> None:
                     row["currency"], "returned" if status == "succeeded" else "to return at the counter",
                     provider_refund,
                 )  # fmt: skip
+                refunded = {
+                    "refund_id": refund_id, "order_id": row["order_id"], "screening_id": row["screening_id"],
+                    "amount": row["amount"], "currency": row["currency"], "reason": row["reason"],
+                    "status": status, "provider_refund_id": provider_refund,
+                }  # fmt: skip
+                if row["closes_order"]:  # an order that was paid; not money that never became one
+                    await webhooks.emit(
+                        conn, rt.settings, "order.refunded", refunded, screening_id=row["screening_id"]
+                    )
                 if row["user_id"] is not None:
                     await notifications.notify(
                         conn, rt.settings, "refund_done", user_id=row["user_id"], order_id=row["order_id"],
@@ -276,6 +285,7 @@ async def refund_order(request: Request) -> Response:
             refund_id = await conn.fetchval(REFUND_ORDER, order_id, "customer", who.user_id)
             assert refund_id is not None, "a paid order has the payment that paid it"
             await queue(conn, rt.settings, [refund_id])
+            await webhooks.seats_freed_event(conn, rt.settings, order_id)
     try:
         await free_seats(rt, order_id)
     except RedisError as exc:

@@ -39,6 +39,7 @@ from seatmap.errors import (
 )
 from seatmap.live import sold
 from seatmap.runtime import runtime
+from seatmap.sales import webhooks
 
 _CODE: Final = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _CODE_BYTES: Final = 12  # 96 random bits, 16 URL-safe characters
@@ -284,9 +285,17 @@ async def check_in(request: Request) -> Response:
             screening_id = await conn.fetchval(TICKET_SCREENING, code)
             if screening_id is not None:
                 await scope.check_screening(conn, staff, screening_id)
-        row = await conn.fetchrow(CHECK_IN, code, staff.user_id, body.gate, body.screening_id, opens_before)
-        if row is not None:
-            return respond(_info(row, row["checked_in_email"]))
+        async with conn.transaction():  # the check-in and its webhook event, or neither
+            row = await conn.fetchrow(
+                CHECK_IN, code, staff.user_id, body.gate, body.screening_id, opens_before
+            )
+            if row is not None:
+                info = _info(row, row["checked_in_email"])
+                await webhooks.emit(
+                    conn, rt.settings, "ticket.checked_in", msgspec.to_builtins(info),
+                    screening_id=info.screening.id,
+                )  # fmt: skip
+                return respond(info)
         after = await conn.fetchrow(TICKET_INFO, code)
     if after is None:
         raise NotFound("No ticket with this code.")

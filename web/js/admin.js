@@ -9,6 +9,7 @@ import { showBookings, showDoorLists } from "./admin-bookings.js";
 import { showGivenUp, showRefunds } from "./admin-money.js";
 import { showReports } from "./admin-reports.js";
 import { showUsers } from "./admin-users.js";
+import { showWebhooks } from "./admin-webhooks.js";
 import { confirmDialog } from "./confirm.js";
 import { clear, h, say } from "./dom.js";
 import { clock, dayAndClock, isoDay, listWords, money, zonedIso } from "./format.js";
@@ -343,6 +344,7 @@ const TABS = [
   ["reports", "Reports", showReports],
   ["users", "Users", showUsers],
   ["webhooks", "Gateway webhooks", showGivenUp],
+  ["hooks", "Integrator webhooks", showWebhooks],
 ];
 // What an organizer sees of the console: its own cinemas' screenings, halls, refunds, bookings,
 // door lists and reports.
