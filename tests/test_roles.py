@@ -99,6 +99,7 @@ RULES: dict[tuple[str, str], tuple[str, str]] = {
     ("POST", "/api/admin/screenings"): ("admin", "cinema"),
     ("PATCH", "/api/admin/screenings/{screening}"): ("admin", "cinema"),
     ("DELETE", "/api/admin/screenings/{screening}"): ("admin", "cinema"),
+    ("GET", "/api/holds"): ("customer", "customer"),
     ("POST", "/api/holds"): ("customer", "customer"),
     ("GET", "/api/holds/{token}"): ("customer", "customer"),
     ("DELETE", "/api/holds/{token}"): ("customer", "customer"),

@@ -135,7 +135,9 @@ async def test_an_organizer_runs_only_its_own_cinema_in_the_console(
     page = await browsers.page(server.http, width=1440, height=900)
     await page.goto("/admin.html")
     await log_in_here(page, organizer)
-    await expect(page.locator("#tabs button")).to_have_text(["Screenings", "Cinemas & halls", "Refunds"])
+    await expect(page.locator("#tabs button")).to_have_text(
+        ["Screenings", "Cinemas & halls", "Refunds", "Bookings", "Door lists", "Reports"]
+    )
     await expect(page.locator("#adm-cinema option")).to_have_count(1)
     await expect(page.locator("#adm-cinema option")).to_have_attribute("value", str(own))
     await page.locator("#new-status").select_option("draft")

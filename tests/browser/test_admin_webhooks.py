@@ -25,11 +25,14 @@ async def _shot(page: Page, name: str) -> None:
 
 
 async def _add_endpoint(page: Page, url: str) -> str:
-    """Fill the form with every event type; returns the secret the page shows once."""
+    """Fill the form with every event type; returns the secret the page shows once (the new
+    one: the last endpoint's stays on screen until the answer replaces it)."""
+    endpoints = await page.locator("[data-endpoint]").count()
     await page.locator("#webhook-url").fill(url)
     await page.locator("#webhook-description").fill("Box office analytics")
     await page.locator("input[value='seat.status_changed']").check()
     await page.locator("#create-webhook").click()
+    await expect(page.locator("[data-endpoint]")).to_have_count(endpoints + 1)
     secret = page.locator("#webhook-secret code.secret")
     await expect(secret).to_contain_text("whsec_")
     return await secret.inner_text()
@@ -82,6 +85,7 @@ async def test_admin_registers_an_endpoint_sees_its_log_and_retries_a_dead_deliv
             await expect(flaky_card.locator(".dead-count")).to_have_text("2 dead")
             await flaky_card.locator("button.show-log").click()
             await page.locator("#delivery-status").select_option("dead")
+            await expect(page.locator("#webhook-log")).to_have_attribute("data-status", "dead")
             dead = page.locator("tr[data-delivery]")
             await expect(dead).to_have_count(2)
             await expect(dead.first).to_contain_text("HTTP 503")
@@ -95,6 +99,7 @@ async def test_admin_registers_an_endpoint_sees_its_log_and_retries_a_dead_deliv
             await expect(page.locator("#webhook-log .notice")).to_contain_text("will be tried again")
             await wait_until(lambda: _processed(flaky, 1))
             await page.locator("#delivery-status").select_option("delivered")
+            await expect(page.locator("#webhook-log")).to_have_attribute("data-status", "delivered")
             await expect(page.locator("tr[data-delivery]")).to_have_count(1)
 
         narrow = await browsers.page(srv.http, width=390, height=844)

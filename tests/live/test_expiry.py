@@ -92,6 +92,7 @@ async def test_many_restockers_release_once(rt: Runtime, settings: Settings) -> 
     short = replace(settings, hold_ttl=1, sweep_interval=60, expiry_notifications=False)
     async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
         app_rt = srv_runtime(srv)
+        stop_sweeper()
         viewer = await Viewer.connect(srv, screening)
         await viewer.next("snapshot")
         (alice,) = await quick_users(rt, 1)
@@ -119,6 +120,7 @@ async def test_owner_is_told_the_hold_expired(rt: Runtime, settings: Settings) -
     screening = await make_screening(rt, ["SSSS"])
     short = replace(settings, hold_ttl=1, sweep_interval=60, expiry_notifications=False)
     async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
+        stop_sweeper()
         alice, bob = await quick_users(rt, 2)
         token = (
             await client.post(
@@ -169,6 +171,7 @@ async def test_restocks_and_their_lag_are_exported(rt: Runtime, settings: Settin
         return REGISTRY.get_sample_value(name) or 0.0
 
     async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
+        stop_sweeper()
         (alice,) = await quick_users(rt, 1)
         token = (
             await client.post(
@@ -193,6 +196,15 @@ async def test_restocks_and_their_lag_are_exported(rt: Runtime, settings: Settin
 def srv_runtime(srv: Server) -> Runtime:
     assert srv.runtime is not None
     return srv.runtime
+
+
+def stop_sweeper() -> None:
+    """Cancel the in-process server's expiry sweeper. It is the clock (it wakes at each hold's
+    deadline whatever `sweep_interval` says), so a test that drives the restock itself, to race
+    it or to see who is told what before it, must take it out of the way."""
+    sweepers = [t for t in asyncio.all_tasks() if t.get_name() == "expiry.sweeper"]
+    assert len(sweepers) == 1, sweepers
+    sweepers[0].cancel()
 
 
 async def test_keyspace_notifications_come_back_after_redis_forgot_them(

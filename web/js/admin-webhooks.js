@@ -144,20 +144,28 @@ export async function showWebhooks(root, params) {
     await loadLog();
   }
 
-  async function loadLog() {
+  // `notice` is said once the log is drawn again (drawing it replaces the old notice).
+  // Only the latest request draws: an answer to an older filter arriving late is dropped.
+  let logRequest = 0;
+  async function loadLog(notice = "") {
     if (!selectedId) return;
+    const request = ++logRequest;
+    const shown = statusFilter;
     const endpoint = endpoints.find((e) => String(e.id) === selectedId);
     const status = h("select", { id: "delivery-status", "aria-label": "Status" },
       ["", "pending", "failed", "delivered", "dead"].map((s) => h("option", { value: s, selected: s === statusFilter }, s || "all")));
     status.addEventListener("change", () => { statusFilter = status.value; go(); loadLog(); });
     let page;
     try {
-      page = await api(`/api/admin/webhooks/${selectedId}/deliveries?limit=50${statusFilter ? `&status=${statusFilter}` : ""}`);
+      page = await api(`/api/admin/webhooks/${selectedId}/deliveries?limit=50${shown ? `&status=${shown}` : ""}`);
     } catch (error) {
-      clear(log, h("p", { class: "notice notice-error" }, errorText(error)));
+      if (request === logRequest) clear(log, h("p", { class: "notice notice-error" }, errorText(error)));
       return;
     }
+    if (request !== logRequest) return;
+    log.dataset.status = shown;
     const out = h("div", { class: "notice", role: "alert", hidden: true });
+    if (notice) say(out, notice, "ok");
     clear(log,
       h("h2", {}, "Deliveries"),
       h("p", { class: "meta small" }, endpoint ? endpoint.url : "", " · ", h("label", {}, "Status ", status)),
@@ -176,15 +184,14 @@ export async function showWebhooks(root, params) {
                   ? h("button", { type: "button", class: "secondary", onclick: async () => {
                       try {
                         await api(`/api/admin/webhooks/deliveries/${d.id}/retry`, { method: "POST" });
-                        say(out, `Delivery ${d.id} will be tried again (same Webhook-Id).`, "ok");
-                        await Promise.all([reload(), loadLog()]);
+                        await Promise.all([reload(), loadLog(`Delivery ${d.id} will be tried again (same Webhook-Id).`)]);
                       } catch (error) {
                         say(out, errorText(error), "error");
                       }
                     } }, "Retry")
                   : null,
                 h("button", { type: "button", class: "link", onclick: (event) => showDetail(event.target.closest("tr"), d.id) }, "Details"))))))
-        : h("p", { class: "muted" }, statusFilter ? `No ${statusFilter} deliveries.` : "No deliveries yet."));
+        : h("p", { class: "muted" }, shown ? `No ${shown} deliveries.` : "No deliveries yet."));
   }
 
   async function showDetail(row, id) {
