@@ -435,7 +435,10 @@ def outage(exc: BaseException) -> Unavailable | None:
     """`exc` as a 503 if it (or what caused it) says a backing service is unreachable; else None.
 
     asyncpg's `InterfaceError` counts only for a closed connection ("connection is closed"):
-    otherwise it is a misuse, our bug, and stays a 500.
+    otherwise it is a misuse, our bug, and stays a 500. Its `InternalClientError` counts only
+    in state 2 (ERROR_CONSUME): a pooled connection still reading the FATAL a shutting-down
+    server sent it unasked, when the next statement starts (asyncpg#1069, sqlalchemy#13241;
+    seen in tests/chaos/test_postgres.py).
     """
     seen: BaseException | None = exc
     for _ in range(8):  # `raise … from` chains are short; never loop on a cycle
@@ -445,6 +448,7 @@ def outage(exc: BaseException) -> Unavailable | None:
             isinstance(seen, _OUTAGES)
             or (isinstance(seen, OSError) and seen.errno in _OUTAGE_ERRNOS)
             or (isinstance(seen, asyncpg.InterfaceError) and "connection is closed" in str(seen))
+            or (isinstance(seen, asyncpg.InternalClientError) and "another operation (2)" in str(seen))
         ):
             service = "Redis" if isinstance(seen, redis.exceptions.RedisError) else "the database"
             return Unavailable(

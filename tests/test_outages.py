@@ -11,10 +11,13 @@ import asyncio
 import logging
 from dataclasses import replace
 
+import asyncpg
 import httpx
 import pytest
+import redis.exceptions
 from websockets.exceptions import ConnectionClosed
 
+from seatmap.errors import outage
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running
@@ -45,6 +48,39 @@ async def _until_ok(send: object, within: float = 15.0) -> httpx.Response:
             if response.status_code != 503:
                 return response
             await asyncio.sleep(0.1)
+
+
+BUSY = "another operation ({}) is in progress"
+
+
+def _caused_by(cause: BaseException) -> Exception:
+    try:
+        raise RuntimeError("while settling") from cause
+    except RuntimeError as exc:
+        return exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "unavailable"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (redis.exceptions.ConnectionError("Error 111 connecting"), True),
+        (asyncpg.AdminShutdownError("terminating connection due to administrator command"), True),
+        (asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"), True),
+        (asyncpg.InterfaceError("cannot call Connection.fetchrow(): connection is closed"), True),
+        # A pooled connection still reading the FATAL of a server going down (ERROR_CONSUME).
+        (asyncpg.InternalClientError(f"cannot switch to state 12; {BUSY.format(2)}"), True),
+        (_caused_by(ConnectionResetError(104, "reset")), True),
+        # Our bugs stay 500s: a connection used by two tasks, a bad statement, a plain OSError.
+        (asyncpg.InterfaceError("cannot perform operation: another operation is in progress"), False),
+        (asyncpg.InternalClientError(f"cannot switch to state 12; {BUSY.format(11)}"), False),
+        (asyncpg.UndefinedColumnError("column x does not exist"), False),
+        (PermissionError(13, "Permission denied"), False),
+        (ValueError("no"), False),
+    ],
+)
+def test_what_counts_as_an_outage(exc: BaseException, unavailable: bool) -> None:
+    assert (outage(exc) is not None) is unavailable
 
 
 async def test_with_redis_down_requests_answer_503_and_the_same_connection_serves_after(
