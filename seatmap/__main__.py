@@ -147,9 +147,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_createuser(args: argparse.Namespace, settings: Settings) -> int:
-    from seatmap.accounts import users
+    from seatmap.accounts import scope, users
     from seatmap.db import create_pool, migrate
 
+    cinemas: list[int] = args.cinema or []
+    if cinemas and args.role != "organizer":
+        raise ConfigError("--cinema is for --role organizer (the cinemas it manages)")
     password = args.password
     if password is None:
         if not sys.stdin.isatty():
@@ -161,14 +164,21 @@ def cmd_createuser(args: argparse.Namespace, settings: Settings) -> int:
         try:
             async with pool.acquire() as conn:
                 await migrate(conn)
-                return await users.create_user(
-                    conn,
-                    email=args.email,
-                    password=password,
-                    name=args.name or "",
-                    role=args.role,
-                    verified=True,
-                )
+                async with conn.transaction():  # an organizer without its cinemas is not made
+                    user_id = await users.create_user(
+                        conn,
+                        email=args.email,
+                        password=password,
+                        name=args.name or "",
+                        role=args.role,
+                        verified=True,
+                    )
+                    if cinemas:
+                        missing = await scope.missing_cinemas(conn, cinemas)
+                        if missing:
+                            raise ConfigError(f"no such cinema: {', '.join(map(str, missing))}")
+                        await scope.set_cinemas(conn, user_id, cinemas)
+                    return user_id
         finally:
             await pool.close()
 
@@ -239,7 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply the SQL migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("demo", help="load the demo data (idempotent)").set_defaults(func=cmd_demo)
     create = sub.add_parser("createuser", help="create an account (how the first admin is made)")
-    create.add_argument("--role", choices=["admin", "staff", "customer"], required=True)
+    create.add_argument("--role", choices=["admin", "organizer", "staff", "customer"], required=True)
+    create.add_argument(
+        "--cinema", type=int, action="append", metavar="ID",
+        help="a cinema an organizer manages (repeat for more; assignable later in the console)",
+    )  # fmt: skip
     create.add_argument("--email", required=True)
     create.add_argument("--password", help="prompted for when omitted")
     create.add_argument("--name", default="")

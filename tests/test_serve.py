@@ -246,6 +246,21 @@ def test_serve_starts_embedded_servers_and_stops_cleanly(data_dir: Path) -> None
         assert httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200
         logged_in = httpx.post(f"{server.url}/api/auth/login", json=admin, timeout=10)
         assert logged_in.status_code == 200, logged_in.text
+        # An organizer comes with the cinemas it runs; an unknown cinema makes no account at all.
+        boss = {"Authorization": f"Bearer {logged_in.json()['access_token']}"}
+        cinema = httpx.get(f"{server.url}/api/cinemas", timeout=10).json()["items"][0]["id"]
+        for email, cinema_id, rc in (("org@example.com", cinema, 0), ("ghost@example.com", 999_999, 2)):
+            organizer = {"email": email, "password": "a-long-password"}
+            made = subprocess.run(
+                [sys.executable, "-m", "seatmap", "createuser", "--role", "organizer",
+                 "--cinema", str(cinema_id), *_flags(organizer)],
+                cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=60 * TIMEOUT_FACTOR,
+            )  # fmt: skip
+            assert made.returncode == rc, made.stdout + made.stderr
+            found = httpx.get(f"{server.url}/api/admin/users?q={email}", headers=boss, timeout=10).json()
+            accounts = [(u["role"], u["cinema_ids"]) for u in found["items"]]
+            assert accounts == ([("organizer", [cinema])] if rc == 0 else []), found
+        assert "no such cinema: 999999" in made.stderr
         sigterm = assert_stops_cleanly(server, signal.SIGTERM, group=False)
 
     print(
