@@ -65,6 +65,12 @@ def _config() -> SchemathesisConfig:
 schema = schemathesis.openapi.from_dict(_document(), config=_config())
 
 
+# One database for the module, so each case meets what the cases before it left: split over
+# parallel workers, cases meet other states and find other gaps (see the session note), so the
+# module runs in the serial pass, in one order, until those are in the document.
+pytestmark = pytest.mark.serial
+
+
 @pytest.fixture(scope="module")
 async def contract_settings(
     pg_url: str, redis_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
@@ -181,9 +187,27 @@ _RULES_NOT_IN_SCHEMA: Final = {
 }
 
 
+# Seats are asked for by name (`seats`), by quantity (`ga`) or by a search (`best_available`):
+# at least one of them, a rule across fields the generated schema does not state; and a
+# `best_available.category` must be one of this hall's categories.
+_SEAT_CHOICES: Final = {"POST /api/holds", "POST /api/boxoffice/sales"}
+
+
+def _rule_across_fields(case: Case[Any]) -> bool:
+    if case.operation.label not in _SEAT_CHOICES or not isinstance(case.body, dict):
+        return False
+    search = case.body.get("best_available")
+    nothing_chosen = not (case.body.get("seats") or case.body.get("ga") or search)
+    return nothing_chosen or (isinstance(search, dict) and "category" in search)
+
+
 def _beyond_the_document(case: Case[Any]) -> list[Any]:
     excluded: list[Any] = []
-    if case.operation.label in _RULES_NOT_IN_SCHEMA or (case.query or {}).get("cursor"):
+    if (
+        case.operation.label in _RULES_NOT_IN_SCHEMA
+        or (case.query or {}).get("cursor")
+        or _rule_across_fields(case)
+    ):
         excluded.append(positive_data_acceptance)
     # - An empty query parameter counts as absent (the document's description says so), so
     #   `?limit=` is not the invalid integer schemathesis takes it for.

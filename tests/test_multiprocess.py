@@ -94,6 +94,7 @@ async def test_hold_on_one_process_reaches_viewer_on_another(rt: Runtime, settin
         await other.close()
 
 
+@pytest.mark.serial  # turns Redis's keyspace notifications off (server-wide)
 @pytest.mark.parametrize("notifications", ["1", "0"], ids=["keyspace-events", "sweeper-only"])
 async def test_expiry_across_processes_frees_each_seat_once(
     rt: Runtime, settings: Settings, notifications: str

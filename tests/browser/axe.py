@@ -7,6 +7,7 @@ say why, unless SEATMAP_REQUIRE_BROWSER=1, where that is a failure.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tarfile
@@ -38,7 +39,7 @@ def fetch_axe(cache: Path) -> Path:
             member = archive.extractfile("package/axe.min.js")
             assert member is not None
             cache.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(".part")
+            partial = target.with_suffix(f".{os.getpid()}.part")  # test workers may race here
             partial.write_bytes(member.read())
             partial.replace(target)
     return target

@@ -12,12 +12,16 @@ import itertools
 import time
 from typing import Any, Final
 
+import pytest
 from playwright.async_api import expect
 
 from seatmap.accounts.auth import Principal
 from seatmap.runtime import Runtime
 from tests.browser.pages import Browsers, screenshot
 from tests.support import TIMEOUT_FACTOR, Server, make_screening
+
+# A timing measurement: alone, after the parallel pass.
+pytestmark = pytest.mark.serial
 
 ARENA: Final = ["S" * 20 + "_" + "S" * 60 + "_" + "S" * 20] * 50  # 5,000 seats
 RATE: Final = 100  # seat changes a second

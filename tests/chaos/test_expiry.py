@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.cluster import Backing
 from bench.scenarios import SHORT, expiry
 from tests.chaos.verdicts import assert_kept
+
+# Processes killed, servers restarted, load timed: alone, after the parallel pass.
+pytestmark = pytest.mark.serial
 
 # The target: restocked on every viewer's map within 500 ms of the deadline (p99).
 RESTOCK_P99_MS = 500.0

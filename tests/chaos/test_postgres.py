@@ -10,6 +10,9 @@ from bench.cluster import Backing
 from bench.scenarios import SHORT, postgres_restart
 from tests.chaos.verdicts import assert_kept
 
+# Processes killed, servers restarted, load timed: alone, after the parallel pass.
+pytestmark = pytest.mark.serial
+
 
 @pytest.mark.parametrize("mode", ["fast+immediate", "outage"])
 async def test_postgres_restart_under_load(chaos_servers: Backing, tmp_path: Path, mode: str) -> None:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.cluster import Backing
 from bench.scenarios import SHORT, redis_kill, refund_then_resell
 from tests.chaos.verdicts import assert_kept
+
+# Processes killed, servers restarted, load timed: alone, after the parallel pass.
+pytestmark = pytest.mark.serial
 
 
 async def test_redis_sigkill_and_empty_restart_under_load(chaos_servers: Backing, tmp_path: Path) -> None:

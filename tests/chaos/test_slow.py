@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.cluster import Backing
 from bench.scenarios import SHORT, slow_sockets
 from tests.chaos.verdicts import assert_kept
+
+# Processes killed, servers restarted, load timed: alone, after the parallel pass.
+pytestmark = pytest.mark.serial
 
 
 async def test_slow_sockets_beside_normal_viewers(chaos_servers: Backing, tmp_path: Path) -> None:

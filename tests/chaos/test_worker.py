@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.cluster import Backing
 from bench.scenarios import SHORT, worker_kill
 from tests.chaos.verdicts import assert_kept
+
+# Processes killed, servers restarted, load timed: alone, after the parallel pass.
+pytestmark = pytest.mark.serial
 
 
 async def test_worker_sigkill_mid_refund_with_failing_gateway(chaos_servers: Backing, tmp_path: Path) -> None:

@@ -19,6 +19,9 @@ from seatmap.settings import Settings
 from tests.conftest import running
 from tests.support import TIMEOUT_FACTOR, Server, User, Viewer, make_screening, quick_users
 
+# Turns Redis's keyspace notifications off and on (server-wide) and times restocks: alone.
+pytestmark = pytest.mark.serial
+
 
 @pytest.mark.parametrize("notifications", [True, False], ids=["keyspace-events", "sweeper-only"])
 async def test_expired_hold_is_freed_once_for_every_viewer(
