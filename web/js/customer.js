@@ -7,9 +7,10 @@ import { all, api, explain, logout, me, onSession } from "./api.js";
 import { clear, h } from "./dom.js";
 import { clock, isoDay, money } from "./format.js";
 import { askLogin } from "./login.js";
-import { showNotifications } from "./notifications.js";
-import { showOrder, showOrders } from "./orders.js";
 import { showScreening } from "./screening.js";
+
+// Screens a seat map does not need are loaded when they are opened (index.html preloads the rest).
+const orders = () => import("./orders.js");
 
 const main = document.getElementById("main");
 const account = document.getElementById("account");
@@ -160,13 +161,13 @@ async function route() {
       cleanup = await showScreening(main, Number(parts[1]));
     } else if (parts[0] === "order" && /^\d+$/.test(parts[1] || "")) {
       if (!(await me()) && !(await askLogin({ reason: "Log in to see this order." }))) return;
-      cleanup = await showOrder(main, Number(parts[1]));
+      cleanup = await (await orders()).showOrder(main, Number(parts[1]));
     } else if (parts[0] === "notifications") {
       if (!(await me()) && !(await askLogin({ reason: "Log in to see your notifications." }))) return;
-      await showNotifications(main);
+      await (await import("./notifications.js")).showNotifications(main);
     } else if (parts[0] === "orders") {
       if (!(await me()) && !(await askLogin({ reason: "Log in to see your tickets." }))) return;
-      await showOrders(main);
+      await (await orders()).showOrders(main);
     } else {
       await showBrowse(main, params);
     }
@@ -182,5 +183,6 @@ if (search.has("order")) history.replaceState(null, "", `/#/order/${encodeURICom
 
 onSession((user) => renderAccount(user));
 window.addEventListener("hashchange", () => route());
-renderAccount(await me());
+// The header's question and the page's run side by side (me() asks the server once).
+me().then(renderAccount, () => renderAccount(null));
 route();
