@@ -2,11 +2,11 @@
 
 A measurement with bounds rather than a timing unit test: it prints its figures (run with `-s`;
 bench/README.md says what they mean). Chromium's CPU is throttled 4x through the DevTools
-protocol, at 390x844 with touch. The page is opened twice, each time in a fresh context (cold
-cache), and the faster open is held to the target (interactive in under a second) with a
-margin for a loaded 2-core machine: a map that takes two seconds fails however noisy the day.
-Nothing polls the page while it opens (the probe says "ready" on the console), so the
-measurement costs the page's main thread nothing.
+protocol, at 390x844 with touch. The page is opened three times, each in a fresh context (cold
+browser cache), and the fastest open is held to the target, interactive in under a second,
+times SEATMAP_TESTS_TIMEOUT_FACTOR (the suite's own measure of how much slower this machine
+is; 1 by default, where the map before this one, at 1.1-1.3 s, fails). Nothing polls the page
+while it opens (the probe says "ready" on the console), so measuring costs the page nothing.
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ from playwright.async_api import Page, expect
 from seatmap.accounts.auth import Principal
 from seatmap.runtime import Runtime
 from tests.browser.pages import Browsers, screenshot
-from tests.support import Server, make_screening
+from tests.support import TIMEOUT_FACTOR, Server, make_screening
 
 ARENA: Final = ["S" * 20 + "_" + "S" * 60 + "_" + "S" * 20] * 50  # 5,000 seats
 RATE: Final = 100  # seat changes a second
 SECONDS: Final = 3
 TARGET_MS: Final = 1000  # the issue's bound: open and interactive within a second
-MARGIN: Final = 1.5  # what a loaded machine may add to the faster of two opens
-OPENS: Final = 2
+OPENS: Final = 3
 
 # Before the app runs: note the first frame at which the whole map is drawn and live (a frame is
 # only painted once the main thread is free: interactive), then every frame's time.
@@ -142,7 +141,7 @@ async def test_the_arena_opens_and_stays_smooth_on_a_throttled_phone(
     figures = frame_figures(frames)
     print(f"arena frames: idle {idle} | {changes} changes in {SECONDS} s: {figures}")
     await screenshot(page, "arena-phone-throttled", full_page=False)
-    assert min(opens) < TARGET_MS * MARGIN, opens
+    assert min(opens) < TARGET_MS * TIMEOUT_FACTOR, opens
     # Seat changes cost no more frames than the same page idle (allowing a few for the noise of
     # a shared machine): a frame of 16.7 ms holds the two changes that arrive in it.
     allowed = idle["dropped"] + max(6, 0.05 * idle["frames"])
