@@ -63,7 +63,8 @@ TIMING: Final = """() => {
     ready_ms: ms(window.__probe.ready),
     html_ms: ms(nav.responseEnd),
     dom_ms: ms(nav.domContentLoadedEventEnd),
-    layout_request: layout && [ms(layout.startTime), ms(layout.requestStart), ms(layout.responseStart), ms(layout.responseEnd)],
+    layout_request: layout
+      && [layout.startTime, layout.requestStart, layout.responseStart, layout.responseEnd].map(ms),
     layout_bytes: layout?.transferSize,
     marks,
     long_tasks: window.__probe.long,
@@ -71,7 +72,9 @@ TIMING: Final = """() => {
 }"""
 
 
-async def open_arena(browsers: Browsers, server: Server, screening: int, seats: int) -> tuple[Page, dict[str, Any]]:
+async def open_arena(
+    browsers: Browsers, server: Server, screening: int, seats: int
+) -> tuple[Page, dict[str, Any]]:
     """A fresh phone context opens the arena; the page and its figures once it is ready."""
     page = await browsers.page(server.http, width=390, height=844, is_mobile=True, has_touch=True)
     await page.add_init_script(PROBE % seats)
