@@ -9,9 +9,9 @@
 // PageUp/PageDown as in the SVG map), Enter or Space chooses, + − 0 zoom; the focused seat's
 // description goes to `onFocusSeat` (a live region) and to the tooltip.
 
-import { h } from "./dom.js";
+import { h, s } from "./dom.js";
 import { money, STATE_WORDS, seatWords } from "./format.js";
-import { SeatMapView, neighbour } from "./seatmap.js";
+import { SeatMapView, defs, neighbour } from "./seatmap.js";
 import { Viewport } from "./viewport.js";
 
 const CELL = 10;
@@ -80,7 +80,9 @@ export class SeatCanvasView {
     });
     this.tip = h("div", { class: "map-tip", role: "presentation", hidden: true });
     container.classList.add("map-fit");
-    container.replaceChildren(this.canvas, this.tip);
+    // The legend's swatches draw the SVG map's marks by reference: the symbols live here too.
+    const symbols = s("svg", { class: "map-symbols", width: 0, height: 0, "aria-hidden": "true", focusable: "false" }, defs());
+    container.replaceChildren(this.canvas, this.tip, symbols);
     this.viewport = new Viewport(container, this.hall, {
       seat: SEAT,
       maxSeatPx: maxSeatPx * (SEAT / CELL),
@@ -215,7 +217,7 @@ export class SeatCanvasView {
       const same = byFill.get(fill);
       if (same) same.push(entry);
       else byFill.set(fill, [entry]);
-      if (detailed || entry === this.active || this.flashing.has(entry.seat.label)) marked.push(entry);
+      if (detailed || entry === this.active || this.flashing.has(entry.seat.label)) marked.push(entry); // the focus ring
     }
     for (const [fill, entries] of byFill) {
       ctx.fillStyle = fill;
@@ -234,8 +236,8 @@ export class SeatCanvasView {
       ctx.fillStyle = this._fill(entry);
       ctx.fillRect(x, y, SEAT, SEAT);
     }
-    if (detailed || entry === this.active || this.flashing.has(seat.label)) {
-      const focus = entry === this.active && document.activeElement === this.canvas;
+    const focus = entry === this.active && document.activeElement === this.canvas;
+    if (detailed || focus || this.flashing.has(seat.label)) {
       ctx.lineWidth = focus || this.flashing.has(seat.label) ? 1.6 : 0.7;
       ctx.strokeStyle = focus ? "#d53f8c" : this.flashing.has(seat.label) ? "#b42318" : state === "free" ? LINE[category] || LINE.standard : "#2d3748";
       ctx.strokeRect(x + ctx.lineWidth / 2, y + ctx.lineWidth / 2, SEAT - ctx.lineWidth, SEAT - ctx.lineWidth);
@@ -293,7 +295,10 @@ export class SeatCanvasView {
     entry.state = state;
     this.dirty.add(entry);
     this._schedule();
-    if (entry === this.active && document.activeElement === this.canvas) this.onFocusSeat?.(this.describe(label));
+    if (entry === this.active && document.activeElement === this.canvas) {
+      this.onFocusSeat?.(this.describe(label));
+      if (!this.tip.hidden) this.tip.textContent = this.describe(label); // chosen: say so there too
+    }
     return true;
   }
 

@@ -23,7 +23,8 @@ const MARKS = {
 };
 const UNAVAILABLE = new Set(["held", "sold", "blocked"]);
 
-function defs() {
+/** The marks' symbols and the hatch pattern, which the map's seats and the legend's swatches use. */
+export function defs() {
   return s(
     "defs",
     {},
