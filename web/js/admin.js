@@ -16,7 +16,8 @@ import { clock, dayAndClock, isoDay, listWords, money, zonedIso } from "./format
 import { LiveMap } from "./live.js";
 import { askLogin } from "./login.js";
 import { connectionBadge } from "./screening.js";
-import { SeatMapView, legend, occupancy } from "./seatmap.js";
+import { seatMap } from "./seatcanvas.js";
+import { legend, occupancy } from "./seatmap.js";
 
 const main = document.getElementById("main");
 const account = document.getElementById("account");
@@ -188,7 +189,7 @@ async function showDetail(box, id, { canCancel, onChanged }) {
   const reason = h("input", { id: "block-reason", placeholder: "Reason (e.g. broken seat)", maxlength: 200 });
   const statusBadge = h("span", { class: "badge", id: "detail-status" }, d.status);
 
-  const view = new SeatMapView(mapBox, d.layout, {
+  const view = seatMap(mapBox, d.layout, { // SVG, or the canvas for a large hall
     prices: d.prices, priced: d, label: `Seat map of ${d.auditorium.name}`,
     onActivate: (label, state) => {
       if (state === "held" || state === "sold") {
