@@ -12,7 +12,7 @@ import { showUsers } from "./admin-users.js";
 import { showWebhooks } from "./admin-webhooks.js";
 import { confirmDialog } from "./confirm.js";
 import { clear, h, say } from "./dom.js";
-import { clock, dayAndClock, isoDay, listWords, money, zonedIso } from "./format.js";
+import { clock, dayAndClock, listWords, money, zonedDay, zonedIso } from "./format.js";
 import { LiveMap } from "./live.js";
 import { askLogin } from "./login.js";
 import { connectionBadge } from "./screening.js";
@@ -43,7 +43,8 @@ async function showScreenings(root, params) {
   const cinemas = await managed(await all("/api/cinemas?limit=100"));
   const movies = await all("/api/movies?limit=100");
   let cinemaId = params.get("cinema") || localStorage.getItem("seatmap.admin.cinema") || String(cinemas[0]?.id || "");
-  let date = params.get("date") || isoDay(new Date());
+  // Today where the cinema is (at 06:00 in Jakarta it is still yesterday in a UTC browser).
+  let date = params.get("date") || zonedDay(new Date(), cinemas.find((c) => String(c.id) === cinemaId)?.timezone);
   let selectedId = params.get("screening");
   let detailCleanup = null;
   let refresh = null;

@@ -73,6 +73,12 @@ export function countdown(ms) {
   return `${minutes}:${seconds}`;
 }
 
+/** YYYY-MM-DD of a Date in `timeZone` (a cinema's "today", which is not the browser's near midnight). */
+export function zonedDay(date, timeZone) {
+  if (!timeZone) return isoDay(date);
+  return parts(date, timeZone, { year: "numeric", month: "2-digit", day: "2-digit" }).split("/").reverse().join("-");
+}
+
 /** YYYY-MM-DD of a Date in the browser's zone (the `?date=` of the screenings list). */
 export function isoDay(date) {
   const y = date.getFullYear();

@@ -312,7 +312,10 @@ export class SeatMapView {
     const entry = this.seats.get(label);
     if (!entry || entry.state === state) return false;
     this._paint(entry, state);
-    if (entry === this.active) this.onFocusSeat?.(this.describe(label));
+    if (entry === this.active) {
+      this.onFocusSeat?.(this.describe(label));
+      if (!this.tip.hidden) this.tip.textContent = this.describe(label); // chosen: say so there too
+    }
     return true;
   }
 
