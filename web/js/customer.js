@@ -5,7 +5,7 @@
 
 import { all, api, explain, logout, me, onSession } from "./api.js";
 import { clear, h } from "./dom.js";
-import { clock, isoDay, money } from "./format.js";
+import { clock, money, zonedDay } from "./format.js";
 import { askLogin } from "./login.js";
 import { showScreening } from "./screening.js";
 
@@ -40,7 +40,9 @@ async function showBrowse(root, params) {
   let city = params.get("city") || prefs.city || cities[0] || "";
   if (!cities.includes(city)) city = cities[0] || "";
   let cinema = params.get("cinema") || "";
-  let date = params.get("date") || isoDay(new Date());
+  // "Today" is the city's (its cinemas' zone), not the browser's: near midnight they differ.
+  const cityToday = () => zonedDay(new Date(), cinemas.find((c) => c.city === city)?.timezone);
+  let date = params.get("date") || cityToday();
   if (!params.get("date") && city) {
     // Late at night today may have nothing left: open on the next day that has screenings.
     try {
@@ -64,11 +66,11 @@ async function showBrowse(root, params) {
       cinemas.filter((c) => c.city === city).map((c) => h("option", { value: c.id, selected: String(c.id) === cinema }, c.name)));
   }
   function fillDays() {
-    const today = new Date();
+    const [y, m, dd] = cityToday().split("-").map(Number);
     clear(days, Array.from({ length: 7 }, (_, i) => {
-      const d = new Date(today.getFullYear(), today.getMonth(), today.getDate() + i);
-      const value = isoDay(d);
-      const label = i === 0 ? "Today" : i === 1 ? "Tomorrow" : d.toLocaleDateString("en-GB", { weekday: "short", day: "numeric", month: "short" });
+      const d = new Date(Date.UTC(y, m - 1, dd + i)); // a calendar day, read in UTC
+      const value = d.toISOString().slice(0, 10);
+      const label = i === 0 ? "Today" : i === 1 ? "Tomorrow" : d.toLocaleDateString("en-GB", { timeZone: "UTC", weekday: "short", day: "numeric", month: "short" });
       return h("button", { type: "button", class: "day", "aria-pressed": String(value === date), "data-date": value,
         onclick: () => { date = value; fillDays(); load(); } }, label);
     }));
