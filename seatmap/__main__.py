@@ -48,6 +48,7 @@ async def _prepare(settings: Settings, *, load_demo: bool) -> list[tuple[str, st
             await migrate(conn)
         if load_demo:
             await demo.load(pool)
+            await demo.hold_some(settings)  # live holds, made again on every start
             return list(demo.ACCOUNTS)
         return []
     finally:

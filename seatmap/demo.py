@@ -5,6 +5,11 @@ show on first start; `seatmap demo` loads it on demand. It goes through the same
 admin API (`auditoriums.insert_auditorium` validates and normalises every layout), and it only
 ever loads into an empty catalog: one transaction under an advisory lock checks and loads, so
 running it twice, or from several processes starting at once, leaves exactly one copy.
+
+The next shows of the biggest cinema hall start part sold (tickets in PostgreSQL, the truth
+the live map is rebuilt from), and on every start (`hold_some`) demo buyers hold seats on them
+and on the arena, as live holds in Redis made through `Holds.create`, so a first visitor sees
+seats turn from held to free as those holds lapse, like a real evening.
 """
 
 from __future__ import annotations
@@ -17,12 +22,20 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Final
 
 from seatmap.accounts import scope, users
-from seatmap.accounts.auth import Role
+from seatmap.accounts.auth import Principal, Role
 from seatmap.catalog.auditoriums import insert_auditorium
 from seatmap.catalog.layouts import GaArea, Layout, LayoutSpec
 from seatmap.catalog.scheduling import CLEANING
+from seatmap.composition import open_runtime
 from seatmap.db import Pool
-from seatmap.errors import EmailTaken
+from seatmap.errors import EmailTaken, SeatmapError
+from seatmap.live.protocol import BestAvailable
+
+# Imported for what it registers: the live map is rebuilt from the tickets through the source
+# sales/tickets.py adds to live/sold.py when imported; without it a map that `hold_some` loads
+# into Redis would show the sold seats free (and demo buyers would hold them).
+from seatmap.sales import tickets  # noqa: F401
+from seatmap.settings import Settings
 
 log = logging.getLogger("seatmap.demo")
 
@@ -336,3 +349,57 @@ async def load(pool: Pool) -> None:
         log.info(
             "demo data loaded: %d cinemas, %d halls, %d screenings", len(CINEMAS), len(halls), len(shows)
         )
+
+
+# ---- live holds, made on every start --------------------------------------------------------
+
+# Buyers whose holds a first visitor sees (their passwords are random: nobody logs in as them).
+DEMO_BUYERS: Final = tuple(f"buyer{i}@seatmap.local" for i in range(1, 5))
+# (cinema, hall, how many of its next shows, seats each buyer holds there: best available)
+HELD: Final = (
+    ("Seatmap Thamrin", "Premiere 1", 3, (4, 2, 3, 2)),
+    ("Seatmap Braga", "Arena Braga", 1, (6, 4, 8, 2)),
+)
+HALL_ID: Final = """
+SELECT a.id FROM auditoriums a JOIN cinemas c ON c.id = a.cinema_id WHERE c.name = $1 AND a.name = $2
+"""
+BUYER_IDS: Final = "SELECT id FROM users WHERE email = ANY($1::text[]) ORDER BY email"
+
+
+async def _buyers(pool: Pool) -> list[int]:
+    async with pool.acquire() as conn:
+        for email in DEMO_BUYERS:
+            try:
+                await users.create_user(
+                    conn, email=email, password=secrets.token_urlsafe(24), name="Demo buyer",
+                    role="customer", verified=True,
+                )  # fmt: skip
+            except EmailTaken:
+                pass  # made by an earlier start
+        return [row["id"] for row in await conn.fetch(BUYER_IDS, list(DEMO_BUYERS))]
+
+
+async def hold_some(settings: Settings) -> int:
+    """Demo buyers hold the best seats left on the next shows of the biggest hall and the arena;
+    returns how many holds were made. Idempotent: a buyer who still holds seats there from an
+    earlier start (a hold lasts SEATMAP_HOLD_TTL) is refused with hold_limit and keeps that
+    hold; a show with no block of the size left is skipped. Holds cannot be made to last longer
+    than any buyer's, so they are made again on the next start."""
+    made = 0
+    async with open_runtime(settings, "worker") as rt:
+        buyers = await _buyers(rt.pool)
+        for cinema, hall_name, count, sizes in HELD:
+            async with rt.pool.acquire() as conn:
+                hall = await conn.fetchval(HALL_ID, cinema, hall_name)
+                shows = [row["id"] for row in await conn.fetch(NEXT_SHOWS, hall, count)] if hall else []
+            for screening in shows:
+                for buyer, size in zip(buyers, sizes, strict=False):
+                    who = Principal(user_id=buyer, role="customer", jti="demo", expires_at=2**40)
+                    try:
+                        await rt.holds.create(who, screening, [], best=BestAvailable(count=size))
+                    except SeatmapError as exc:  # hold_limit (held already), not_enough_adjacent, …
+                        log.debug("demo hold on screening %d not made: %s", screening, exc.code)
+                        continue
+                    made += 1
+    log.info("demo holds made: %d", made)
+    return made

@@ -13,6 +13,7 @@ import httpx
 
 from seatmap import demo
 from seatmap.runtime import Runtime
+from seatmap.settings import Settings
 from tests.support import create_user
 
 COUNTS = """
@@ -162,3 +163,30 @@ async def test_a_first_run_has_part_sold_shows_one_nearly_sold_out(rt: Runtime) 
         sold = sum(state == "sold" for state in snapshot.seats.values())
         shares.append(round(sold / show["seat_count"], 2))
     assert shares == [0.96, 0.55, 0.25][: len(shows)] and shows
+
+
+async def test_a_first_run_has_seats_held_by_demo_buyers_made_once(rt: Runtime, settings: Settings) -> None:
+    """On start, demo buyers hold free seats (never sold ones) on the biggest hall's next shows
+    and on the arena; starting again while those holds live makes no more."""
+    await demo.load(rt.pool)
+    assert await demo.hold_some(settings) == 16  # four buyers on three shows and the arena
+    async with rt.pool.acquire() as conn:
+        shows = await conn.fetch(
+            "SELECT DISTINCT ON (a.id, s.starts_at) s.id, a.name FROM screenings s"
+            " JOIN auditoriums a ON a.id = s.auditorium_id"
+            " WHERE a.name IN ('Premiere 1', 'Arena Braga') AND s.starts_at > now()"
+            " ORDER BY s.starts_at, a.id"
+        )
+    premiere = [s["id"] for s in shows if s["name"] == "Premiere 1"][:3]
+    arena = [s["id"] for s in shows if s["name"] == "Arena Braga"][:1]
+
+    async def counts(screening: int) -> tuple[int, int]:
+        seats = (await rt.holds.inventory.snapshot(screening)).seats
+        return sum(v == "held" for v in seats.values()), sum(v == "sold" for v in seats.values())
+
+    before = {show: await counts(show) for show in premiere + arena}
+    # 4 + 2 + 3 + 2 seats per Premiere show, 6 + 4 + 8 + 2 on the arena; the sold stay sold.
+    assert [before[s] for s in premiere] == [(11, 599), (11, 343), (11, 156)]
+    assert [before[s] for s in arena] == [(20, 0)]
+    assert await demo.hold_some(settings) == 0
+    assert {show: await counts(show) for show in premiere + arena} == before

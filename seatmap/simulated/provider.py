@@ -23,6 +23,7 @@ import html
 import random
 import secrets
 import time
+import zoneinfo
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -56,6 +57,19 @@ INSERT INTO simulated_payments
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 """
 GET: Final = "SELECT *, expires_at <= now() AS lapsed FROM simulated_payments WHERE id = $1"
+# The page's row, with the time zone of the cinema whose order the payment's reference names:
+# the deadline is shown as the buyer's screening reads (a real provider would be told a locale;
+# the gateway contract has none, so the stand-in, which shares our database, looks it up). The
+# CASE keeps a reference that is not an order id from being cast.
+PAGE: Final = """
+SELECT p.*, p.expires_at <= now() AS lapsed,
+       (SELECT c.timezone FROM orders o
+          JOIN screenings s ON s.id = o.screening_id
+          JOIN auditoriums a ON a.id = s.auditorium_id
+          JOIN cinemas c ON c.id = a.cinema_id
+         WHERE o.id = CASE WHEN p.reference ~ '^[0-9]{1,18}$' THEN p.reference::bigint END) AS time_zone
+FROM simulated_payments p WHERE p.id = $1
+"""
 # The decision and the webhooks it causes, in one statement: both are written, or neither.
 DECIDE: Final = """
 WITH decided AS (
@@ -221,11 +235,29 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     )
 
 
-def _deadline(expires_at: datetime) -> str:
-    """The deadline as a person reads it, with its zone (the provider knows no cinema's zone)."""
-    stamp = expires_at.astimezone(UTC)
-    iso = html.escape(stamp.isoformat(timespec="seconds"), quote=True)
-    return f"<time datetime='{iso}'>{stamp:%H:%M} UTC, {stamp:%d %b %Y}</time>"
+def _zone(name: str | None) -> zoneinfo.ZoneInfo | None:
+    try:
+        return zoneinfo.ZoneInfo(name) if name else None
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def deadline_words(expires_at: datetime, time_zone: str | None) -> str:
+    """ "19:42 on Mon 7 Dec 2026, Jakarta time (UTC+07:00)": the cinema's wall clock, which is
+    what its tickets and the seat map say; UTC when the payment names no cinema. Pure."""
+    zone = _zone(time_zone)
+    local = expires_at.astimezone(zone or UTC)
+    offset = local.strftime("%z")
+    where = "UTC" if zone is None else f"{str(zone).rsplit('/', 1)[-1].replace('_', ' ')} time"
+    if zone is not None:
+        where += f" (UTC{offset[:3]}:{offset[3:]})"
+    return f"{local:%H:%M} on {local:%a} {local.day} {local:%b %Y}, {where}"
+
+
+def _deadline(expires_at: datetime, time_zone: str | None) -> str:
+    zone = _zone(time_zone) or UTC
+    iso = html.escape(expires_at.astimezone(zone).isoformat(timespec="seconds"), quote=True)
+    return f"<time datetime='{iso}'>{html.escape(deadline_words(expires_at, time_zone))}</time>"
 
 
 def _gateway(request: Request) -> SimulatedGateway:
@@ -247,7 +279,8 @@ async def _row(request: Request) -> Any:
 )
 async def payment_page(request: Request) -> Response:
     _gateway(request)
-    row = await _row(request)
+    async with runtime(request).pool.acquire() as conn:
+        row = await conn.fetchrow(PAGE, str(request.path_params["id"]))
     if row is None:
         return _page("Unknown payment", "<p>There is no such payment.</p>", 404)
     amount = html.escape(format_amount(row["amount"], row["currency"]))
@@ -264,7 +297,7 @@ async def payment_page(request: Request) -> Response:
     return _page(
         "Pay",
         what
-        + f"<p class=expiry>Pay before {_deadline(row['expires_at'])}.</p>"
+        + f"<p class=expiry>Pay before {_deadline(row['expires_at'], row['time_zone'])}.</p>"
         + "<div class=actions>"
         + f"<form method=post action='/pay/{pid}/approve'><button class=primary>Approve</button></form>"
         + f"<form method=post action='/pay/{pid}/decline'><button class=secondary>Decline</button></form>"

@@ -110,3 +110,29 @@ async def test_kiosk_says_plainly_when_it_is_offline(browsers: Browsers, server:
     await screenshot(kiosk, "kiosk-offline", full_page=False)
     await kiosk.context.set_offline(False)
     await expect(offline).to_be_hidden(timeout=10_000)
+
+
+async def test_kiosk_sells_on_the_arenas_canvas_map(browsers: Browsers, server: Server, rt: Runtime) -> None:
+    """On a 5,000-seat arena the kiosk shows the customer's canvas map (no per-seat buttons):
+    staff choose a seat by keyboard, see it selected in the cart and sell it for cash."""
+    arena = ["S" * 20 + "_" + "S" * 60 + "_" + "S" * 20] * 50
+    screening = await make_screening(rt, arena, starts_in=timedelta(minutes=30), strand_rule=False)
+    kiosk = await browsers.page(server.http, width=1920, height=1080)
+    await kiosk.goto("/kiosk.html")
+    await log_in_here(kiosk, await create_user(rt, "staff"))
+    canvas = kiosk.locator("canvas.seatcanvas")
+    await expect(canvas).to_be_visible()
+    await expect(kiosk.locator(".map-box .seat")).to_have_count(0)
+    await expect(kiosk.locator(".map-box")).to_have_attribute("data-drawn", "5000")
+    await expect(kiosk.locator(".conn")).to_have_class("conn conn-live")
+    await expect(kiosk.locator("svg.map-symbols #mark-clock")).to_have_count(1)  # the legend's marks
+    await canvas.focus()
+    await kiosk.keyboard.press("ArrowRight")
+    await kiosk.keyboard.press("Enter")
+    await expect(kiosk.locator(".seat-info")).to_have_text("Row Z seat 52, standard, 50,000 IDR, selected")
+    await expect(kiosk.locator("#sale-total")).to_have_text("50,000 IDR")
+    await expect(kiosk.locator(".map-tip")).to_have_text("Row Z seat 52, standard, 50,000 IDR, selected")
+    await screenshot(kiosk, "kiosk-arena", full_page=False)
+    await kiosk.locator("#pay-cash").click()
+    await expect(kiosk.locator(".ticket")).to_have_count(1)
+    assert (await rt.holds.inventory.snapshot(screening)).seats.get("Z52") == "sold"

@@ -5,10 +5,11 @@ buyer into another browser. One server for the module; each test makes its own s
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.async_api import Page, expect
@@ -277,3 +278,22 @@ async def test_browse_opens_on_the_next_day_with_screenings_and_a_cancelled_map_
     await expect(page.locator(".map-box")).to_have_attribute("data-status", "cancelled")
     await expect(page.locator(".banner")).to_contain_text("cancelled")
     await shot(page, "map-cancelled-phone")
+
+
+async def test_browse_days_are_the_citys_days_not_the_browsers(
+    browsers: Browsers, module_server: Server
+) -> None:
+    """A visitor whose own day is not Jakarta's (a browser 19 h behind it, or 7 h ahead late in
+    its day) sees "Today" on Jakarta's today, the day its cinemas' showtimes are on."""
+    rt = runtime_of(module_server)
+    await make_screening(rt, ["S" * 10] * 4, starts_in=timedelta(days=1))
+    here = datetime.now(ZoneInfo("Asia/Jakarta"))
+    zone = "Etc/GMT+12" if here.hour < 19 else "Pacific/Kiritimati"
+    page = await browsers.page(module_server.http, timezone_id=zone, **SIZES["phone"])
+    await page.goto(f"/#/?{urlencode({'city': 'Jakarta'})}")
+    today = page.locator(".day").first
+    await expect(today).to_have_text("Today")
+    await expect(today).to_have_attribute("data-date", here.date().isoformat())
+    await expect(page.locator(".day").nth(1)).to_have_attribute(
+        "data-date", (here.date() + timedelta(days=1)).isoformat()
+    )

@@ -12,11 +12,12 @@ import { showUsers } from "./admin-users.js";
 import { showWebhooks } from "./admin-webhooks.js";
 import { confirmDialog } from "./confirm.js";
 import { clear, h, say } from "./dom.js";
-import { clock, dayAndClock, isoDay, listWords, money, zonedIso } from "./format.js";
+import { clock, dayAndClock, listWords, money, zonedDay, zonedIso } from "./format.js";
 import { LiveMap } from "./live.js";
 import { askLogin } from "./login.js";
 import { connectionBadge } from "./screening.js";
-import { SeatMapView, legend, occupancy } from "./seatmap.js";
+import { seatMap } from "./seatcanvas.js";
+import { legend, occupancy } from "./seatmap.js";
 
 const main = document.getElementById("main");
 const account = document.getElementById("account");
@@ -42,7 +43,8 @@ async function showScreenings(root, params) {
   const cinemas = await managed(await all("/api/cinemas?limit=100"));
   const movies = await all("/api/movies?limit=100");
   let cinemaId = params.get("cinema") || localStorage.getItem("seatmap.admin.cinema") || String(cinemas[0]?.id || "");
-  let date = params.get("date") || isoDay(new Date());
+  // Today where the cinema is (at 06:00 in Jakarta it is still yesterday in a UTC browser).
+  let date = params.get("date") || zonedDay(new Date(), cinemas.find((c) => String(c.id) === cinemaId)?.timezone);
   let selectedId = params.get("screening");
   let detailCleanup = null;
   let refresh = null;
@@ -188,7 +190,7 @@ async function showDetail(box, id, { canCancel, onChanged }) {
   const reason = h("input", { id: "block-reason", placeholder: "Reason (e.g. broken seat)", maxlength: 200 });
   const statusBadge = h("span", { class: "badge", id: "detail-status" }, d.status);
 
-  const view = new SeatMapView(mapBox, d.layout, {
+  const view = seatMap(mapBox, d.layout, { // SVG, or the canvas for a large hall
     prices: d.prices, priced: d, label: `Seat map of ${d.auditorium.name}`,
     onActivate: (label, state) => {
       if (state === "held" || state === "sold") {

@@ -34,6 +34,18 @@ async function refreshSession() {
   return refreshing;
 }
 
+/**
+ * The response of a request index.html started while the scripts were still loading (the
+ * screening's layout: half a megabyte for an arena), taken once; null when there is none or
+ * it failed (the caller then asks again, and reports that failure).
+ */
+function early(path) {
+  const started = window.seatmapEarly;
+  if (!started || started.path !== path) return null;
+  window.seatmapEarly = null;
+  return started.response.catch(() => null);
+}
+
 export async function api(path, { method = "GET", body, headers = {}, retry = true } = {}) {
   const init = { method, headers: { Accept: "application/json", ...headers }, credentials: "same-origin" };
   if (body !== undefined) {
@@ -42,7 +54,7 @@ export async function api(path, { method = "GET", body, headers = {}, retry = tr
   }
   let response;
   try {
-    response = await fetch(path, init);
+    response = (method === "GET" && retry && (await early(path))) || (await fetch(path, init));
   } catch {
     throw new ApiError(0, {
       code: "network",
@@ -97,17 +109,21 @@ export async function paths() {
 // ---- the session --------------------------------------------------------------------------
 
 let currentUser;
+let asking = null; // the question in flight: the header and the page ask at the same time
 
 /** The logged-in user, or null (asked once, then kept up to date by login/logout). */
 export async function me({ fresh = false } = {}) {
   if (currentUser !== undefined && !fresh) return currentUser;
-  try {
-    currentUser = await api("/api/me");
-  } catch (error) {
-    if (error.status !== 401 && error.status !== 403) throw error;
-    currentUser = null;
-  }
-  return currentUser;
+  asking ??= (async () => {
+    try {
+      currentUser = await api("/api/me");
+    } catch (error) {
+      if (error.status !== 401 && error.status !== 403) throw error;
+      currentUser = null;
+    }
+    return currentUser;
+  })().finally(() => (asking = null));
+  return asking;
 }
 
 /** Of `cinemas`, those the logged-in user manages: an organizer's own, every one for others. */

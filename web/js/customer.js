@@ -5,11 +5,12 @@
 
 import { all, api, explain, logout, me, onSession } from "./api.js";
 import { clear, h } from "./dom.js";
-import { clock, isoDay, money } from "./format.js";
+import { clock, money, zonedDay } from "./format.js";
 import { askLogin } from "./login.js";
-import { showNotifications } from "./notifications.js";
-import { showOrder, showOrders } from "./orders.js";
 import { showScreening } from "./screening.js";
+
+// Screens a seat map does not need are loaded when they are opened (index.html preloads the rest).
+const orders = () => import("./orders.js");
 
 const main = document.getElementById("main");
 const account = document.getElementById("account");
@@ -39,7 +40,9 @@ async function showBrowse(root, params) {
   let city = params.get("city") || prefs.city || cities[0] || "";
   if (!cities.includes(city)) city = cities[0] || "";
   let cinema = params.get("cinema") || "";
-  let date = params.get("date") || isoDay(new Date());
+  // "Today" is the city's (its cinemas' zone), not the browser's: near midnight they differ.
+  const cityToday = () => zonedDay(new Date(), cinemas.find((c) => c.city === city)?.timezone);
+  let date = params.get("date") || cityToday();
   if (!params.get("date") && city) {
     // Late at night today may have nothing left: open on the next day that has screenings.
     try {
@@ -63,11 +66,11 @@ async function showBrowse(root, params) {
       cinemas.filter((c) => c.city === city).map((c) => h("option", { value: c.id, selected: String(c.id) === cinema }, c.name)));
   }
   function fillDays() {
-    const today = new Date();
+    const [y, m, dd] = cityToday().split("-").map(Number);
     clear(days, Array.from({ length: 7 }, (_, i) => {
-      const d = new Date(today.getFullYear(), today.getMonth(), today.getDate() + i);
-      const value = isoDay(d);
-      const label = i === 0 ? "Today" : i === 1 ? "Tomorrow" : d.toLocaleDateString("en-GB", { weekday: "short", day: "numeric", month: "short" });
+      const d = new Date(Date.UTC(y, m - 1, dd + i)); // a calendar day, read in UTC
+      const value = d.toISOString().slice(0, 10);
+      const label = i === 0 ? "Today" : i === 1 ? "Tomorrow" : d.toLocaleDateString("en-GB", { timeZone: "UTC", weekday: "short", day: "numeric", month: "short" });
       return h("button", { type: "button", class: "day", "aria-pressed": String(value === date), "data-date": value,
         onclick: () => { date = value; fillDays(); load(); } }, label);
     }));
@@ -160,13 +163,13 @@ async function route() {
       cleanup = await showScreening(main, Number(parts[1]));
     } else if (parts[0] === "order" && /^\d+$/.test(parts[1] || "")) {
       if (!(await me()) && !(await askLogin({ reason: "Log in to see this order." }))) return;
-      cleanup = await showOrder(main, Number(parts[1]));
+      cleanup = await (await orders()).showOrder(main, Number(parts[1]));
     } else if (parts[0] === "notifications") {
       if (!(await me()) && !(await askLogin({ reason: "Log in to see your notifications." }))) return;
-      await showNotifications(main);
+      await (await import("./notifications.js")).showNotifications(main);
     } else if (parts[0] === "orders") {
       if (!(await me()) && !(await askLogin({ reason: "Log in to see your tickets." }))) return;
-      await showOrders(main);
+      await (await orders()).showOrders(main);
     } else {
       await showBrowse(main, params);
     }
@@ -182,5 +185,6 @@ if (search.has("order")) history.replaceState(null, "", `/#/order/${encodeURICom
 
 onSession((user) => renderAccount(user));
 window.addEventListener("hashchange", () => route());
-renderAccount(await me());
+// The header's question and the page's run side by side (me() asks the server once).
+me().then(renderAccount, () => renderAccount(null));
 route();

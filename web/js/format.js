@@ -6,24 +6,32 @@
  * sends `currency_exponent` beside each `currency` (seatmap/money.py, whole rupiah for IDR), so
  * this file keeps no table of currencies and says amounts exactly as the mails do.
  */
-const numberFormats = new Map(); // places -> Intl.NumberFormat: building one is slow on a phone
-
 export function money(amount, priced) {
   if (amount === undefined || amount === null) return "";
+  // Integer arithmetic, written as seatmap/money.py's format_amount writes it (the mails),
+  // without Intl.NumberFormat: building the first one took 50 ms on a throttled phone.
   const places = priced.currency_exponent;
-  if (!numberFormats.has(places)) {
-    numberFormats.set(places, new Intl.NumberFormat("en-US", { minimumFractionDigits: places, maximumFractionDigits: places }));
-  }
-  const text = numberFormats.get(places).format(amount / 10 ** places);
-  return `${text} ${priced.currency}`;
+  const sign = amount < 0 ? "-" : "";
+  const digits = String(Math.abs(Math.trunc(amount))).padStart(places + 1, "0");
+  const units = digits.slice(0, digits.length - places).replace(/\B(?=(\d{3})+$)/g, ",");
+  const fraction = places ? `.${digits.slice(digits.length - places)}` : "";
+  return `${sign}${units}${fraction} ${priced.currency}`;
 }
 
+const dateFormats = new Map(); // building an Intl.DateTimeFormat is slow on a phone: once each
+
 function parts(date, timeZone, options) {
-  try {
-    return new Intl.DateTimeFormat("en-GB", { timeZone, ...options }).format(date);
-  } catch {
-    return new Intl.DateTimeFormat("en-GB", options).format(date);
+  const key = `${timeZone} ${JSON.stringify(options)}`;
+  if (!dateFormats.has(key)) {
+    let format;
+    try {
+      format = new Intl.DateTimeFormat("en-GB", { timeZone, ...options });
+    } catch {
+      format = new Intl.DateTimeFormat("en-GB", options); // an unknown zone: the browser's
+    }
+    dateFormats.set(key, format);
   }
+  return dateFormats.get(key).format(date);
 }
 
 /** "19:30" in the cinema's own time zone (what the ticket says), not the browser's. */
@@ -40,12 +48,35 @@ export function dayAndClock(iso, timeZone) {
   return `${day(iso, timeZone)}, ${clock(iso, timeZone)}`;
 }
 
+const WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/**
+ * "Sat 21 Nov, 19:30" as `iso` itself states it ("2026-11-21T19:30:00+07:00"), the same words
+ * as dayAndClock(). The API writes a screening's times in its cinema's zone, so for them this
+ * is the cinema's time without Intl: the first Intl.DateTimeFormat with a zone loads the
+ * zone data, 130 ms of a throttled phone's main thread, which the arena's map would wait for.
+ */
+export function statedDayAndClock(iso) {
+  const match = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})/.exec(iso);
+  if (!match) return dayAndClock(iso, undefined);
+  const [, y, mo, d, hh, mm] = match;
+  const weekday = WEEKDAYS[new Date(Date.UTC(+y, +mo - 1, +d)).getUTCDay()];
+  return `${weekday} ${Number(d)} ${MONTHS[+mo - 1]}, ${hh}:${mm}`;
+}
+
 /** "4:05" for a countdown; "0:00" once it is over. */
 export function countdown(ms) {
   const total = Math.max(0, Math.ceil(ms / 1000));
   const minutes = Math.floor(total / 60);
   const seconds = String(total % 60).padStart(2, "0");
   return `${minutes}:${seconds}`;
+}
+
+/** YYYY-MM-DD of a Date in `timeZone` (a cinema's "today", which is not the browser's near midnight). */
+export function zonedDay(date, timeZone) {
+  if (!timeZone) return isoDay(date);
+  return parts(date, timeZone, { year: "numeric", month: "2-digit", day: "2-digit" }).split("/").reverse().join("-");
 }
 
 /** YYYY-MM-DD of a Date in the browser's zone (the `?date=` of the screenings list). */

@@ -12,7 +12,8 @@ import { LiveMap } from "./live.js";
 import { askLogin } from "./login.js";
 import { ticketCards } from "./orders.js";
 import { connectionBadge } from "./screening.js";
-import { SeatMapView, legend } from "./seatmap.js";
+import { seatMap } from "./seatcanvas.js";
+import { legend } from "./seatmap.js";
 
 const main = document.getElementById("main");
 const topbar = document.getElementById("kiosk-bar");
@@ -123,12 +124,7 @@ async function showSale(root, params) {
   const typedNames = new Map();
   let holders = null; // the holder-name fields of the cart, when the screening asks
 
-  const view = new SeatMapView(mapBox, detail.layout, {
-    prices: detail.prices, priced: detail, label: `Seat map of ${detail.auditorium.name}`,
-    maxSeatPx: 64, // fingers on a kiosk screen
-    onActivate: (label, state) => toggle(label, state),
-    onFocusSeat: (text) => (info.textContent = text),
-  });
+  let view = null; // made on the laid-out page below: SVG, or the canvas for a large hall
   const display = (label) => {
     const live = liveMap.stateOf(label);
     return live === "free" && selected.has(label) ? "selected" : live;
@@ -289,6 +285,13 @@ async function showSale(root, params) {
         h("ul", { class: "legend" }, legend(detail.layout.categories, detail.prices, detail, { mine: "Selected", mineState: "selected" })
           .map(([swatch, name, price]) => h("li", {}, swatch, h("span", {}, name), price ? h("span", { class: "price" }, price) : null)))),
       h("div", {}, message, cart)));
+  // The same map as the customer's (seatcanvas.js picks SVG or canvas by the hall's size).
+  view = seatMap(mapBox, detail.layout, {
+    prices: detail.prices, priced: detail, label: `Seat map of ${detail.auditorium.name}`,
+    maxSeatPx: 64, // fingers on a kiosk screen
+    onActivate: (label, state) => toggle(label, state),
+    onFocusSeat: (text) => (info.textContent = text),
+  });
   renderCart();
   liveMap.start();
   return () => { liveMap.stop(); badge.stop(); stopRefresh(); };

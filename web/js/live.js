@@ -73,6 +73,7 @@ export class LiveMap {
   }
 
   _setConnection(state, detail = {}) {
+    if (state === "live" && this.connection !== "live") performance.mark("seatmap:live");
     this.connection = state;
     this.handlers.onConnection?.(state, detail);
   }
@@ -224,6 +225,21 @@ export class LiveMap {
     }
     this._healthy();
     this.handlers.onChange?.(message.changes, message);
+  }
+
+  /**
+   * The seat state a REST read gave (GET /api/screenings/{id}: seats, seq, ga), so the map is
+   * drawn before the socket's snapshot comes. Taken only when newer than what the socket said;
+   * the socket's later snapshot or deltas take over from it (a delta it already covers is
+   * ignored by its seq, as any duplicate).
+   */
+  seed({ seats, seq, ga = [], status }) {
+    if (seq <= this.seq && this.status !== null) return false;
+    this.seq = seq;
+    this.seats = new Map(Object.entries(seats || {}));
+    this.ga = new Map(ga.map((area) => [area.name, area.remaining]));
+    this.status = status;
+    return true;
   }
 
   stateOf(label) {

@@ -5,15 +5,12 @@
 
 import { ApiError, api, explain, me } from "./api.js";
 import { clear, h, say, uuid } from "./dom.js";
-import { countdown, dayAndClock, listWords, money, seatWords } from "./format.js";
+import { countdown, listWords, money, seatWords, statedDayAndClock } from "./format.js";
 import { holderFields, ticketsOf } from "./holders.js";
 import { LiveMap } from "./live.js";
 import { askLogin, askVerification } from "./login.js";
-import { SeatCanvasView } from "./seatcanvas.js";
-import { SeatMapView, legend } from "./seatmap.js";
-
-// Above this many seats the map is a canvas (seatcanvas.js says why: measured).
-const LARGE_HALL = 2000;
+import { seatMap } from "./seatcanvas.js";
+import { legend } from "./seatmap.js";
 
 const orderKey = (token) => `seatmap.order-key.${token}`;
 
@@ -52,12 +49,34 @@ export function connectionBadge() {
 }
 
 export async function showScreening(main, id) {
-  const detail = await api(`/api/screenings/${id}`);
+  // The socket opens while the layout is on its way (index.html asked for it before the
+  // scripts loaded) and the session is asked: three round trips at once, not one after another.
+  // What the socket says before the page is built stays in liveMap and is drawn with the map.
+  let built = false;
+  let connection = null; // the socket's state until the badge exists
+  const liveMap = new LiveMap(id, {
+    onSnapshot: () => built && (repaint(), renderGa()),
+    onChange: (changes) => built && changed(changes),
+    onStatus: (next) => built && setStatus(next),
+    // This page is one of the viewers even before the server's count has caught up.
+    onViewers: (n) => built && showViewers(n),
+    onConnection: (state, info) => (built ? connected(state, info) : (connection = [state, info])),
+  });
+  liveMap.start();
+  let detail;
+  let user;
+  try {
+    [detail, user] = await Promise.all([api(`/api/screenings/${id}`), me()]);
+  } catch (error) {
+    liveMap.stop();
+    throw error;
+  }
+  performance.mark("seatmap:layout");
   const tz = detail.cinema.timezone;
-  const user = await me();
+  liveMap.seed(detail); // drawn from the REST read until (unless) the socket knows better
   let hold = null;
   let busy = false;
-  let status = detail.status;
+  let status = liveMap.status || detail.status;
   let ticker = null;
   let holders = null; // the holder-name fields of the current hold, when the screening asks
   const typedNames = new Map();
@@ -71,52 +90,38 @@ export async function showScreening(main, id) {
   const panel = h("section", { class: "panel hold-panel", "aria-labelledby": "hold-title" });
   const gaBox = h("section", { class: "panel ga-panel", hidden: !detail.layout.ga.length });
 
-  const View = detail.layout.seats.length > LARGE_HALL ? SeatCanvasView : SeatMapView;
-  const view = new View(mapBox, detail.layout, {
-    prices: detail.prices,
-    priced: detail,
-    label: `Seat map of ${detail.auditorium.name}`,
-    onActivate: (label, state) => activate(label, state),
-    onActivateArea: (name) => gaBox.querySelector(`[data-area="${CSS.escape(name)}"] input`)?.focus(),
-    onFocusSeat: (text) => (seatInfo.textContent = text),
-  });
+  let view = null; // made once the page is laid out, so it measures its box once
 
   const mine = () => new Set(hold?.seats || []);
-  function display(label) {
+  function display(label, owned = mine()) {
     const live = liveMap.stateOf(label);
-    if (mine().has(label) && live !== "sold" && live !== "blocked") return "mine";
+    if (owned.has(label) && live !== "sold" && live !== "blocked") return "mine";
     return live;
   }
-  const repaint = () => view.setAll(display);
-
-  const liveMap = new LiveMap(id, {
-    onSnapshot: () => {
-      repaint();
-      renderGa();
-    },
-    onChange: (changes) => {
-      const owned = mine();
-      for (const change of changes) {
-        if (change.seat !== undefined) view.set(change.seat, display(change.seat));
-        if (change.seat !== undefined && owned.has(change.seat) && change.state === "free" && hold) {
-          // Our seat went free: the hold expired or was released elsewhere.
-          refreshHold();
-        }
+  function repaint() {
+    const owned = mine(); // once, not once per seat of an arena
+    view.setAll((label) => display(label, owned));
+  }
+  function changed(changes) {
+    const owned = mine();
+    for (const change of changes) {
+      if (change.seat !== undefined) view.set(change.seat, display(change.seat, owned));
+      if (change.seat !== undefined && owned.has(change.seat) && change.state === "free" && hold) {
+        // Our seat went free: the hold expired or was released elsewhere.
+        refreshHold();
       }
-      if (changes.some((c) => c.area !== undefined)) renderGa();
-    },
-    onStatus: (next) => setStatus(next),
-    // This page is one of the viewers even before the server's count has caught up.
-    onViewers: (n) => {
-      const count = Math.max(1, n);
-      viewers.textContent = `${count} ${count === 1 ? "person" : "people"} viewing now`;
-    },
-    onConnection: (state, info) => {
-      badge.update(state, info);
-      mapBox.classList.toggle("stale", state !== "live");
-      viewers.hidden = state !== "live";
-    },
-  });
+    }
+    if (changes.some((c) => c.area !== undefined)) renderGa();
+  }
+  function showViewers(n) {
+    const count = Math.max(1, n);
+    viewers.textContent = `${count} ${count === 1 ? "person" : "people"} viewing now`;
+  }
+  function connected(state, info) {
+    badge.update(state, info);
+    mapBox.classList.toggle("stale", state !== "live");
+    viewers.hidden = state !== "live";
+  }
   badge.retry.addEventListener("click", () => liveMap.retryNow());
 
   function setStatus(next) {
@@ -149,7 +154,7 @@ export async function showScreening(main, id) {
   function remember(next, { tell = true } = {}) {
     const before = hold ? `${hold.token} ${hold.seats} ${hold.expires_at}` : "";
     hold = next;
-    repaint();
+    if (view) repaint();
     renderPanel();
     const after = hold ? `${hold.token} ${hold.seats} ${hold.expires_at}` : "";
     if (tell && before !== after) siblings?.postMessage({ screening: id });
@@ -428,7 +433,7 @@ export async function showScreening(main, id) {
         h("p", { class: "crumbs" }, h("a", { href: "#/" }, "← What's on")),
         h("h1", {}, detail.movie.title, detail.movie.rating ? h("span", { class: "rating" }, detail.movie.rating) : null),
         h("p", { class: "meta" },
-          h("time", { datetime: detail.starts_at }, dayAndClock(detail.starts_at, tz)),
+          h("time", { datetime: detail.starts_at }, statedDayAndClock(detail.starts_at)), // the cinema's time
           ` · ${detail.cinema.name} · ${detail.auditorium.name} · ${detail.movie.duration_minutes} min`),
         h("div", { class: "live-line" }, badge.el, viewers)),
       banner,
@@ -440,13 +445,25 @@ export async function showScreening(main, id) {
         h("div", { class: "side-column" }, message, panel, gaBox, bestBox))));
 
   setStatus(status);
-  renderGa();
-  // The whole hall in view on open; the legend's height is left free under the map.
+  // The whole hall in view on open; the legend's height is left free under the map. The map
+  // is made on the laid-out page, so it measures its box once.
   mapBox.dataset.below = String(Math.ceil(legendList.getBoundingClientRect().height + 24));
-  view.fit();
+  view = seatMap(mapBox, detail.layout, {
+    prices: detail.prices,
+    priced: detail,
+    label: `Seat map of ${detail.auditorium.name}`,
+    onActivate: (label, state) => activate(label, state),
+    onActivateArea: (name) => gaBox.querySelector(`[data-area="${CSS.escape(name)}"] input`)?.focus(),
+    onFocusSeat: (text) => (seatInfo.textContent = text),
+  });
+  performance.mark("seatmap:map");
+  built = true;
+  repaint(); // what the REST read or the socket said, whichever is newer
+  renderGa();
+  connected(...connection);
+  if (liveMap.viewers) showViewers(liveMap.viewers);
   // The buyer's hold, from before a reload, the payment page, another tab or another device.
   if (user) await adopt();
-  liveMap.start();
   return () => {
     document.removeEventListener("visibilitychange", onVisible);
     siblings?.close();

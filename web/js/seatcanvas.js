@@ -9,9 +9,9 @@
 // PageUp/PageDown as in the SVG map), Enter or Space chooses, + − 0 zoom; the focused seat's
 // description goes to `onFocusSeat` (a live region) and to the tooltip.
 
-import { h } from "./dom.js";
+import { h, s } from "./dom.js";
 import { money, STATE_WORDS, seatWords } from "./format.js";
-import { neighbour } from "./seatmap.js";
+import { SeatMapView, defs, neighbour } from "./seatmap.js";
 import { Viewport } from "./viewport.js";
 
 const CELL = 10;
@@ -21,6 +21,14 @@ const FILL = { standard: "#d6e9ff", premium: "#ffe1b3", vip: "#ecd4ff" };
 const LINE = { standard: "#2b6cb0", premium: "#a65f00", vip: "#6b3fa0" };
 const STATE_FILL = { mine: "#22753a", selected: "#2c5282", held: "#cbd5e0", sold: "#4a5568", blocked: "#1a202c" };
 const UNAVAILABLE = new Set(["held", "sold", "blocked"]);
+const SPAN = 1024; // more columns than a layout may have (MAX_SPAN in seatmap/catalog/layouts.py)
+// Above this many seats a hall's map is this canvas, below it the SVG map (measured, see above).
+export const LARGE_HALL = 2000;
+
+/** The seat map for this hall: the SVG one (every seat a button), or this canvas for a large hall. */
+export function seatMap(container, layout, options) {
+  return layout.seats.length > LARGE_HALL ? new SeatCanvasView(container, layout, options) : new SeatMapView(container, layout, options);
+}
 
 export class SeatCanvasView {
   constructor(container, layout, { prices = {}, priced, onActivate, onActivateArea, onFocusSeat, label, maxSeatPx = 34 } = {}) {
@@ -29,18 +37,20 @@ export class SeatCanvasView {
     this.onActivate = onActivate;
     this.onActivateArea = onActivateArea;
     this.onFocusSeat = onFocusSeat;
+    this.maxSeatPx = maxSeatPx;
     this.priceWords = Object.fromEntries(Object.entries(prices).map(([c, amount]) => [c, priced ? money(amount, priced) : ""]));
     this.seats = new Map(); // label -> {seat, state}
-    this.cells = new Map(); // "x,y" -> entry
+    this.cells = new Map(); // y * SPAN + x -> entry
     this.rows = new Map();
     this.areas = new Map(); // name -> {area, remaining, rect}
     this.dirty = new Set();
     this.flashing = new Map(); // label -> until (ms)
     this.frame = 0;
     for (const seat of layout.seats) {
-      const entry = { seat, state: "free" };
+      // Where it is drawn, worked out once (a full redraw of 5,000 seats is a loop over these).
+      const entry = { seat, state: "free", x: seat.x * CELL + PAD, y: seat.y * CELL + PAD };
       this.seats.set(seat.label, entry);
-      this.cells.set(`${seat.x},${seat.y}`, entry);
+      this.cells.set(seat.y * SPAN + seat.x, entry);
       if (!this.rows.has(seat.y)) this.rows.set(seat.y, []);
       this.rows.get(seat.y).push(entry);
     }
@@ -70,8 +80,9 @@ export class SeatCanvasView {
     });
     this.tip = h("div", { class: "map-tip", role: "presentation", hidden: true });
     container.classList.add("map-fit");
-    container.replaceChildren(this.canvas, this.tip);
-    container.dataset.drawn = String(this.seats.size);
+    // The legend's swatches draw the SVG map's marks by reference: the symbols live here too.
+    const symbols = s("svg", { class: "map-symbols", width: 0, height: 0, "aria-hidden": "true", focusable: "false" }, defs());
+    container.replaceChildren(this.canvas, this.tip, symbols);
     this.viewport = new Viewport(container, this.hall, {
       seat: SEAT,
       maxSeatPx: maxSeatPx * (SEAT / CELL),
@@ -92,16 +103,16 @@ export class SeatCanvasView {
     const box = this.container;
     const resize = () => {
       const width = box.clientWidth || 320;
-      const natural = Math.min(width, (this.hall.w / CELL) * 34) * (this.hall.h / this.hall.w);
+      const natural = Math.min(width, (this.hall.w / CELL) * this.maxSeatPx) * (this.hall.h / this.hall.w);
       const top = box.getBoundingClientRect().top + window.scrollY;
       const below = box.dataset.below ? Number(box.dataset.below) : 56;
       const room = Math.max(220, window.innerHeight - Math.min(top, window.innerHeight * 0.45) - below);
       box.style.height = `${Math.round(Math.min(natural, room))}px`;
       this.viewport.apply();
     };
+    // Fitted now when the box is on the page (one layout read), else when it gets a size.
     new ResizeObserver(() => resize()).observe(box);
-    resize();
-    requestAnimationFrame(() => resize());
+    if (box.isConnected) resize();
   }
 
   // ---- drawing ------------------------------------------------------------------------------
@@ -134,23 +145,24 @@ export class SeatCanvasView {
     const ctx = this.canvas.getContext("2d");
     const v = this._transform(ctx);
     this.seatPx = this.viewport.seatPx; // once per frame, not per seat
+    // The text takes the page's colour (dark on the customer's page, light on the kiosk's);
+    // read here, where the frame's style is computed anyway, never per seat.
+    this.ink ??= getComputedStyle(this.container).color;
     if (this.full) {
       this.full = false;
       this.dirty.clear();
-      ctx.fillStyle = "#ffffff";
-      ctx.fillRect(this.hall.x, this.hall.y, this.hall.w, this.hall.h);
-      ctx.fillRect(v.x, v.y, v.w, v.h);
+      ctx.clearRect(v.x, v.y, v.w, v.h);
       this._chrome(ctx);
-      for (const entry of this.seats.values()) {
-        const { x, y } = entry.seat;
-        if (x * CELL > v.x + v.w || (x + 1) * CELL < v.x || y * CELL > v.y + v.h || (y + 1) * CELL < v.y) continue;
-        this._seat(ctx, entry);
-      }
+      this._seats(ctx, v);
       for (const name of this.areas.keys()) this._area(ctx, name);
+      if (!this.container.dataset.drawn) {
+        this.container.dataset.drawn = String(this.seats.size);
+        performance.mark("seatmap:drawn");
+      }
     } else {
+      // The changes since the last frame (a second of 100 changes is about two a frame).
       for (const entry of this.dirty) {
-        ctx.fillStyle = "#ffffff";
-        ctx.fillRect(entry.seat.x * CELL, entry.seat.y * CELL, CELL, CELL);
+        ctx.clearRect(entry.seat.x * CELL, entry.seat.y * CELL, CELL, CELL);
         this._seat(ctx, entry);
       }
       this.dirty.clear();
@@ -172,7 +184,7 @@ export class SeatCanvasView {
     ctx.moveTo(sx, this.hall.y + 0.9 * CELL);
     ctx.quadraticCurveTo(width / 2, this.hall.y + 0.2 * CELL, width - sx, this.hall.y + 0.9 * CELL);
     ctx.stroke();
-    ctx.fillStyle = "#4a5568";
+    ctx.fillStyle = this.ink;
     ctx.font = "5.5px system-ui, sans-serif";
     ctx.textAlign = "center";
     ctx.fillText("SCREEN", width / 2, this.hall.y + 1.9 * CELL);
@@ -186,17 +198,46 @@ export class SeatCanvasView {
     }
   }
 
-  _seat(ctx, entry) {
-    const { seat, state } = entry;
-    const x = seat.x * CELL + PAD;
-    const y = seat.y * CELL + PAD;
+  /** A seat's colour at this zoom. */
+  _fill(entry) {
+    // Too small for a mark, a held seat is a darker grey so it still stands out from free ones.
+    if (entry.state === "held" && this.seatPx < 10) return "#8a94a6";
+    return STATE_FILL[entry.state] || FILL[entry.seat.category] || FILL.standard;
+  }
+
+  /** Every seat in view: one path per colour (a fill style per seat costs more than the seat). */
+  _seats(ctx, v) {
+    const byFill = new Map();
+    const marked = [];
+    const detailed = this.seatPx >= 10;
+    for (const entry of this.seats.values()) {
+      const { x, y } = entry;
+      if (x > v.x + v.w || x + CELL < v.x || y > v.y + v.h || y + CELL < v.y) continue;
+      const fill = this._fill(entry);
+      const same = byFill.get(fill);
+      if (same) same.push(entry);
+      else byFill.set(fill, [entry]);
+      if (detailed || entry === this.active || this.flashing.has(entry.seat.label)) marked.push(entry); // the focus ring
+    }
+    for (const [fill, entries] of byFill) {
+      ctx.fillStyle = fill;
+      ctx.beginPath();
+      for (const { x, y } of entries) ctx.rect(x, y, SEAT, SEAT);
+      ctx.fill();
+    }
+    for (const entry of marked) this._seat(ctx, entry, false);
+  }
+
+  _seat(ctx, entry, fill = true) {
+    const { seat, state, x, y } = entry;
     const category = seat.category || "standard";
     const detailed = this.seatPx >= 10;
-    // Too small for a mark, a held seat is a darker grey so it still stands out from free ones.
-    ctx.fillStyle = state === "held" && !detailed ? "#8a94a6" : STATE_FILL[state] || FILL[category] || FILL.standard;
-    ctx.fillRect(x, y, SEAT, SEAT);
-    if (detailed || entry === this.active || this.flashing.has(seat.label)) {
-      const focus = entry === this.active && document.activeElement === this.canvas;
+    if (fill) {
+      ctx.fillStyle = this._fill(entry);
+      ctx.fillRect(x, y, SEAT, SEAT);
+    }
+    const focus = entry === this.active && document.activeElement === this.canvas;
+    if (detailed || focus || this.flashing.has(seat.label)) {
       ctx.lineWidth = focus || this.flashing.has(seat.label) ? 1.6 : 0.7;
       ctx.strokeStyle = focus ? "#d53f8c" : this.flashing.has(seat.label) ? "#b42318" : state === "free" ? LINE[category] || LINE.standard : "#2d3748";
       ctx.strokeRect(x + ctx.lineWidth / 2, y + ctx.lineWidth / 2, SEAT - ctx.lineWidth, SEAT - ctx.lineWidth);
@@ -225,7 +266,7 @@ export class SeatCanvasView {
     ctx.strokeStyle = LINE[area.category || "standard"] || LINE.standard;
     ctx.lineWidth = 0.7;
     ctx.strokeRect(rect.x, rect.y, rect.w, rect.h);
-    ctx.fillStyle = "#1a202c";
+    ctx.fillStyle = "#1a202c"; // on the area's own light fill
     ctx.textAlign = "center";
     ctx.font = "700 5px system-ui, sans-serif";
     ctx.fillText(area.name, rect.x + rect.w / 2, rect.y + 1.3 * CELL);
@@ -254,7 +295,10 @@ export class SeatCanvasView {
     entry.state = state;
     this.dirty.add(entry);
     this._schedule();
-    if (entry === this.active && document.activeElement === this.canvas) this.onFocusSeat?.(this.describe(label));
+    if (entry === this.active && document.activeElement === this.canvas) {
+      this.onFocusSeat?.(this.describe(label));
+      if (!this.tip.hidden) this.tip.textContent = this.describe(label); // chosen: say so there too
+    }
     return true;
   }
 
@@ -321,7 +365,8 @@ export class SeatCanvasView {
   /** The seat (or standing area) under a client point. */
   hit(clientX, clientY) {
     const at = this.viewport.toHall(clientX, clientY);
-    const entry = this.cells.get(`${Math.floor(at.x / CELL)},${Math.floor(at.y / CELL)}`);
+    const [col, row] = [Math.floor(at.x / CELL), Math.floor(at.y / CELL)];
+    const entry = col >= 0 && col < SPAN ? this.cells.get(row * SPAN + col) : undefined;
     if (entry) return { entry };
     for (const [name, { rect }] of this.areas) {
       if (at.x >= rect.x && at.x <= rect.x + rect.w && at.y >= rect.y && at.y <= rect.y + rect.h) return { area: name };

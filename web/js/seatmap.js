@@ -23,7 +23,8 @@ const MARKS = {
 };
 const UNAVAILABLE = new Set(["held", "sold", "blocked"]);
 
-function defs() {
+/** The marks' symbols and the hatch pattern, which the map's seats and the legend's swatches use. */
+export function defs() {
   return s(
     "defs",
     {},
@@ -311,7 +312,10 @@ export class SeatMapView {
     const entry = this.seats.get(label);
     if (!entry || entry.state === state) return false;
     this._paint(entry, state);
-    if (entry === this.active) this.onFocusSeat?.(this.describe(label));
+    if (entry === this.active) {
+      this.onFocusSeat?.(this.describe(label));
+      if (!this.tip.hidden) this.tip.textContent = this.describe(label); // chosen: say so there too
+    }
     return true;
   }
 
