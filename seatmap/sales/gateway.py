@@ -66,9 +66,10 @@ class PaymentProvider(Protocol):
 
     async def create_payment(
         self, *, reference: str, amount: int, currency: str, description: str, expires_at: datetime,
-        notify_url: str, return_url: str,
+        notify_url: str, return_url: str, time_zone: str,
     ) -> CreatedPayment:  # fmt: skip
-        """Open a payment at the gateway; the buyer pays at `redirect_url` until `expires_at`."""
+        """Open a payment at the gateway; the buyer pays at `redirect_url` until `expires_at`,
+        which the gateway's page shows in `time_zone` (the cinema's IANA zone)."""
         ...
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:

@@ -66,8 +66,13 @@ webhooks_received: Final = Counter(
 PAYABLE: Final = """
 SELECT o.id, o.user_id, o.status, o.expires_at <= now() AS lapsed, o.total, o.currency, o.expires_at,
        (SELECT p.id FROM payments p WHERE p.order_id = o.id AND p.status IN ('created', 'processing')
-        ORDER BY p.id DESC LIMIT 1) AS open_payment
-FROM orders o WHERE o.id = $1
+        ORDER BY p.id DESC LIMIT 1) AS open_payment,
+       c.timezone
+FROM orders o
+JOIN screenings s ON s.id = o.screening_id
+JOIN auditoriums a ON a.id = s.auditorium_id
+JOIN cinemas c ON c.id = a.cinema_id
+WHERE o.id = $1
 """
 _PAYMENT_COLUMNS: Final = (
     "id, order_id, provider, status, amount, currency, redirect_url, needs_refund, refund_reason"
@@ -108,6 +113,7 @@ async def start_payment(request: Request) -> Response:
         reference=str(order_id), amount=order["total"], currency=order["currency"],
         description=f"seatmap order {order_id}", expires_at=order["expires_at"],
         notify_url=f"{base}/api/payments/webhooks/{provider.name}", return_url=f"{base}/?order={order_id}",
+        time_zone=order["timezone"],
     )  # fmt: skip
     async with rt.pool.acquire() as conn:
         row = await conn.fetchrow(

@@ -53,23 +53,10 @@ TAGS: Final = ("simulated gateway",)
 
 CREATE: Final = """
 INSERT INTO simulated_payments
-    (id, reference, amount, currency, description, webhook_url, return_url, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    (id, reference, amount, currency, description, webhook_url, return_url, expires_at, time_zone)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
 GET: Final = "SELECT *, expires_at <= now() AS lapsed FROM simulated_payments WHERE id = $1"
-# The page's row, with the time zone of the cinema whose order the payment's reference names:
-# the deadline is shown as the buyer's screening reads (a real provider would be told a locale;
-# the gateway contract has none, so the stand-in, which shares our database, looks it up). The
-# CASE keeps a reference that is not an order id from being cast.
-PAGE: Final = """
-SELECT p.*, p.expires_at <= now() AS lapsed,
-       (SELECT c.timezone FROM orders o
-          JOIN screenings s ON s.id = o.screening_id
-          JOIN auditoriums a ON a.id = s.auditorium_id
-          JOIN cinemas c ON c.id = a.cinema_id
-         WHERE o.id = CASE WHEN p.reference ~ '^[0-9]{1,18}$' THEN p.reference::bigint END) AS time_zone
-FROM simulated_payments p WHERE p.id = $1
-"""
 # The decision and the webhooks it causes, in one statement: both are written, or neither.
 DECIDE: Final = """
 WITH decided AS (
@@ -119,7 +106,7 @@ class SimulatedGateway:
 
     async def create_payment(
         self, *, reference: str, amount: int, currency: str, description: str, expires_at: datetime,
-        notify_url: str, return_url: str,
+        notify_url: str, return_url: str, time_zone: str,
     ) -> CreatedPayment:  # fmt: skip
         if self.settings.simulated_latency > 0:
             await asyncio.sleep(self.settings.simulated_latency)
@@ -127,8 +114,9 @@ class SimulatedGateway:
         notify = self.settings.simulated_webhook_url or notify_url
         async with self.pool.acquire() as conn:
             await conn.execute(
-                CREATE, payment_id, reference, amount, currency, description, notify, return_url, expires_at
-            )
+                CREATE, payment_id, reference, amount, currency, description, notify, return_url, expires_at,
+                time_zone,
+            )  # fmt: skip
         # Its pages are served by our server, at our public address (never one from a request).
         return CreatedPayment(
             provider_ref=payment_id, redirect_url=f"{self.settings.base_url}/pay/{payment_id}"
@@ -279,8 +267,7 @@ async def _row(request: Request) -> Any:
 )
 async def payment_page(request: Request) -> Response:
     _gateway(request)
-    async with runtime(request).pool.acquire() as conn:
-        row = await conn.fetchrow(PAGE, str(request.path_params["id"]))
+    row = await _row(request)
     if row is None:
         return _page("Unknown payment", "<p>There is no such payment.</p>", 404)
     amount = html.escape(format_amount(row["amount"], row["currency"]))
