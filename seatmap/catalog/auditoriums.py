@@ -280,6 +280,7 @@ async def replace_auditorium(request: Request) -> Response:
 
 @documented(
     "Delete an auditorium without screenings (409 otherwise)",
+    responses={204: None, 409: None},
     auth="admin",
     scope="cinema",
     tags=("auditoriums",),

@@ -188,7 +188,12 @@ async def patch_cinema(request: Request) -> Response:
     return await _update_cinema(request, await read_body(request, CinemaPatch))
 
 
-@documented("Delete a cinema that has no auditoriums (409 otherwise)", auth="admin", tags=("cinemas",))
+@documented(
+    "Delete a cinema that has no auditoriums (409 otherwise)",
+    responses={204: None, 409: None},
+    auth="admin",
+    tags=("cinemas",),
+)
 async def delete_cinema(request: Request) -> Response:
     await auth.require(request, "admin")
     async with runtime(request).pool.acquire() as conn:

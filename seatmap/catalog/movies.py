@@ -162,7 +162,12 @@ async def patch_movie(request: Request) -> Response:
     return respond(movie(row))
 
 
-@documented("Delete a movie or event without screenings (409 otherwise)", auth="admin", tags=("movies",))
+@documented(
+    "Delete a movie or event without screenings (409 otherwise)",
+    responses={204: None, 409: None},
+    auth="admin",
+    tags=("movies",),
+)
 async def delete_movie(request: Request) -> Response:
     await auth.require(request, "admin")
     async with runtime(request).pool.acquire() as conn:

@@ -251,6 +251,7 @@ async def patch_screening(request: Request) -> Response:
 
 @documented(
     "Delete a screening without tickets (409 has_tickets otherwise: cancel it instead)",
+    responses={204: None, 409: None},
     auth="admin",
     scope="cinema",
     tags=("screenings",),

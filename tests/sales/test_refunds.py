@@ -55,6 +55,7 @@ async def _big_cancelled_screening(client: httpx.AsyncClient, rt: Runtime) -> li
     return paid
 
 
+@pytest.mark.serial  # 500 orders and worker processes against their time bounds: alone
 async def test_a_cancelled_screening_refunds_500_orders_once_despite_a_flaky_gateway(
     server: Server, client: httpx.AsyncClient, rt: Runtime, tmp_path: Path
 ) -> None:
@@ -77,6 +78,7 @@ async def test_a_cancelled_screening_refunds_500_orders_once_despite_a_flaky_gat
     assert "Traceback" not in proc.log
 
 
+@pytest.mark.serial  # 500 orders and worker processes against their time bounds: alone
 async def test_a_worker_killed_mid_way_and_restarted_loses_and_doubles_nothing(
     server: Server, client: httpx.AsyncClient, rt: Runtime, tmp_path: Path
 ) -> None:
@@ -97,6 +99,7 @@ async def test_a_worker_killed_mid_way_and_restarted_loses_and_doubles_nothing(
     assert "Traceback" not in second.log
 
 
+@pytest.mark.serial  # 500 orders and worker processes against their time bounds: alone
 async def test_two_workers_at_once_share_the_refunds_without_doubling_any(
     server: Server, client: httpx.AsyncClient, rt: Runtime, tmp_path: Path
 ) -> None:
