@@ -169,6 +169,11 @@ class Feed:
             self._want(self.seq + 1, "lost")  # Redis lost this screening (restart, flush)
         elif seq > self.seq:
             self._want(seq, "behind")
+        elif seq < self.seq and self._fetch is None:
+            # Redis's seq went back: a replica promoted by a failover had not received the last
+            # writes of the primary that died (replication is asynchronous). The seqs we applied
+            # past it will be reused for other changes, so only a snapshot is the truth now.
+            self._fetch, self._fetch_due = Fetch(None, "rewound"), True
 
     def receive_viewers(self, viewers: int) -> None:
         if viewers != self.viewers:

@@ -16,10 +16,11 @@ import re
 from typing import Any, Final, NamedTuple
 
 import hiredis
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, ResponseError
 
 from seatmap import resources
+from seatmap.runtime import RedisClient
 
 _FILES: Final = (
     "seats.lua",
@@ -45,6 +46,13 @@ def _load() -> dict[str, str]:
 
 
 SOURCES: Final = _load()
+# The same scripts for a Redis Cluster: the live channel is published with SPUBLISH (sharded
+# pub/sub, Redis 7), so the message stays on the screening's shard (prelude.lua's PUBLISH).
+_CLASSIC: Final = "local PUBLISH = 'PUBLISH'\n"
+assert all(_CLASSIC in text for text in SOURCES.values())
+SHARDED_SOURCES: Final = {
+    name: text.replace(_CLASSIC, "local PUBLISH = 'SPUBLISH'\n", 1) for name, text in SOURCES.items()
+}
 
 
 class Scripts:
@@ -60,11 +68,17 @@ class Scripts:
     A connection that fails before the first reply is read is replaced and the batch sent once
     more (as redis-py retries a command); one that fails mid-batch fails the calls whose replies
     were not read: whether such a script ran is unknown, and it is not sent again.
+
+    On a Redis Cluster the batch is one non-transactional `ClusterPipeline`: redis-py splits it
+    by the slot of each call's first key (every script's keys share one screening's hash tag, so
+    one slot) into one write per primary, follows MOVED/ASK after a failover or a slot move,
+    and resends only the calls no node answered.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
-        self._sha = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SOURCES.items()}
+        self.sources = SHARDED_SOURCES if isinstance(redis, RedisCluster) else SOURCES
+        self._sha = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in self.sources.items()}
         self._queue: list[_Call] = []
 
     def __call__(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
@@ -81,6 +95,9 @@ class Scripts:
         task.add_done_callback(_sending.discard)
 
     async def _send(self, calls: list[_Call], attempt: int = 1) -> None:
+        if isinstance(self.redis, RedisCluster):
+            await self._send_cluster(self.redis, calls)
+            return
         pool = self.redis.connection_pool
         unknown: list[_Call] = []
         read = 0
@@ -125,9 +142,34 @@ class Scripts:
         if retry:
             await self._send(calls, attempt=2)
             return
+        await self._eval(unknown)
+
+    async def _send_cluster(self, redis: RedisCluster, calls: list[_Call]) -> None:
+        unknown: list[_Call] = []
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                for c in calls:
+                    pipe.execute_command("EVALSHA", self._sha[c.name], len(c.keys), *c.keys, *c.args)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            _fail(calls, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for call, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                unknown.append(call)
+            elif isinstance(reply, BaseException):
+                _settle(call.future, exception=reply)
+            else:
+                _settle(call.future, reply)
+        await self._eval(unknown)
+
+    async def _eval(self, unknown: list[_Call]) -> None:
+        """The calls whose script the server did not know: EVAL with the source (it keeps it)."""
         for call in unknown:
             try:
-                reply = await self.redis.eval(SOURCES[call.name], len(call.keys), *call.keys, *call.args)
+                reply = await self.redis.eval(self.sources[call.name], len(call.keys), *call.keys, *call.args)
             except Exception as exc:
                 _settle(call.future, exception=exc)
             else:

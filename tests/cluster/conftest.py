@@ -6,11 +6,20 @@ they fail instead, so a CI machine that lost its redis-server cannot pass them s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
+from redis.crc import key_slot
 
+from seatmap.composition import open_runtime
+from seatmap.runtime import Runtime
+from seatmap.settings import Settings
+from tests.conftest import _settings
 from tests.redis_cluster import REQUIRED, LocalCluster, unavailable
+from tests.support import make_screening
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +34,31 @@ def cluster() -> Iterator[LocalCluster]:
         yield made
     finally:
         made.stop()
+
+
+@pytest.fixture
+def settings(database_url: str, cluster: LocalCluster, tmp_path: Path) -> Settings:
+    """The usual test settings, on the local cluster (SEATMAP_REDIS_CLUSTER=1, its seed nodes)."""
+    return replace(_settings(database_url, cluster.url, tmp_path), redis_cluster=True)
+
+
+@pytest.fixture
+async def rt(settings: Settings) -> AsyncIterator[Runtime]:
+    """A worker's runtime on the cluster; its keys go with the cluster at the session's end."""
+    async with open_runtime(settings, "worker") as runtime:
+        yield runtime
+
+
+async def screenings_on_every_shard(
+    rt: Runtime, cluster: LocalCluster, rows: int = 2, **kw: Any
+) -> list[int]:
+    """One screening per primary (made until each shard owns one), in the primaries' order."""
+    by_owner: dict[int, int] = {}
+    primaries = {n.port for n in cluster.primaries()}
+    for _ in range(60):
+        screening = await make_screening(rt, ["SSSSSSSSSS"] * rows, **kw)
+        port = cluster.owner(key_slot(f"x:{{scr:{screening}}}".encode())).port
+        by_owner.setdefault(port, screening)
+        if set(by_owner) == primaries:
+            return [by_owner[p] for p in sorted(by_owner)]
+    raise AssertionError(f"no screening on every shard: {by_owner}")
