@@ -135,7 +135,7 @@ class LocalCluster:
             [REDIS_SERVER, "--port", str(node.port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
              "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
              "--save", "", "--appendonly", "no", "--dir", str(folder), "--logfile", "redis.log",
-             "--notify-keyspace-events", "Ex", "--protected-mode", "no"],
+             "--notify-keyspace-events", "Ex", "--protected-mode", "no", "--repl-diskless-sync-delay", "0"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         if node not in self.nodes:
@@ -153,7 +153,8 @@ class LocalCluster:
         raise TimeoutError(f"local cluster: {what} not within {timeout}s")
 
     def wait_ok(self, timeout: float = 60) -> None:
-        """Until every live node reports `cluster_state:ok` and all 16384 slots are served."""
+        """Until every live node reports `cluster_state:ok` and all 16384 slots are served, and
+        every replica has synced with its primary (a replica that has not cannot fail over)."""
 
         def ok() -> bool:
             for node in self.nodes:
@@ -161,6 +162,9 @@ class LocalCluster:
                     continue
                 info = node.cli("CLUSTER", "INFO")
                 if "cluster_state:ok" not in info or "cluster_slots_ok:16384" not in info:
+                    return False
+                replication = node.cli("INFO", "replication")
+                if "role:slave" in replication and "master_link_status:up" not in replication:
                     return False
             return True
 
@@ -208,6 +212,25 @@ class LocalCluster:
                     if int(low) <= slot <= int(high or low):
                         return node
         raise LookupError(f"no primary serves slot {slot}")
+
+    def migrate_slot(self, slot: int, to: Node, batch: int = 50) -> int:
+        """Move `slot` to primary `to` the way `redis-cli --cluster reshard` does (IMPORTING,
+        MIGRATING, MIGRATE of its keys, SETSLOT NODE on every node); returns the keys moved."""
+        source = self.owner(slot)
+        if source is to:
+            return 0
+        source_id, target_id = source.cli("CLUSTER", "MYID").strip(), to.cli("CLUSTER", "MYID").strip()
+        to.cli("CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        source.cli("CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        moved = 0
+        while keys := source.cli("CLUSTER", "GETKEYSINSLOT", str(slot), str(batch)).split():
+            out = source.cli("MIGRATE", "127.0.0.1", str(to.port), "", "0", "5000", "KEYS", *keys)
+            if "OK" not in out and "NOKEY" not in out:
+                raise RuntimeError(f"MIGRATE of slot {slot} failed: {out}")
+            moved += len(keys)
+        for node in [to, source, *(n for n in self.nodes if n.alive and n not in (to, source))]:
+            node.cli("CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+        return moved
 
     def kill(self, node: Node) -> None:
         """SIGKILL one node (a crash: no failover handshake, its replica must take over)."""

@@ -41,7 +41,7 @@ from prometheus_client import Counter, Histogram
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
-from redis.exceptions import ConnectionError as RedisConnectionError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError, RedisError, ResponseError
 
 from seatmap.live.connections import Connections
 from seatmap.live.feed import Feed, Fetch, Watcher
@@ -225,12 +225,14 @@ class Channels:
             try:
                 # The control channel keeps the connection subscribed even with no viewers.
                 classic = [self._control, *self._everywhere]
-                placed = [n for n in list(shard.names)]
+                placed = list(shard.names)
                 if not shard.sharded:
                     classic += [n for n in self.handlers if n not in self._everywhere]
                 await pubsub.subscribe(*classic)
-                if placed and shard.sharded:
-                    await pubsub.ssubscribe(*placed)
+                if shard.sharded:
+                    # One SSUBSCRIBE per channel: a cluster refuses one naming several slots.
+                    for name in placed:
+                        await pubsub.ssubscribe(name)
                 elif placed:
                     await pubsub.subscribe(*placed)
                 shard.pubsub = pubsub
@@ -255,6 +257,11 @@ class Channels:
                     "pub/sub %s connection lost (%s); reconnecting in %.1fs", shard.name, exc, backoff
                 )
                 self._topology.set()  # a primary may have died: where do its slots live now?
+            except ResponseError as exc:
+                # MOVED (a channel placed here whose slot lives elsewhere now): subscribe again
+                # from scratch once the slot map is refreshed; its viewers catch up then.
+                log.warning("pub/sub %s: %s; resubscribing in %.1fs", shard.name, exc, backoff)
+                self._topology.set()
             finally:
                 shard.pubsub = None
                 with contextlib.suppress(RedisError, OSError, RuntimeError):
@@ -304,12 +311,13 @@ class Channels:
             await self._close_shard(shard)
 
     async def _move(self, name: str, to: Shard) -> None:
-        """Subscribe `name` where its slot lives now, then catch its viewers up."""
+        """Subscribe `name` where its slot lives now, then catch its viewers up. Nothing is sent
+        to the old owner: it dropped the subscription itself when the slot left (its
+        `sunsubscribe` push) or it is gone, and a SUNSUBSCRIBE there would be answered MOVED."""
         old = self._placed[name]
         old.names.discard(name)
         if old.pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await old.pubsub.sunsubscribe(name)
+            old.pubsub.shard_channels.pop(name, None)
         await self._place(name, to)
         self._catch_up([name])
 

@@ -8,15 +8,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
-from redis.crc import key_slot
 
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
-from tests.cluster.conftest import screenings_on_every_shard
+from tests.cluster.conftest import SeatView, screenings_on_every_shard, slot_of
 from tests.redis_cluster import REQUIRED, LocalCluster, unavailable
 from tests.support import TIMEOUT_FACTOR, Viewer, quick_users
 from tests.test_multiprocess import web_processes
@@ -34,41 +32,6 @@ def cluster() -> Iterator[LocalCluster]:
         yield made
     finally:
         made.stop()
-
-
-class SeatView:
-    """What one viewer shows: the snapshot it was sent, with every delta since applied."""
-
-    def __init__(self, viewer: Viewer) -> None:
-        self.viewer = viewer
-        self.seats: dict[str, str] = {}
-        self.seq = 0
-
-    def apply(self, message: dict[str, Any]) -> None:
-        if message["type"] == "snapshot":
-            self.seats, self.seq = dict(message["seats"]), message["seq"]
-        elif message["type"] == "delta":
-            assert message["seq"] == self.seq + 1, f"delta {message['seq']} after {self.seq}"
-            self.seq = message["seq"]
-            for change in message["changes"]:
-                if "seat" in change:
-                    if change["state"] == "free":
-                        self.seats.pop(change["seat"], None)
-                    else:
-                        self.seats[change["seat"]] = change["state"]
-
-    async def pump(self, within: float) -> None:
-        """Apply what arrives within `within` seconds (nothing arriving is fine)."""
-        deadline = time.monotonic() + within
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                self.apply(await self.viewer.recv(within=left / TIMEOUT_FACTOR))
-            except TimeoutError:
-                return
-
-
-def slot_of(screening: int) -> int:
-    return key_slot(f"x:{{scr:{screening}}}".encode())
 
 
 async def test_a_primary_dies_under_viewers_and_buyers(
