@@ -148,9 +148,21 @@ async def run_one(
             for v in viewers:
                 await v.recv()
             ok = refused = errors = 0
-            deadline = time.monotonic() + args.duration
             pids = [p.pid for _, p in procs]
             redis_pids = [n.process.pid for n in nodes if n.process is not None and n.alive]
+            primary_pids = [
+                n.process.pid for n in nodes
+                if n.process is not None and n.alive and "role:master" in n.cli("INFO", "replication")
+            ]  # fmt: skip
+            primaries_before = sum(cpu_seconds(p) for p in primary_pids)
+            # What the servers spend doing nothing (cluster bus, replication pings, presence
+            # rounds), per second, to tell apart from what the holds cost.
+            idle_web = sum(cpu_seconds(p) for p in pids)
+            idle_redis = sum(cpu_seconds(p) for p in redis_pids)
+            await asyncio.sleep(args.idle)
+            idle_web = (sum(cpu_seconds(p) for p in pids) - idle_web) / args.idle
+            idle_redis = (sum(cpu_seconds(p) for p in redis_pids) - idle_redis) / args.idle
+            deadline = time.monotonic() + args.duration
             web_before = sum(cpu_seconds(p) for p in pids)
             redis_before = sum(cpu_seconds(p) for p in redis_pids)
             started = time.monotonic()
@@ -176,8 +188,9 @@ async def run_one(
 
             await asyncio.gather(*(client_loop(i) for i in range(args.clients)))
             seconds = time.monotonic() - started
-            web_cpu = sum(cpu_seconds(p) for p in pids) - web_before
-            redis_cpu = sum(cpu_seconds(p) for p in redis_pids) - redis_before
+            web_cpu = sum(cpu_seconds(p) for p in pids) - web_before - idle_web * seconds
+            redis_cpu = sum(cpu_seconds(p) for p in redis_pids) - redis_before - idle_redis * seconds
+            primaries_cpu = sum(cpu_seconds(p) for p in primary_pids) - primaries_before
             pubsub = {}
             for node in nodes:
                 if node.alive and ("role:master" in node.cli("INFO", "replication")):
@@ -189,7 +202,10 @@ async def run_one(
         "backend": name, "holds": ok, "refused": refused, "errors": errors, "seconds": round(seconds, 2),
         "holds_per_s": round(ok / seconds, 1), "web_cpu_us_per_hold": round(web_cpu / max(ok, 1) * 1e6),
         "redis_cpu_us_per_hold": round(redis_cpu / max(ok, 1) * 1e6),
+        "primaries_cpu_us_per_hold": round(primaries_cpu / max(ok, 1) * 1e6),
         "server_cpu_us_per_hold": round((web_cpu + redis_cpu) / max(ok, 1) * 1e6),
+        "idle_web_cpu_ms_per_s": round(idle_web * 1000, 1),
+        "idle_redis_cpu_ms_per_s": round(idle_redis * 1000, 1),
         "pubsub_connections_per_primary": pubsub,
     }  # fmt: skip
 
@@ -215,6 +231,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--screenings", type=int, default=30)
     p.add_argument("--clients", type=int, default=40)
     p.add_argument("--duration", type=float, default=15.0)
+    p.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measured first, subtracted")
     p.add_argument("--rounds", type=int, default=1, help="single then cluster, this many times")
     p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     p.add_argument("--json", type=Path)

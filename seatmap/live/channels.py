@@ -1,4 +1,4 @@
-"""Fan-out I/O: one Redis pub/sub connection per process, one `Channel` per watched screening.
+"""Fan-out I/O: one pub/sub connection per process (per primary on a cluster), a `Channel` per screening.
 
 A process subscribes to a screening's channel when its first local viewer arrives and drops
 it shortly after the last one leaves. Each message arrives once per process and goes to the
@@ -509,6 +509,7 @@ class Channels:
         if not channels:
             return
         now_ms = int(time.time() * 1000)
+        asked_at = [channel.feed.seq for channel in channels]
         async with self.redis.pipeline(transaction=False) as pipe:
             for channel in channels:
                 pipe.hset(channel.keys.viewers, self.process_id, f"{len(channel.feed.watchers)}:{now_ms}")
@@ -531,7 +532,7 @@ class Channels:
             self.deliver(channel)  # the deltas applied so far go before presence and heartbeats
             feed.receive_viewers(total)
             raw_seq = results[3 * i + 2]
-            feed.receive_seq(None if raw_seq is None else int(raw_seq))
+            feed.receive_seq(None if raw_seq is None else int(raw_seq), asked_at[i])
             feed.heartbeat(heartbeat_before)
             self._count_resyncs(feed)
             self._carry_out(channel)
