@@ -10,10 +10,11 @@ from datetime import datetime
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
-from tests.cluster.conftest import screenings_on_every_shard
+from tests.cluster.conftest import screenings_on_every_shard, slot_of
 from tests.redis_cluster import LocalCluster
 from tests.support import TIMEOUT_FACTOR, Viewer, quick_users
 from tests.test_multiprocess import web_processes
@@ -25,14 +26,23 @@ async def test_viewers_on_two_processes_see_every_change_on_every_shard(
     """Holds, releases and expiries on screenings of all three shards reach viewers on both web
     processes, each screening's deltas with consecutive seqs, and each process keeps one sharded
     subscription per shard."""
-    screenings = await screenings_on_every_shard(rt, cluster)
-    users = await quick_users(rt, 3)
+    # Two screenings per shard: one subscription connection per shard carries both.
+    screenings = await screenings_on_every_shard(rt, cluster) + await screenings_on_every_shard(rt, cluster)
+    users = await quick_users(rt, len(screenings))
     async with (
         web_processes(settings, 2, SEATMAP_REDIS_CLUSTER="1", SEATMAP_HOLD_TTL="2") as servers,
         httpx.AsyncClient() as client,
     ):
         viewers = {(srv.http, s): await Viewer.connect(srv, s) for srv in servers for s in screenings}
         start = {key: (await v.next("snapshot"))["seq"] for key, v in viewers.items()}
+        # A sharded subscriber of our own on each screening's primary: the scripts SPUBLISH there.
+        listeners = []
+        for screening in screenings:
+            owner = cluster.owner(slot_of(screening))
+            plain = aioredis.Redis(port=owner.port, decode_responses=True)
+            pubsub = plain.pubsub(ignore_subscribe_messages=True)
+            await pubsub.ssubscribe(f"{settings.redis_prefix}:{{scr:{screening}}}:chan")
+            listeners.append((plain, pubsub))
         tokens = []
         for user, screening in zip(users, screenings, strict=True):
             r = await client.post(
@@ -54,12 +64,22 @@ async def test_viewers_on_two_processes_see_every_change_on_every_shard(
             assert seen[0]["changes"] == [{"seat": "A1", "state": "held"}, {"seat": "A2", "state": "held"}]
             assert seen[1]["changes"] == [{"seat": "A2", "state": "free"}]
             assert seen[2]["changes"] == [{"seat": "A1", "state": "free"}]
+        for plain, pubsub in listeners:
+            async with asyncio.timeout(5):
+                while (message := await pubsub.get_sharded_message(timeout=1)) is None:
+                    pass
+            assert message["type"] == "smessage" and '"type":"delta"' in message["data"]
+            await pubsub.aclose()
+            await plain.aclose()
         # One sharded subscription connection per shard per process, whatever it carries.
         for node in cluster.primaries():
             names = [f"{settings.redis_prefix}:{{scr:{s}}}:chan" for s in screenings]
             out = node.cli("PUBSUB", "SHARDNUMSUB", *names).split()
             counts = dict(zip(out[::2], map(int, out[1::2]), strict=True))
-            assert sorted(counts.values()) == [0, 0, 2], (node.port, counts)
+            assert sorted(counts.values()) == [0, 0, 0, 0, 2, 2], (node.port, counts)
+            # ...on one pub/sub connection per process: two on every primary, not one per screening.
+            clients = [line for line in node.cli("CLIENT", "LIST", "TYPE", "pubsub").splitlines() if line]
+            assert len(clients) == 2, (node.port, clients)
         for viewer in viewers.values():
             await viewer.close()
 
