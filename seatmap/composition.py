@@ -112,8 +112,10 @@ async def open_redis(settings: Settings, redis_url: str) -> AsyncIterator[RedisC
         redis: RedisClient = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
     else:
         first, seeds = cluster_seeds(redis_url)
+        # A cluster node's pool does not wait for a free connection as the BlockingConnectionPool
+        # does (it raises MaxConnectionsError at once, a 503): so room for a burst of requests.
         redis = RedisCluster.from_url(
-            first, startup_nodes=seeds, decode_responses=True, max_connections=64,
+            first, startup_nodes=seeds, decode_responses=True, max_connections=512,
             retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 8),
         )  # fmt: skip
     try:
