@@ -417,6 +417,11 @@ _OUTAGES: Final = (
     redis.exceptions.ConnectionError,  # BusyLoadingError (a restarted Redis loading its data) too
     redis.exceptions.TimeoutError,
     redis.exceptions.TryAgainError,
+    # A Redis Cluster between a primary's death and its replica's promotion (or a slot moving):
+    # CLUSTERDOWN / MASTERDOWN, a slot no node serves yet, no node reachable at all.
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.RedisClusterUnreachableError,
     asyncpg.PostgresConnectionError,  # ConnectionDoesNotExistError: the server closed it under us
     asyncpg.CannotConnectNowError,  # the database system is starting up / shutting down
     asyncpg.AdminShutdownError,
@@ -449,8 +454,12 @@ def outage(exc: BaseException) -> Unavailable | None:
             or (isinstance(seen, OSError) and seen.errno in _OUTAGE_ERRNOS)
             or (isinstance(seen, asyncpg.InterfaceError) and "connection is closed" in str(seen))
             or (isinstance(seen, asyncpg.InternalClientError) and "another operation (2)" in str(seen))
+            # redis-py gave up following a cluster's redirections: a slot mid-migration answers
+            # TRYAGAIN to a script whose keys are split between the two nodes for a moment.
+            or (isinstance(seen, redis.exceptions.ClusterError) and "TTL exhausted" in str(seen))
         ):
-            service = "Redis" if isinstance(seen, redis.exceptions.RedisError) else "the database"
+            redis_errors = (redis.exceptions.RedisError, redis.exceptions.RedisClusterException)
+            service = "Redis" if isinstance(seen, redis_errors) else "the database"
             return Unavailable(
                 f"The service is briefly unavailable ({service} cannot be reached); try again shortly.",
                 retry_after=OUTAGE_RETRY_AFTER,

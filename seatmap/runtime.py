@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from starlette.requests import HTTPConnection
 
 from seatmap.db import Pool
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("seatmap.runtime")
 
 Role = Literal["web", "worker"]
+# One Redis, or a Redis Cluster (SEATMAP_REDIS_CLUSTER): the same commands, routed by key slot.
+RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 
 
 @dataclass(eq=False)
@@ -97,7 +100,7 @@ class Runtime:
     settings: Settings
     role: Role
     pool: Pool
-    redis: aioredis.Redis
+    redis: RedisClient
     holds: Holds
     # The same holds, tuned for checkout (sales/settlement.py: `checkout_settings`).
     checkout_holds: Holds

@@ -110,6 +110,11 @@ class Settings:
     jwt_secret: Secret = setting(
         "SEATMAP_JWT_SECRET", min_length=32, help="signs access tokens; generated and kept in dev mode"
     )
+    redis_cluster: bool = setting(
+        "SEATMAP_REDIS_CLUSTER",
+        False,
+        help="REDIS_URL is a Redis Cluster (7+): one node or comma-separated seeds, redis://h1:7001,h2:7002",
+    )
     # Pub/sub ignores SELECT, so a database number would not separate channels.
     redis_prefix: str = setting(
         "SEATMAP_REDIS_PREFIX",

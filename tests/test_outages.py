@@ -71,6 +71,14 @@ def _caused_by(cause: BaseException) -> Exception:
         # A pooled connection still reading the FATAL of a server going down (ERROR_CONSUME).
         (asyncpg.InternalClientError(f"cannot switch to state 12; {BUSY.format(2)}"), True),
         (_caused_by(ConnectionResetError(104, "reset")), True),
+        # A Redis Cluster failing over: its primary died, the replica is not promoted yet.
+        (redis.exceptions.ClusterDownError("The cluster is down"), True),
+        (redis.exceptions.MasterDownError("Link with MASTER is down"), True),
+        (redis.exceptions.SlotNotCoveredError('Slot "42" is not covered by the cluster.'), True),
+        # A slot mid-migration: redis-py followed TRYAGAIN/ASK until its request TTL ran out.
+        (redis.exceptions.ClusterError("TTL exhausted."), True),
+        # A script touching two slots is our bug.
+        (redis.exceptions.ClusterCrossSlotError("Keys in request don't hash to the same slot"), False),
         # Our bugs stay 500s: a connection used by two tasks, a bad statement, a plain OSError.
         (asyncpg.InterfaceError("cannot perform operation: another operation is in progress"), False),
         (asyncpg.InternalClientError(f"cannot switch to state 12; {BUSY.format(11)}"), False),

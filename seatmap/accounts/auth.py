@@ -256,7 +256,9 @@ async def revoke_user(rt: Runtime, user_id: int) -> None:
     _forget_user(rt, user_id)
     nonce = uuid.uuid4().hex
     ack = _ack_key(rt, nonce)
-    listeners: int = await rt.redis.publish(revocations_channel(rt), f"{user_id} {nonce}")
+    # On a cluster a sharded channel (Channels.add_handler): SPUBLISH counts its listeners there.
+    publish = rt.redis.spublish if rt.settings.redis_cluster else rt.redis.publish
+    listeners: int = await publish(revocations_channel(rt), f"{user_id} {nonce}")
     deadline = time.monotonic() + _TRUSTED_FOR
     try:
         for _ in range(listeners):

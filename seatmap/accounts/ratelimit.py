@@ -6,11 +6,18 @@ a check that has not seen the others' increments yet. A window starts with its f
 and is not extended by later ones, so a blocked client knows exactly when to come back
 (`Retry-After`).
 
-Keys carry the hash tag `{limits}` so one call's keys share a Redis Cluster slot.
+Each counter is its own hash tag (`{prefix}:{limits:KIND:SUBJECT}`), so on a Redis Cluster the
+counters spread over every shard instead of all living in one slot (the old `{limits}` tag made
+one primary count every login of the deployment). A call with several limits (a login counts
+the account and the address) runs the script once per counter, each on its own slot, all in one
+round trip: nothing is lost by that, as each counter was always counted on its own and the
+answer is the longest wait of those exceeded. On upgrade, windows open under the old key names
+are forgotten: at most one window of extra attempts per subject.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from seatmap import resources
@@ -27,15 +34,15 @@ class Limit:
 
 def limit(rt: Runtime, kind: str, subject: str, *, limit: int, window: int) -> Limit:
     """A limit on one subject (an email, an IP address) for one kind of action."""
-    return Limit(rt.key("{limits}", kind, subject), limit, window)
+    return Limit(rt.key("{limits:" + kind, subject + "}"), limit, window)
 
 
 async def _run(rt: Runtime, delta: int, limits: tuple[Limit, ...]) -> int:
-    args: list[int] = [delta]
-    for item in limits:
-        args += [item.limit, item.window]
     script = rt.redis.register_script(resources.lua("seatmap.accounts", "ratelimit.lua"))
-    return int(await script(keys=[item.key for item in limits], args=args))
+    waits = await asyncio.gather(
+        *(script(keys=[item.key], args=[delta, item.limit, item.window]) for item in limits)
+    )
+    return max((int(wait) for wait in waits), default=0)
 
 
 async def hit(rt: Runtime, *limits: Limit) -> None:
@@ -52,4 +59,5 @@ async def forgive(rt: Runtime, *limits: Limit) -> None:
 
 async def reset(rt: Runtime, *limits: Limit) -> None:
     """Forget every attempt counted so far, e.g. an account's failures after a good login."""
-    await rt.redis.delete(*(item.key for item in limits))
+    for item in limits:  # one key per command: each is its own slot on a cluster
+        await rt.redis.delete(item.key)

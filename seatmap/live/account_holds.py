@@ -8,7 +8,12 @@ the cap is never passed (at the very edge both may be refused: the client retrie
 keeps counting while its hold's TTL key exists (released, sold and restocked holds stop
 counting; checked only when the account may be at its cap), and a reservation whose hold is not
 made yet counts for `IN_FLIGHT_MS` at most (a process that dies mid-hold leaks a slot for that
-long). The key expires after the longest hold.
+long). The key expires after the longest hold. A hold that is then refused or fails is taken
+back at once (`forget`, the compensating step in `Holds.create`), so the trade-off against one
+atomic step is only this: for the moment between reserve and hold, a slot counts that may not
+be used, and a process killed in that moment leaks it for `IN_FLIGHT_MS`. Never the other way:
+no account gets more holds than its cap (tests/live/test_account_holds.py; on a cluster the
+account's key and the screening's keys are on different primaries, which is why it is built so).
 
 Each step is a script through the auto-pipelined `Scripts`, like every hold: a plain redis-py
 command or MULTI costs a pool checkout and its own round trip, which made a hold cost twice the

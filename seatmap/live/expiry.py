@@ -27,13 +27,14 @@ import time
 from typing import Any, Final
 
 from prometheus_client import Counter, Histogram
-from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from seatmap.live.channels import Channels
 from seatmap.live.holds import ACTIVE_MARGIN_MS, active_key
 from seatmap.live.inventory import Inventory, ttl_key_pattern
 from seatmap.live.replies import Restocked
+from seatmap.runtime import RedisClient
 
 log = logging.getLogger("seatmap.live.expiry")
 
@@ -57,8 +58,8 @@ RESTOCK_LAG: Final = Histogram(
 
 class Expiry:
     def __init__(
-        self, redis: Redis, inventory: Inventory, channels: Channels, *, hold_max: int, sweep_interval: float,
-        hold_ttl: float = 0,
+        self, redis: RedisClient, inventory: Inventory, channels: Channels, *, hold_max: int,
+        sweep_interval: float, hold_ttl: float = 0,
     ) -> None:  # fmt: skip
         self.redis = redis
         self.inventory = inventory
@@ -83,8 +84,14 @@ class Expiry:
     async def listen(self) -> bool:
         """Subscribe to expiry notifications; False (with a warning) where the server won't send them."""
         self.listening = True
-        db = self.redis.connection_pool.connection_kwargs.get("db", 0)
-        await self.channels.add_handler(f"__keyevent@{db}__:expired", self._on_expired)
+        # A cluster has only database 0, and each node reports only the keys it holds: so the
+        # channel is listened to on every primary (`everywhere`), following failovers.
+        db = (
+            0
+            if isinstance(self.redis, RedisCluster)
+            else self.redis.connection_pool.connection_kwargs.get("db", 0)
+        )
+        await self.channels.add_handler(f"__keyevent@{db}__:expired", self._on_expired, everywhere=True)
         return await self.ensure_notifications()
 
     async def ensure_notifications(self) -> bool:
@@ -93,12 +100,12 @@ class Expiry:
         self._checked_at = time.monotonic()
         self._reconnects_seen = self.channels.reconnects
         try:
-            config: Any = await self.redis.config_get("notify-keyspace-events")
-            wanted = set(config.get("notify-keyspace-events") or "")
-            if not ("E" in wanted and ("x" in wanted or "A" in wanted)):
-                await self.redis.config_set("notify-keyspace-events", "".join(sorted(wanted | {"E", "x"})))
-                if self.notifications_problem == "" and self._checked_once:
-                    log.warning("Redis had keyspace notifications off (restarted?); turned them on again")
+            if isinstance(self.redis, RedisCluster):
+                # Every node, replicas too: a replica promoted by a failover sends them at once.
+                for node in self.redis.get_nodes():
+                    await self._ensure_on(node)
+            else:
+                await self._ensure_on(None)
         except ResponseError as exc:
             problem = f"cannot enable keyspace notifications: {exc}"
             if problem != self.notifications_problem:
@@ -111,6 +118,18 @@ class Expiry:
             log.info("keyspace notifications are on again")
         self.notifications_problem = ""
         return True
+
+    async def _ensure_on(self, node: ClusterNode | None) -> None:
+        """Turn `expired` events on (one node of a cluster, or the one Redis) unless they are."""
+        target: dict[str, Any] = {} if node is None else {"target_nodes": node}
+        config: Any = await self.redis.config_get("notify-keyspace-events", **target)
+        wanted = set(config.get("notify-keyspace-events") or "")
+        if not ("E" in wanted and ("x" in wanted or "A" in wanted)):
+            await self.redis.config_set(
+                "notify-keyspace-events", "".join(sorted(wanted | {"E", "x"})), **target
+            )
+            if self.notifications_problem == "" and self._checked_once:
+                log.warning("Redis had keyspace notifications off (restarted?); turned them on again")
 
     async def _check_notifications(self) -> None:
         """Now and then, and after the pub/sub connection came back (Redis may have restarted)."""

@@ -161,14 +161,21 @@ class Feed:
         self._fetch = None
         self._drain()
 
-    def receive_seq(self, seq: int | None) -> None:
-        """The once-a-second check: catches a gap that no later delta would reveal."""
+    def receive_seq(self, seq: int | None, asked_at: int | None = None) -> None:
+        """The once-a-second check: catches a gap that no later delta would reveal. `asked_at` is
+        our seq when the read was sent: Redis's seq below it means Redis went back (deltas applied
+        while the read was on its way make ours higher than a reply that is merely late)."""
         if not self.loaded:
             return
         if seq is None:
             self._want(self.seq + 1, "lost")  # Redis lost this screening (restart, flush)
         elif seq > self.seq:
             self._want(seq, "behind")
+        elif asked_at is not None and seq < asked_at and self._fetch is None:
+            # Redis's seq went back: a replica promoted by a failover had not received the last
+            # writes of the primary that died (replication is asynchronous). The seqs we applied
+            # past it will be reused for other changes, so only a snapshot is the truth now.
+            self._fetch, self._fetch_due = Fetch(None, "rewound"), True
 
     def receive_viewers(self, viewers: int) -> None:
         if viewers != self.viewers:

@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 import msgspec
-from redis.asyncio import Redis
 
 from seatmap.db import Pool
 from seatmap.errors import NotFound
@@ -28,6 +27,7 @@ from seatmap.live.replies import NOT_LOADED
 from seatmap.live.scripts import Scripts
 from seatmap.live.seats import DEFAULT_SWEET_ROW, Place, Plan, plan
 from seatmap.live.sold import sold
+from seatmap.runtime import RedisClient
 
 _R = TypeVar("_R")
 # How long "this order's seats were marked sold" is remembered (retried webhooks come early).
@@ -156,7 +156,7 @@ class Inventory:
     """Per-process access to screenings' live state; shared by REST, WebSocket and expiry."""
 
     def __init__(
-        self, redis: Redis, pool: Pool, prefix: str, loglen: int, sweet_row: float = DEFAULT_SWEET_ROW
+        self, redis: RedisClient, pool: Pool, prefix: str, loglen: int, sweet_row: float = DEFAULT_SWEET_ROW
     ) -> None:
         self.redis = redis
         self.pool = pool

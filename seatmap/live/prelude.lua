@@ -18,6 +18,10 @@
 --   user:<u>   zset  token -> expiry ms (live holds of one user on this screening)
 --   addrs      hash  client address -> seats and GA units its live holds have (the hold's
 --                    `addr`; holds made without an address, e.g. at the box office, are not counted)
+-- 'PUBLISH' on one Redis; scripts.py loads these scripts with 'SPUBLISH' instead for a cluster,
+-- where the screening's channel (with its hash tag) is a sharded channel of the slot's primary.
+local PUBLISH = 'PUBLISH'
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -47,7 +51,7 @@ local function emit(seq_key, log_key, channel, loglen, kind, fields)
   local text = string.format('%d', seq)
   local payload = '{"type":"' .. kind .. '","seq":' .. text .. fields .. '}'
   redis.call('XADD', log_key, 'MAXLEN', '~', loglen, text .. '-1', 'd', payload)
-  redis.call('PUBLISH', channel, payload)
+  redis.call(PUBLISH, channel, payload)
   return seq
 end
 

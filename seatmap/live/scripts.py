@@ -16,10 +16,19 @@ import re
 from typing import Any, Final, NamedTuple
 
 import hiredis
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, ResponseError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ConnectionError as RedisConnectionError,
+    NoScriptError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 
 from seatmap import resources
+from seatmap.runtime import RedisClient
 
 _FILES: Final = (
     "seats.lua",
@@ -45,6 +54,13 @@ def _load() -> dict[str, str]:
 
 
 SOURCES: Final = _load()
+# The same scripts for a Redis Cluster: the live channel is published with SPUBLISH (sharded
+# pub/sub, Redis 7), so the message stays on the screening's shard (prelude.lua's PUBLISH).
+_CLASSIC: Final = "local PUBLISH = 'PUBLISH'\n"
+assert all(_CLASSIC in text for text in SOURCES.values())
+SHARDED_SOURCES: Final = {
+    name: text.replace(_CLASSIC, "local PUBLISH = 'SPUBLISH'\n", 1) for name, text in SOURCES.items()
+}
 
 
 class Scripts:
@@ -60,11 +76,18 @@ class Scripts:
     A connection that fails before the first reply is read is replaced and the batch sent once
     more (as redis-py retries a command); one that fails mid-batch fails the calls whose replies
     were not read: whether such a script ran is unknown, and it is not sent again.
+
+    On a Redis Cluster the batch is split by the slot of each call's first key (every script's
+    keys share one hash tag, so one slot) into one write per primary, on one of that node's
+    connections, the same way. What a node redirects (MOVED, ASK, TRYAGAIN: a failover or a slot
+    move) did not run there and goes once more through redis-py's `ClusterPipeline`, which
+    follows the redirection and refreshes the slot map.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
-        self._sha = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in SOURCES.items()}
+        self.sources = SHARDED_SOURCES if isinstance(redis, RedisCluster) else SOURCES
+        self._sha = {name: hashlib.sha1(text.encode()).hexdigest() for name, text in self.sources.items()}
         self._queue: list[_Call] = []
 
     def __call__(self, name: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
@@ -81,6 +104,9 @@ class Scripts:
         task.add_done_callback(_sending.discard)
 
     async def _send(self, calls: list[_Call], attempt: int = 1) -> None:
+        if isinstance(self.redis, RedisCluster):
+            await self._send_cluster(self.redis, calls)
+            return
         pool = self.redis.connection_pool
         unknown: list[_Call] = []
         read = 0
@@ -125,13 +151,104 @@ class Scripts:
         if retry:
             await self._send(calls, attempt=2)
             return
+        await self._eval(unknown)
+
+    async def _send_cluster(self, redis: RedisCluster, calls: list[_Call]) -> None:
+        """Each primary's share of the batch written at once on one of its connections, as on
+        one Redis: redis-py's `ClusterPipeline` costs several times the CPU per command in
+        Python. Calls whose slot is not known here, or that the node redirects (MOVED, ASK,
+        TRYAGAIN, CLUSTERDOWN) or whose connection failed before any reply, go through the
+        `ClusterPipeline`, which follows redirections and refreshes the slot map."""
+        by_node: dict[str, tuple[ClusterNode, list[_Call]]] = {}
+        elsewhere: list[_Call] = []
+        for call in calls:
+            try:
+                node = redis.nodes_manager.get_node_from_slot(redis.keyslot(call.keys[0]))
+            except (SlotNotCoveredError, IndexError):
+                elsewhere.append(call)
+                continue
+            by_node.setdefault(node.name, (node, []))[1].append(call)
+        sent = await asyncio.gather(*(self._send_node(node, share) for node, share in by_node.values()))
+        for redirected in sent:
+            elsewhere += redirected
+        if elsewhere:
+            await self._send_pipeline(redis, elsewhere)
+
+    async def _send_node(self, node: ClusterNode, calls: list[_Call]) -> list[_Call]:
+        """Returns the calls to send again through the cluster's own routing."""
+        try:
+            conn = node.acquire_connection()
+        except Exception:
+            return calls
+        unknown: list[_Call] = []
+        redirected: list[_Call] = []
+        read = 0
+        try:
+            packed = b"".join(
+                hiredis.pack_command(("EVALSHA", self._sha[c.name], len(c.keys), *c.keys, *c.args))
+                for c in calls
+            )
+            await conn.send_packed_command(packed, check_health=False)
+            for call in calls:
+                try:
+                    reply = await conn.read_response()
+                except NoScriptError:
+                    unknown.append(call)
+                except _REDIRECTED:
+                    redirected.append(call)  # not run here: safe to send again
+                except ResponseError as exc:
+                    _settle(call.future, exception=exc)
+                else:
+                    _settle(call.future, reply)
+                read += 1
+        except BaseException as exc:
+            await conn.disconnect(nowait=True)
+            if read == 0 and isinstance(exc, RedisConnectionError | OSError):
+                redirected = list(calls)  # nothing ran that we know of: the cluster routes them
+                unknown = []
+            else:
+                _fail(calls[read:], exc)
+                if not isinstance(exc, Exception):
+                    raise
+        finally:
+            node.release(conn)
+        await self._eval(unknown)
+        return redirected
+
+    async def _send_pipeline(self, redis: RedisCluster, calls: list[_Call]) -> None:
+        unknown: list[_Call] = []
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                for c in calls:
+                    pipe.execute_command("EVALSHA", self._sha[c.name], len(c.keys), *c.keys, *c.args)
+                replies: list[Any] = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            _fail(calls, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for call, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, NoScriptError):
+                unknown.append(call)
+            elif isinstance(reply, BaseException):
+                _settle(call.future, exception=reply)
+            else:
+                _settle(call.future, reply)
+        await self._eval(unknown)
+
+    async def _eval(self, unknown: list[_Call]) -> None:
+        """The calls whose script the server did not know: EVAL with the source (it keeps it)."""
         for call in unknown:
             try:
-                reply = await self.redis.eval(SOURCES[call.name], len(call.keys), *call.keys, *call.args)
+                reply = await self.redis.eval(self.sources[call.name], len(call.keys), *call.keys, *call.args)
             except Exception as exc:
                 _settle(call.future, exception=exc)
             else:
                 _settle(call.future, reply)
+
+
+# A node's answer that the script did not run there (its slot is elsewhere, or mid-migration).
+_REDIRECTED: Final = (AskError, TryAgainError, ClusterDownError)  # MovedError is an AskError
 
 
 class _Call(NamedTuple):

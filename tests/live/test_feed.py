@@ -161,6 +161,22 @@ ORDERING = [
         id="Redis lost the screening: reload, everyone resyncs",
     ),
     pytest.param(
+        [snap(5), msg(6), msg(7), lambda feed: feed.flush(), lambda feed: feed.receive_seq(6, 7), snap(6)],
+        ["resync"],
+        [(None, "rewound")],
+        {"rewound": 1},
+        6,
+        id="seq went back (a failover lost writes): snapshot, everyone resyncs",
+    ),
+    pytest.param(
+        [snap(5), lambda feed: feed.receive_seq(5, 5), msg(6), msg(7), lambda feed: feed.receive_seq(5, 5)],
+        [6, 7],
+        [],
+        {},
+        7,
+        id="a seq read sent before deltas arrived is late, not a rewind",
+    ),
+    pytest.param(
         [snap(5), msg(7), fail(), seq_is(7), entries(6, 7)],
         [6, 7],
         [(5, "gap"), (5, "behind")],
