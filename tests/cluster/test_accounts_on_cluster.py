@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.redis_cluster import LocalCluster
 from tests.support import PASSWORD, create_user, login, quick_users
 from tests.test_multiprocess import web_processes
+
+# Six Redis servers of its own, primaries killed and slots moved: alone, after the parallel pass.
+pytestmark = pytest.mark.serial
 
 
 async def test_login_limits_and_logout_work_on_a_cluster(

@@ -19,6 +19,9 @@ from tests.redis_cluster import REQUIRED, LocalCluster, unavailable
 from tests.support import TIMEOUT_FACTOR, Viewer, quick_users
 from tests.test_multiprocess import web_processes
 
+# Six Redis servers of its own, primaries killed and slots moved: alone, after the parallel pass.
+pytestmark = pytest.mark.serial
+
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:

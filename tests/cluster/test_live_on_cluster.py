@@ -19,6 +19,9 @@ from tests.redis_cluster import LocalCluster
 from tests.support import TIMEOUT_FACTOR, Viewer, quick_users
 from tests.test_multiprocess import web_processes
 
+# Six Redis servers of its own, primaries killed and slots moved: alone, after the parallel pass.
+pytestmark = pytest.mark.serial
+
 
 async def test_viewers_on_two_processes_see_every_change_on_every_shard(
     rt: Runtime, settings: Settings, cluster: LocalCluster

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from tests.redis_cluster import LocalCluster
+
+# Six Redis servers of its own, primaries killed and slots moved: alone, after the parallel pass.
+pytestmark = pytest.mark.serial
 
 
 async def test_three_primaries_serve_every_slot(cluster: LocalCluster) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import httpx
+import pytest
 
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
@@ -13,6 +14,9 @@ from tests.cluster.conftest import SeatView, screenings_on_every_shard, slot_of
 from tests.redis_cluster import LocalCluster
 from tests.support import TIMEOUT_FACTOR, Viewer, quick_users
 from tests.test_multiprocess import web_processes
+
+# Six Redis servers of its own, primaries killed and slots moved: alone, after the parallel pass.
+pytestmark = pytest.mark.serial
 
 
 async def test_a_slot_moves_under_viewers_and_buyers(
