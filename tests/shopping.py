@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import time
 import uuid
 from typing import Any
@@ -124,3 +126,35 @@ async def table_counts(rt: Runtime) -> dict[str, int]:
         for table in ("orders", "order_lines", "payments", "payment_events", "tickets"):
             counts[table] = await conn.fetchval(f"SELECT count(*) FROM {table}")
     return counts
+
+
+async def race_for_seats(
+    client: httpx.AsyncClient, users: list[User], screening: int, labels: list[str]
+) -> tuple[list[httpx.Response], dict[str, int]]:
+    """Every user asks for 1-4 of `labels` (a fixed draw) at the same moment; the answers, in
+    the users' order, and who (by index) was granted each seat. A seat granted twice fails."""
+    rng = random.Random(7)
+    wants = [rng.sample(labels, rng.randint(1, 4)) for _ in users]
+    start = asyncio.Event()
+
+    async def attempt(headers: dict[str, str], seats: list[str]) -> httpx.Response:
+        await start.wait()
+        return await client.post(
+            "/api/holds", json={"screening_id": screening, "seats": seats}, headers=headers
+        )
+
+    tasks = [asyncio.create_task(attempt(u.headers, w)) for u, w in zip(users, wants, strict=True)]
+    await asyncio.sleep(0.05)
+    start.set()
+    responses = await asyncio.gather(*tasks)
+    holder: dict[str, int] = {}
+    for i, (r, seats) in enumerate(zip(responses, wants, strict=True)):
+        if r.status_code == 201:
+            for seat in seats:
+                assert seat not in holder, f"{seat} held twice"
+                holder[seat] = i
+        else:
+            assert r.status_code == 409, r.text
+            lost = r.json()["error"]["seats"]
+            assert lost and set(lost) <= set(seats), (lost, seats)
+    return responses, holder

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections import Counter
 from datetime import datetime
@@ -16,6 +15,7 @@ from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.cluster.conftest import screenings_on_every_shard, slot_of
 from tests.redis_cluster import LocalCluster
+from tests.shopping import race_for_seats
 from tests.support import TIMEOUT_FACTOR, Viewer, quick_users
 from tests.test_multiprocess import web_processes
 
@@ -95,28 +95,7 @@ async def test_200_clients_race_on_a_cluster_has_one_holder_per_seat(
     (screening, *_) = await screenings_on_every_shard(rt, cluster, strand_rule=False)
     users = await quick_users(rt, 200)
     labels = [f"{row}{n}" for row in "AB" for n in range(1, 11)]
-    rng = random.Random(7)
-    wants = [rng.sample(labels, rng.randint(1, 4)) for _ in users]
-    start = asyncio.Event()
-
-    async def attempt(headers: dict[str, str], seats: list[str]) -> httpx.Response:
-        await start.wait()
-        return await client.post(
-            "/api/holds", json={"screening_id": screening, "seats": seats}, headers=headers
-        )
-
-    tasks = [asyncio.create_task(attempt(u.headers, w)) for u, w in zip(users, wants, strict=True)]
-    await asyncio.sleep(0.05)
-    start.set()
-    responses = await asyncio.gather(*tasks)
-    holder: dict[str, int] = {}
-    for i, (r, seats) in enumerate(zip(responses, wants, strict=True)):
-        if r.status_code == 201:
-            for seat in seats:
-                assert seat not in holder, f"{seat} held twice"
-                holder[seat] = i
-        else:
-            assert r.status_code == 409, r.text
+    responses, holder = await race_for_seats(client, users, screening, labels)
     seat_map = await rt.holds.inventory.snapshot(screening)
     assert seat_map.seats == {seat: "held" for seat in holder}
     assert sum(r.status_code == 201 for r in responses) >= 3

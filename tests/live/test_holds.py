@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +17,7 @@ from seatmap.live.protocol import GASelection
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running
+from tests.shopping import race_for_seats
 from tests.support import Server, make_screening, quick_users
 
 
@@ -272,30 +272,7 @@ async def test_200_clients_race_for_overlapping_seats(rt: Runtime, client: httpx
     screening = await make_screening(rt, ["SSSSSSSSSS"] * 3, strand_rule=False)
     users = await quick_users(rt, 200)
     labels = [f"{row}{n}" for row in "ABC" for n in range(1, 11)]
-    rng = random.Random(7)
-    wants = [rng.sample(labels, rng.randint(1, 4)) for _ in users]
-    start = asyncio.Event()
-
-    async def attempt(user_headers: dict[str, str], seats: list[str]) -> httpx.Response:
-        await start.wait()
-        return await client.post(
-            "/api/holds", json={"screening_id": screening, "seats": seats}, headers=user_headers
-        )
-
-    tasks = [asyncio.create_task(attempt(u.headers, w)) for u, w in zip(users, wants, strict=True)]
-    await asyncio.sleep(0.05)
-    start.set()
-    responses = await asyncio.gather(*tasks)
-    holder: dict[str, int] = {}
-    for i, (r, seats) in enumerate(zip(responses, wants, strict=True)):
-        if r.status_code == 201:
-            for seat in seats:
-                assert seat not in holder, f"{seat} held twice"
-                holder[seat] = i
-        else:
-            assert r.status_code == 409, r.text
-            lost = r.json()["error"]["seats"]
-            assert lost and set(lost) <= set(seats)
+    responses, holder = await race_for_seats(client, users, screening, labels)
     for i, r in enumerate(responses):
         if r.status_code == 409:
             for seat in r.json()["error"]["seats"]:
