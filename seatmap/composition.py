@@ -30,6 +30,7 @@ from seatmap.live.inventory import Inventory
 from seatmap.runtime import ProcessState, RedisClient, Role, Runtime, urls
 from seatmap.sales.gateway import PaymentProvider
 from seatmap.sales.settlement import checkout_settings
+from seatmap.sales.tickets import sold_inventory
 from seatmap.settings import Settings
 from seatmap.simulated.provider import SimulatedGateway
 
@@ -53,8 +54,9 @@ async def open_runtime(settings: Settings, role: Role) -> AsyncIterator[Runtime]
         stack.push_async_callback(pool.close)
         redis = await stack.enter_async_context(open_redis(settings, redis_url))
         inventory = Inventory(
-            redis, pool, settings.redis_prefix, settings.recovery_log_length, settings.sweet_row
-        )
+            redis, pool, settings.redis_prefix, settings.recovery_log_length,
+            sold=sold_inventory, sweet_row=settings.sweet_row,
+        )  # fmt: skip
         provider = await stack.enter_async_context(_open_provider(settings, pool))
         channels: Channels | None = None
         expiry: Expiry | None = None

@@ -30,11 +30,6 @@ from seatmap.composition import open_runtime
 from seatmap.db import Pool
 from seatmap.errors import EmailTaken, SeatmapError
 from seatmap.live.protocol import BestAvailable
-
-# Imported for what it registers: the live map is rebuilt from the tickets through the source
-# sales/tickets.py adds to live/sold.py when imported; without it a map that `hold_some` loads
-# into Redis would show the sold seats free (and demo buyers would hold them).
-from seatmap.sales import tickets  # noqa: F401
 from seatmap.settings import Settings
 
 log = logging.getLogger("seatmap.demo")

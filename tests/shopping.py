@@ -113,9 +113,7 @@ def signed_event(
 
 async def seat_states(rt: Runtime, screening: int) -> dict[str, str]:
     """The live map's non-free seats, read from Redis as a viewer's snapshot would be."""
-    from seatmap.live.inventory import Inventory
-
-    snap = await Inventory(rt.redis, rt.pool, rt.settings.redis_prefix, 100).snapshot(screening)
+    snap = await rt.holds.inventory.snapshot(screening)
     return snap.seats
 
 

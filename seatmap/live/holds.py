@@ -360,7 +360,7 @@ class Holds:
         """Mark an order's seats sold, after PostgreSQL committed the sale; returns the seq (0: no change).
 
         Once per order (`order_ref`): a repeated call changes nothing. A crash before this
-        call is covered by the rebuild from PostgreSQL (see `live.sold.SOLD_SOURCES`).
+        call is covered by the rebuild from PostgreSQL (see `Inventory.sold`).
         """
         area, units = (ga.area, ga.quantity) if ga else ("", 0)
         reply = await self.inventory.sell(parse_token(token), token, owner, seats, area, units, order_ref)

@@ -26,7 +26,7 @@ from seatmap.live import replies
 from seatmap.live.replies import NOT_LOADED
 from seatmap.live.scripts import Scripts
 from seatmap.live.seats import DEFAULT_SWEET_ROW, Place, Plan, plan
-from seatmap.live.sold import sold
+from seatmap.live.sold import SoldSource
 from seatmap.runtime import RedisClient
 
 _R = TypeVar("_R")
@@ -156,9 +156,11 @@ class Inventory:
     """Per-process access to screenings' live state; shared by REST, WebSocket and expiry."""
 
     def __init__(
-        self, redis: RedisClient, pool: Pool, prefix: str, loglen: int, sweet_row: float = DEFAULT_SWEET_ROW
-    ) -> None:
+        self, redis: RedisClient, pool: Pool, prefix: str, loglen: int, *, sold: SoldSource,
+        sweet_row: float = DEFAULT_SWEET_ROW,
+    ) -> None:  # fmt: skip
         self.redis = redis
+        self.sold = sold  # what PostgreSQL has sold: the map is rebuilt and repaired from it
         self.pool = pool
         self.prefix = prefix
         self.loglen = loglen
@@ -202,7 +204,7 @@ class Inventory:
             if row is None:
                 raise NotFound(f"Screening {screening} does not exist.")
             blocked = [r["seat_label"] for r in await conn.fetch(_BLOCKED_SQL, screening)]
-            durable = await sold(conn, screening)
+            durable = await self.sold(conn, screening)
         ga_sold = {area: sum(orders.values()) for area, orders in durable.ga.items()}
         states = {label: "b" for label in blocked}
         states.update({label: "s" for label in durable.seats})

@@ -29,7 +29,6 @@ from redis.exceptions import RedisError
 from seatmap.live import replies
 from seatmap.live.inventory import Inventory
 from seatmap.live.replies import NOT_LOADED
-from seatmap.live.sold import sold
 
 log = logging.getLogger("seatmap.live.reconcile")
 
@@ -54,7 +53,7 @@ class Reconciler:
         """Repair one screening's map from its live tickets; returns the seats marked sold again
         (none if the screening is not loaded in Redis: a load would be right anyway)."""
         async with self.inventory.pool.acquire() as conn:
-            durable = await sold(conn, screening)
+            durable = await self.inventory.sold(conn, screening)
         if not durable.seats:
             return []
         k = self.inventory.keys(screening)

@@ -1,7 +1,7 @@
 """Sold inventory as PostgreSQL has it: the hook through which `live` learns what is sold.
 
-Tickets belong to sales (sales/tickets.py registers its source here at import); `live` knows
-nothing of orders and imports no `sales` module. The rebuild of a screening's state in Redis
+Tickets belong to sales; `live` knows nothing of orders and imports no `sales` module, so the
+source (`SoldSource`) is handed to `Inventory` by composition.py. The rebuild of a screening's state in Redis
 (`Inventory.load`) consults it, so once tickets exist a sold seat survives any loss of Redis
 state; the reconciler (reconcile.py) compares Redis against it.
 """
@@ -27,16 +27,7 @@ class Sold:
     ga: dict[str, dict[str, int]]  # area -> order ref -> units
 
 
-SOLD_SOURCES: list[Callable[[Any, int], Awaitable[Sold]]] = []
-
-
-async def sold(conn: Any, screening: int) -> Sold:
-    """Every source's sold inventory of a screening, merged."""
-    seats: dict[str, SoldSeat] = {}
-    ga: dict[str, dict[str, int]] = {}
-    for source in SOLD_SOURCES:
-        found = await source(conn, screening)
-        seats.update(found.seats)
-        for area, orders in found.ga.items():
-            ga.setdefault(area, {}).update(orders)
-    return Sold(seats, ga)
+# Where PostgreSQL's sold seats come from: sales' tickets (`sales.tickets.sold_inventory`), given
+# to `Inventory` by the composition root. A parameter, not a registry filled at import: a process
+# that never imported sales would rebuild maps with every sold seat free.
+SoldSource = Callable[[Any, int], Awaitable[Sold]]

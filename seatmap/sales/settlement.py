@@ -6,7 +6,7 @@ clears the hold, takes the next seq and tells every viewer (at most once per ord
 process dies between the two, the seats stay `held` until `sweep_forever`, which runs in every web
 process, finds the paid order still marked unpublished and runs `sell` again; and if Redis lost
 the screening meanwhile, its rebuild from PostgreSQL shows the seats sold anyway (tickets are in
-`live.sold.SOLD_SOURCES`). Design invariant 5.
+`Inventory.sold`). Design invariant 5.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ async def publish_sold(rt: Runtime, order: LiveOrder) -> None:
 
     Safe to repeat: `Holds.sell` runs once per order. If this process dies before it, the
     sweeper of any process runs it again, and a rebuild from PostgreSQL shows the seats sold
-    anyway (tickets are in `live.sold.SOLD_SOURCES`).
+    anyway (tickets are in `Inventory.sold`).
     """
     await rt.holds.sell(order.hold_token, order.hold_owner, order.seats, order.ga, str(order.id))
     try:

@@ -4,7 +4,8 @@ A ticket is written only inside the transaction that confirms a payment (or a bo
 sale), and the partial unique index `tickets_one_live_per_seat` refuses a second live ticket
 for a seat: that is the final guard against double sale whatever Redis said. The same rows
 are what the live seat map is rebuilt from after Redis lost a screening's state
-(`sold_inventory`, registered in `live.sold.SOLD_SOURCES`), and what its reconciler checks it against.
+(`sold_inventory`, which composition.py hands to the live inventory), and what its reconciler
+checks it against.
 
 Check-in is one conditional UPDATE, so two kiosks scanning the same ticket at the same moment
 cannot both admit it: PostgreSQL re-checks `checked_in_at IS NULL` on the row the winner just
@@ -197,9 +198,6 @@ async def sold_inventory(conn: Any, screening_id: int) -> sold.Sold:
         else:
             areas.setdefault(row["ga_area"], {})[order] = row["n"]
     return sold.Sold(seats, areas)
-
-
-sold.SOLD_SOURCES.append(sold_inventory)
 
 
 # ---- endpoints --------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ async def screening(rt: Runtime) -> int:
 async def seat_map(rt: Runtime, screening: int) -> dict[str, Any]:
     from seatmap.live.inventory import Inventory
 
-    inv = Inventory(rt.redis, rt.pool, rt.settings.redis_prefix, 100)
+    inv = Inventory(rt.redis, rt.pool, rt.settings.redis_prefix, 100, sold=rt.holds.inventory.sold)
     snap = await inv.snapshot(screening)
     return {"seq": snap.seq, "seats": snap.seats, "ga": snap.ga}
 

@@ -14,7 +14,7 @@ TERMS = HoldTerms(ttl_ms=60_000, max_ms=120_000, per_user=1, max_seats=4, strand
 
 @pytest.fixture
 async def inventory(rt: Runtime) -> Inventory:
-    return Inventory(rt.redis, rt.pool, rt.settings.redis_prefix, 100)
+    return Inventory(rt.redis, rt.pool, rt.settings.redis_prefix, 100, sold=rt.holds.inventory.sold)
 
 
 async def test_a_hold_and_its_refusals_are_typed(rt: Runtime, inventory: Inventory) -> None:

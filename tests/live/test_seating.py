@@ -225,7 +225,7 @@ async def test_100_concurrent_best_available_requests(rt: Runtime, settings: Set
         assert len(every) == len(set(every)), "two buyers got the same seat"
         assert len(won) >= 50
 
-        inventory = Inventory(rt.redis, rt.pool, rt.settings.redis_prefix, 100)
+        inventory = Inventory(rt.redis, rt.pool, rt.settings.redis_prefix, 100, sold=rt.holds.inventory.sold)
         layout = await inventory.layout(screening)
         final = (await inventory.snapshot(screening)).seats
         assert set(final) == set(every)
