@@ -339,6 +339,7 @@ async def test_holds_go_on_after_redis_forgets_the_scripts(
     assert snap["seats"] == {s: "held" for s in ["A1", "A2", "A3", "B1", "B2"]}
 
 
+@pytest.mark.serial  # CLIENT KILL on every node drops the other tests' connections as well
 async def test_holds_go_on_after_redis_drops_the_idle_connections(
     rt: Runtime, server: Server, screening: int
 ) -> None:
