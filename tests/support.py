@@ -243,6 +243,7 @@ def process_environ(settings: Settings, **extra: str) -> dict[str, str]:
         SEATMAP_REDIS_PREFIX=settings.redis_prefix,
         SEATMAP_DATA_DIR=str(settings.data_dir),
         SEATMAP_LOG_JSON="0",
+        SEATMAP_REDIS_CLUSTER="1" if settings.redis_cluster else "0",
     )
     environ.update(extra)
     return environ

@@ -33,7 +33,7 @@ from seatmap.app import create_app
 from seatmap.composition import open_runtime
 from seatmap.runtime import Runtime
 from seatmap.settings import Secret, Settings
-from tests.conftest import with_database
+from tests.conftest import REDIS_CLUSTER, with_database
 from tests.support import TIMEOUT_FACTOR, free_port, make_screening, process_environ, quick_users
 
 CALLERS: Final = ("anonymous", "customer", "staff", "admin")
@@ -85,6 +85,7 @@ async def contract_settings(
         jwt_secret=Secret("contract-secret-" + "x" * 40),
         redis_prefix=f"c{uuid.uuid4().hex[:10]}",
         log_json=False,
+        redis_cluster=REDIS_CLUSTER,
     )
     admin = await asyncpg.connect(pg_url)
     try:

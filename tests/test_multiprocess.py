@@ -16,6 +16,7 @@ import pytest
 
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
+from tests.redis_cluster import on_every_node
 from tests.support import (
     TIMEOUT_FACTOR,
     Server,
@@ -103,7 +104,7 @@ async def test_expiry_across_processes_frees_each_seat_once(
     screening = await make_screening(rt, ["SSSSSSSS"] * 2)
     (alice,) = await quick_users(rt, 1)
     if notifications == "0":
-        await rt.redis.config_set("notify-keyspace-events", "")
+        await on_every_node(rt.redis, "CONFIG SET", "notify-keyspace-events", "")
     try:
         async with (
             web_processes(
@@ -137,7 +138,7 @@ async def test_expiry_across_processes_frees_each_seat_once(
             for v in viewers:
                 await v.close()
     finally:
-        await rt.redis.config_set("notify-keyspace-events", "Ex")
+        await on_every_node(rt.redis, "CONFIG SET", "notify-keyspace-events", "Ex")
 
 
 async def test_a_disabled_users_token_is_refused_on_every_process_at_once(

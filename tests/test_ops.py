@@ -12,7 +12,7 @@ import httpx
 
 from seatmap.app import create_app
 from seatmap.settings import Settings
-from tests.conftest import running
+from tests.conftest import running, single_redis_only
 from tests.support import TIMEOUT_FACTOR
 
 
@@ -75,6 +75,7 @@ async def test_readyz_when_both_answer(client: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ready", "checks": {"postgres": "ok", "redis": "ok"}}
 
 
+@single_redis_only  # a TCP gate in front of one Redis
 async def test_readyz_503_when_redis_is_unreachable(
     make_settings: Callable[..., Settings], redis_url: str
 ) -> None:

@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from seatmap.errors import outage
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
-from tests.conftest import running
+from tests.conftest import running, single_redis_only
 from tests.outages import gate
 from tests.shopping import hold
 from tests.support import TIMEOUT_FACTOR, Viewer, make_screening, quick_users
@@ -91,6 +91,7 @@ def test_what_counts_as_an_outage(exc: BaseException, unavailable: bool) -> None
     assert (outage(exc) is not None) is unavailable
 
 
+@single_redis_only  # a TCP gate in front of one Redis
 async def test_with_redis_down_requests_answer_503_and_the_same_connection_serves_after(
     settings: Settings, rt: Runtime, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -154,6 +155,7 @@ async def test_with_postgres_down_an_order_answers_503_and_is_made_once_it_is_ba
             assert _local_port(made) == _local_port(during)
 
 
+@single_redis_only  # a TCP gate in front of one Redis
 async def test_a_socket_hold_during_a_redis_outage_answers_unavailable_and_the_socket_stays(
     settings: Settings, rt: Runtime
 ) -> None:
@@ -183,6 +185,7 @@ async def test_a_socket_hold_during_a_redis_outage_answers_unavailable_and_the_s
             await viewer.close()
 
 
+@single_redis_only  # a TCP gate in front of one Redis
 async def test_a_socket_that_cannot_load_its_map_is_told_to_come_back(
     settings: Settings, rt: Runtime
 ) -> None:

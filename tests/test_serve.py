@@ -101,7 +101,9 @@ class Serve:
             k: v
             for k, v in os.environ.items()
             # No XDG_RUNTIME_DIR, as in a container or CI: a clean start must not warn about it.
+            # No SEATMAP_REDIS_CLUSTER (the suite's run on a cluster): the embedded Redis is one server.
             if k not in {"DATABASE_URL", "REDIS_URL", "SEATMAP_JWT_SECRET", "SEATMAP_DEV", "XDG_RUNTIME_DIR"}
+            and k != "SEATMAP_REDIS_CLUSTER"
             and not k.startswith("SEATMAP_TEST_")
         }
         env.update(SEATMAP_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
@@ -359,6 +361,7 @@ def test_without_the_embedded_extra_a_missing_url_says_how_to_get_it(
         k: v
         for k, v in os.environ.items()
         if k not in {"DATABASE_URL", "REDIS_URL", "SEATMAP_JWT_SECRET", "SEATMAP_DEV"}
+        and k != "SEATMAP_REDIS_CLUSTER"
         and not k.startswith("SEATMAP_TEST_")
     }
     env.update(urls, SEATMAP_DATA_DIR=str(data_dir))

@@ -18,12 +18,12 @@ from typing import Final, NoReturn
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 from playwright.async_api import Browser, Error as PlaywrightError, async_playwright, expect
 
 from seatmap.settings import Secret, Settings
 from tests.browser.pages import TIMEOUT_MS, Browsers
-from tests.conftest import running, with_database
+from tests.conftest import REDIS_CLUSTER, running, with_database
+from tests.redis_cluster import delete_prefix
 from tests.support import Server
 
 CHROMIUM: Final = "/usr/bin/chromium"
@@ -102,14 +102,9 @@ async def module_settings(
         jwt_secret=Secret("browser-secret-" + "x" * 40),
         redis_prefix=prefix,
         log_json=False,
+        redis_cluster=REDIS_CLUSTER,
     )
-    cleanup = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        keys = [k async for k in cleanup.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await cleanup.delete(*keys)
-    finally:
-        await cleanup.aclose()
+    await delete_prefix(redis_url, REDIS_CLUSTER, prefix)
     admin = await asyncpg.connect(pg_url)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -17,6 +17,7 @@ from seatmap.app import create_app
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running
+from tests.redis_cluster import on_every_node
 from tests.support import TIMEOUT_FACTOR, Server, User, Viewer, make_screening, quick_users
 
 # Turns Redis's keyspace notifications off and on (server-wide) and times restocks: alone.
@@ -31,7 +32,7 @@ async def test_expired_hold_is_freed_once_for_every_viewer(
     screening = await make_screening(rt, ["SSSSSS"] * 2)
     short = replace(settings, hold_ttl=1, expiry_notifications=notifications)
     if not notifications:
-        await rt.redis.config_set("notify-keyspace-events", "")
+        await on_every_node(rt.redis, "CONFIG SET", "notify-keyspace-events", "")
     try:
         async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
             viewers = [await Viewer.connect(srv, screening) for _ in range(3)]
@@ -66,7 +67,7 @@ async def test_expired_hold_is_freed_once_for_every_viewer(
             )
             assert r.status_code == 201
     finally:
-        await rt.redis.config_set("notify-keyspace-events", "Ex")
+        await on_every_node(rt.redis, "CONFIG SET", "notify-keyspace-events", "Ex")
 
 
 async def test_extended_hold_survives_its_first_deadline(rt: Runtime, settings: Settings) -> None:
@@ -95,7 +96,7 @@ async def test_many_restockers_release_once(rt: Runtime, settings: Settings) -> 
     short = replace(settings, hold_ttl=1, sweep_interval=60, expiry_notifications=False)
     async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
         app_rt = srv_runtime(srv)
-        stop_sweeper()
+        await stop_sweeper()
         viewer = await Viewer.connect(srv, screening)
         await viewer.next("snapshot")
         (alice,) = await quick_users(rt, 1)
@@ -123,7 +124,7 @@ async def test_owner_is_told_the_hold_expired(rt: Runtime, settings: Settings) -
     screening = await make_screening(rt, ["SSSS"])
     short = replace(settings, hold_ttl=1, sweep_interval=60, expiry_notifications=False)
     async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
-        stop_sweeper()
+        await stop_sweeper()
         alice, bob = await quick_users(rt, 2)
         token = (
             await client.post(
@@ -174,7 +175,7 @@ async def test_restocks_and_their_lag_are_exported(rt: Runtime, settings: Settin
         return REGISTRY.get_sample_value(name) or 0.0
 
     async with running(create_app(short)) as srv, httpx.AsyncClient(base_url=srv.http) as client:
-        stop_sweeper()
+        await stop_sweeper()
         (alice,) = await quick_users(rt, 1)
         token = (
             await client.post(
@@ -201,13 +202,19 @@ def srv_runtime(srv: Server) -> Runtime:
     return srv.runtime
 
 
-def stop_sweeper() -> None:
+async def stop_sweeper() -> None:
     """Cancel the in-process server's expiry sweeper. It is the clock (it wakes at each hold's
     deadline whatever `sweep_interval` says), so a test that drives the restock itself, to race
-    it or to see who is told what before it, must take it out of the way."""
+    it or to see who is told what before it, must take it out of the way.
+
+    Until it has ended: redis-py's RedisCluster (8.2) can lose a cancellation that arrives while
+    a command is in flight, and the sweeper then carried on and restocked the test's hold."""
     sweepers = [t for t in asyncio.all_tasks() if t.get_name() == "expiry.sweeper"]
     assert len(sweepers) == 1, sweepers
-    sweepers[0].cancel()
+    async with asyncio.timeout(5 * TIMEOUT_FACTOR):
+        while not sweepers[0].done():
+            sweepers[0].cancel()
+            await asyncio.wait(sweepers, timeout=0.05)
 
 
 async def test_keyspace_notifications_come_back_after_redis_forgot_them(
@@ -220,7 +227,7 @@ async def test_keyspace_notifications_come_back_after_redis_forgot_them(
             expiry = srv_runtime(srv).expiry
             assert expiry is not None
             expiry.notify_check = 0.2
-            await rt.redis.config_set("notify-keyspace-events", "")
+            await on_every_node(rt.redis, "CONFIG SET", "notify-keyspace-events", "")
             async with asyncio.timeout(3 * TIMEOUT_FACTOR):
                 while True:
                     now = (await rt.redis.config_get("notify-keyspace-events"))[
@@ -231,21 +238,14 @@ async def test_keyspace_notifications_come_back_after_redis_forgot_them(
                     await asyncio.sleep(0.05)
             assert expiry.notifications_problem == ""
     finally:
-        await rt.redis.config_set("notify-keyspace-events", original or "Ex")
+        await on_every_node(rt.redis, "CONFIG SET", "notify-keyspace-events", original or "Ex")
 
 
 async def test_readyz_says_when_redis_refuses_to_send_expiry_events(rt: Runtime, settings: Settings) -> None:
     """A Redis that forbids CONFIG (as managed ones do): still ready, and /readyz says why
     expired holds are restocked by the sweeper alone."""
     user, password = f"seatmap-noconfig-{settings.redis_prefix}", "pw-" + settings.redis_prefix
-    await rt.redis.acl_setuser(
-        user,
-        enabled=True,
-        passwords=[f"+{password}"],
-        keys=["*"],
-        channels=["*"],
-        commands=["+@all", "-config"],
-    )
+    await on_every_node(rt.redis, "ACL SETUSER", user, "on", f">{password}", "~*", "&*", "+@all", "-config")
     assert settings.redis_url is not None
     scheme, rest = settings.redis_url.split("://", 1)
     limited = replace(settings, redis_url=f"{scheme}://{user}:{password}@{rest}")
@@ -257,7 +257,7 @@ async def test_readyz_says_when_redis_refuses_to_send_expiry_events(rt: Runtime,
             assert body["status"] == "ready"
             assert body["checks"]["expiry_notifications"].startswith("cannot enable keyspace notifications")
     finally:
-        await rt.redis.acl_deluser(user)
+        await on_every_node(rt.redis, "ACL DELUSER", user)
 
 
 @pytest.mark.parametrize("notifications", [True, False], ids=["keyspace-events", "sweeper-only"])
@@ -273,7 +273,7 @@ async def test_200_holds_expiring_together_are_each_restocked_once_and_on_time(
     )
     original = (await rt.redis.config_get("notify-keyspace-events"))["notify-keyspace-events"]
     if not notifications:
-        await rt.redis.config_set("notify-keyspace-events", "")
+        await on_every_node(rt.redis, "CONFIG SET", "notify-keyspace-events", "")
     try:
         async with running(create_app(short)) as srv:
             viewers = [(s, await Viewer.connect(srv, s, batch=True)) for s in screenings for _ in range(2)]
@@ -310,4 +310,4 @@ async def test_200_holds_expiring_together_are_each_restocked_once_and_on_time(
                 f"p99 {lags[int(len(lags) * 0.99) - 1]:.3f}s"
             )
     finally:
-        await rt.redis.config_set("notify-keyspace-events", original or "Ex")
+        await on_every_node(rt.redis, "CONFIG SET", "notify-keyspace-events", original or "Ex")
