@@ -44,7 +44,7 @@ class Size:
 
 
 SHORT = Size(("S" * 20,) * 8, buyers=24, viewers=6, race=3.0, kills=1, outage=3.0, refunds=60,
-             holds=300, hold_screenings=3, slow=4, traffic=12.0, settle=15.0)  # fmt: skip
+             holds=300, hold_screenings=3, slow=4, traffic=20.0, settle=15.0)  # fmt: skip
 LONG = Size(("S" * 30,) * 20, buyers=300, viewers=50, race=25.0, kills=4, outage=10.0, refunds=500,
             holds=2000, hold_screenings=20, slow=20, traffic=30.0, settle=90.0)  # fmt: skip
 
