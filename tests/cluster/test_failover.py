@@ -14,8 +14,8 @@ import pytest
 
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
-from tests.cluster.conftest import SeatView, screenings_on_every_shard, slot_of
-from tests.redis_cluster import REQUIRED, LocalCluster, unavailable
+from tests.cluster.conftest import SeatView, own_cluster, screenings_on_every_shard, slot_of
+from tests.redis_cluster import LocalCluster
 from tests.support import TIMEOUT_FACTOR, Viewer, quick_users
 from tests.test_multiprocess import web_processes
 
@@ -25,16 +25,8 @@ pytestmark = pytest.mark.serial
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    problem = unavailable()
-    if problem:
-        if REQUIRED:
-            pytest.fail(f"SEATMAP_REQUIRE_CLUSTER=1 but no local cluster can be made: {problem}")
-        pytest.skip(f"no local Redis Cluster: {problem}")
-    made = LocalCluster.start()
-    try:
-        yield made
-    finally:
-        made.stop()
+    """Its own cluster: this module kills a primary, which the session's must survive without."""
+    yield from own_cluster()
 
 
 async def test_a_primary_dies_under_viewers_and_buyers(
