@@ -432,6 +432,19 @@ _OUTAGES: Final = (
     ConnectionError,
     socket.gaierror,  # the server's name does not resolve (DNS restarting)
 )
+# What a background loop's round may raise from PostgreSQL or Redis and go on after, logged: the
+# servers' own errors, and asyncpg's client-side errors of a connection the server dropped while
+# in use (`InterfaceError` "connection is closed", `InternalClientError`), which are no
+# `PostgresError`: a loop that caught only those died when PostgreSQL restarted (chaos test).
+RETRYABLE: Final = (
+    TimeoutError,
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    redis.exceptions.RedisError,
+    redis.exceptions.RedisClusterException,  # SlotNotCoveredError (a failover) is no RedisError
+)
 # Unreachable, or a unix socket whose server is gone (ENOENT: its file was removed on stop).
 _OUTAGE_ERRNOS: Final = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.ENOENT})
 

@@ -26,13 +26,11 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
-import asyncpg
 import prometheus_client
-from redis.exceptions import RedisError
 
 from seatmap import jobs, mail
 from seatmap.composition import open_runtime
-from seatmap.errors import outage
+from seatmap.errors import RETRYABLE, outage
 from seatmap.outage import Outage
 from seatmap.runtime import Runtime, urls
 from seatmap.sales import alerts, cancellations, notifications, orders, refunds, webhooks
@@ -86,7 +84,7 @@ async def _housekeeping(rt: Runtime, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             await housekeeping_once(rt)
-        except (TimeoutError, OSError, asyncpg.PostgresError, RedisError) as exc:
+        except RETRYABLE as exc:
             if outage(exc) is not None:
                 down.failed(exc)
             else:

@@ -17,7 +17,7 @@ import pytest
 import redis.exceptions
 from websockets.exceptions import ConnectionClosed
 
-from seatmap.errors import outage
+from seatmap.errors import RETRYABLE, outage
 from seatmap.runtime import Runtime
 from seatmap.settings import Settings
 from tests.conftest import running, single_redis_only
@@ -89,6 +89,8 @@ def _caused_by(cause: BaseException) -> Exception:
 )
 def test_what_counts_as_an_outage(exc: BaseException, unavailable: bool) -> None:
     assert (outage(exc) is not None) is unavailable
+    if unavailable:  # and the background loops go on after it (the worker died of one once)
+        assert isinstance(exc, RETRYABLE) or isinstance(exc.__cause__, RETRYABLE), exc
 
 
 @single_redis_only  # a TCP gate in front of one Redis

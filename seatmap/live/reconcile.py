@@ -21,11 +21,10 @@ import logging
 import time
 from typing import Any, Final
 
-import asyncpg
 import msgspec
 from prometheus_client import Counter
-from redis.exceptions import RedisError
 
+from seatmap.errors import RETRYABLE
 from seatmap.live import replies
 from seatmap.live.inventory import Inventory
 from seatmap.live.replies import NOT_LOADED
@@ -96,6 +95,6 @@ class Reconciler:
                 ttl_ms = max(1, int(self.interval * 1000 * 0.9))
                 if await self.inventory.redis.set(self.lock_key, "1", nx=True, px=ttl_ms):
                     await self.round()
-            except (RedisError, OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            except RETRYABLE as exc:
                 log.warning("reconciliation round failed, retrying next interval: %s", exc)
             await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))

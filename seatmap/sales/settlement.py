@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
-import asyncpg
 from redis.exceptions import RedisError
 
+from seatmap.errors import RETRYABLE
 from seatmap.live.protocol import GASelection
 from seatmap.runtime import Runtime
 from seatmap.sales import alerts
@@ -108,7 +108,7 @@ async def publish_sold(rt: Runtime, order: LiveOrder) -> None:
     await rt.holds.sell(order.hold_token, order.hold_owner, order.seats, order.ga, str(order.id))
     try:
         await alerts.check(rt, order.screening_id)
-    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+    except RETRYABLE as exc:
         # The sale stands; the next sale of this screening checks again.
         log.warning("order %s: the near-sold-out check failed (%s)", order.id, exc)
     rt.state.published_orders.add(order.id)
@@ -158,7 +158,7 @@ async def sweep_forever(rt: Runtime) -> None:
             await asyncio.sleep(_SWEEP_INTERVAL)
             try:
                 await sweep_once(rt)
-            except (TimeoutError, asyncpg.PostgresError, OSError, RedisError) as exc:
+            except RETRYABLE as exc:
                 log.warning("order sweep failed, retrying: %s", exc)
     finally:
         # On a clean shutdown, write down what this process showed sold (else the next sweep
