@@ -95,6 +95,20 @@ async def test_hold_on_one_process_reaches_viewer_on_another(rt: Runtime, settin
         await other.close()
 
 
+async def freed_by(v: Viewer, deadline: float) -> Counter[str]:
+    """What one viewer saw freed of a hold of three seats expiring at `deadline`: its delta, then
+    the frees, soon after the deadline, and nothing more (each seat freed once)."""
+    await v.next("delta")
+    freed: Counter[str] = Counter()
+    while sum(freed.values()) < 3:
+        delta = await v.next("delta", within=4)
+        freed.update(c["seat"] for c in delta["changes"] if c["state"] == "free")
+    assert time.time() - deadline < 2.0 * TIMEOUT_FACTOR
+    with pytest.raises(TimeoutError):
+        await v.next("delta", within=0.7)
+    return freed
+
+
 @pytest.mark.serial  # turns Redis's keyspace notifications off (server-wide)
 @pytest.mark.parametrize("notifications", ["1", "0"], ids=["keyspace-events", "sweeper-only"])
 async def test_expiry_across_processes_frees_each_seat_once(
@@ -122,18 +136,7 @@ async def test_expiry_across_processes_frees_each_seat_once(
             )
             deadline = datetime.fromisoformat(r.json()["expires_at"]).timestamp()
 
-            async def freed_by(v: Viewer) -> Counter[str]:
-                await v.next("delta")
-                freed: Counter[str] = Counter()
-                while sum(freed.values()) < 3:
-                    delta = await v.next("delta", within=4)
-                    freed.update(c["seat"] for c in delta["changes"] if c["state"] == "free")
-                assert time.time() - deadline < 2.0 * TIMEOUT_FACTOR
-                with pytest.raises(TimeoutError):
-                    await v.next("delta", within=0.7)
-                return freed
-
-            for freed in await asyncio.gather(*(freed_by(v) for v in viewers)):
+            for freed in await asyncio.gather(*(freed_by(v, deadline) for v in viewers)):
                 assert freed == Counter({"A1": 1, "A2": 1, "B1": 1})
             for v in viewers:
                 await v.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from datetime import datetime
 
@@ -16,8 +15,8 @@ from seatmap.settings import Settings
 from tests.cluster.conftest import screenings_on_every_shard, slot_of
 from tests.redis_cluster import LocalCluster
 from tests.shopping import race_for_seats
-from tests.support import TIMEOUT_FACTOR, Viewer, quick_users
-from tests.test_multiprocess import web_processes
+from tests.support import Viewer, quick_users
+from tests.test_multiprocess import freed_by, web_processes
 
 # Six Redis servers of its own, primaries killed and slots moved: alone, after the parallel pass.
 pytestmark = pytest.mark.serial
@@ -133,18 +132,7 @@ async def test_expiry_on_every_shard_frees_each_seat_once(
                 assert r.status_code == 201, r.text
                 deadline = max(deadline, datetime.fromisoformat(r.json()["expires_at"]).timestamp())
 
-            async def freed_by(v: Viewer) -> Counter[str]:
-                await v.next("delta")
-                freed: Counter[str] = Counter()
-                while sum(freed.values()) < 3:
-                    delta = await v.next("delta", within=4)
-                    freed.update(c["seat"] for c in delta["changes"] if c["state"] == "free")
-                assert time.time() - deadline < 2.0 * TIMEOUT_FACTOR
-                with pytest.raises(TimeoutError):
-                    await v.next("delta", within=0.7)
-                return freed
-
-            for freed in await asyncio.gather(*(freed_by(v) for _, v in viewers)):
+            for freed in await asyncio.gather(*(freed_by(v, deadline) for _, v in viewers)):
                 assert freed == Counter({"A1": 1, "A2": 1, "B1": 1})
             for _, v in viewers:
                 await v.close()
